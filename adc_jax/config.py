@@ -1,0 +1,416 @@
+"""Default hyper-parameters, size presets and validation of adc_jax configs.
+
+The experiment files under `configs/` call `base_config(size)` and override the few fields that
+define their experiment (attention mode, SDD mode). Keeping the defaults inside the package means a
+config file works from any working directory and from a notebook.
+
+Sizes:
+  "paper": the paper-scale model (10 s clips, BYOL-A d=2048, d_model 512) for GPUs/TPUs.
+  "quick": the same mechanisms shrunk to train on 2 CPU cores in minutes.
+  "smoke": seconds; used by the tests.
+
+`validate(config)` checks every field a user can set and raises `ConfigError` naming the key, so a
+bad value fails before anything is built or compiled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import ml_collections
+
+SIZES = ("paper", "quick", "smoke")
+ATTENTION_MODES = ("cross", "full")
+SDD_MODES = ("none", "early", "late")
+DATASETS = ("synthetic_adc", "audio_diff_caps")
+DTYPES = ("float32", "bfloat16")
+DECODE_MODES = ("greedy", "beam")
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class ConfigError(ValueError):
+    """A config field has a value that cannot work; the message names the field and the fix."""
+
+
+def default_data_dir() -> str:
+    """Where datasets are cached unless `config.data.data_dir` says otherwise."""
+    return os.environ.get("ADC_JAX_DATA_DIR", os.path.join("~", ".cache", "adc_jax", "datasets"))
+
+
+def parse_size(arg: str | None) -> str:
+    """Maps the config-file argument (`late_sdd.py:quick`) to a size name."""
+    size = (arg or "paper").strip().lower()
+    if size not in SIZES:
+        raise ConfigError(f"Unknown config size {arg!r}: use one of {', '.join(SIZES)} "
+                          "(e.g. --config=configs/late_sdd.py:quick).")
+    return size
+
+
+def base_config(size: str = "paper") -> ml_collections.ConfigDict:
+    """Returns the full default config (CAC encoder + late SDD) at the given size."""
+    size = parse_size(size)
+    c = ml_collections.ConfigDict()
+    # Name of the experiment, written into logs and result tables.
+    c.name = "late_sdd"
+    # Size preset this config was built with (paper, quick or smoke); informational.
+    c.size = size
+    # Master seed: parameter init, dropout and the data order all derive from it.
+    c.seed = 0
+
+    # ---------------------------------------------------------------- data
+    c.data = ml_collections.ConfigDict()
+    # Dataset: "synthetic_adc" (built-in, generated on first use) or "audio_diff_caps" (real data).
+    c.data.name = "synthetic_adc"
+    # Directory holding tfds datasets; "" means $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets.
+    c.data.data_dir = ""
+    # Audio sample rate in Hz; BYOL-A's front end expects 16 kHz.
+    c.data.sample_rate = 16000
+    # Length in seconds that every clip is padded or cropped to.
+    c.data.clip_seconds = 10.0
+    # Synthetic data: number of training pairs (AudioDiffCaps has about 6,000).
+    c.data.num_train = 6000
+    # Synthetic data: number of validation pairs.
+    c.data.num_validation = 300
+    # Synthetic data: number of evaluation pairs.
+    c.data.num_eval = 600
+    # Synthetic data: seed of the generator (the data, not the training run).
+    c.data.synth_seed = 0
+    # AudioDiffCaps: directory of the WAV files named in the CSVs' s1_fn/s2_fn columns.
+    c.data.audio_dir = ""
+    # AudioDiffCaps: directory holding adc_{rain,traffic}/{dev,eval}/adc_*_{dev,eval}.csv.
+    c.data.csv_dir = ""
+    # AudioDiffCaps: fraction of the dev set held out (deterministically) as the validation split.
+    c.data.validation_fraction = 0.05
+    # Maximum caption length in tokens, <bos> and <eos> included.
+    c.data.max_caption_tokens = 32
+    # Words seen fewer times than this in the training captions map to <unk>.
+    c.data.vocab_min_count = 1
+    # Number of grain worker processes for the training pipeline (0 = in the main process).
+    c.data.num_workers = 0
+    # Number of batches prepared ahead of the device (host-side prefetch).
+    c.data.prefetch = 2
+
+    # ---------------------------------------------------------------- model
+    c.model = ml_collections.ConfigDict()
+    # Compute dtype: "float32" or "bfloat16" (params, optimizer state and losses stay float32).
+    c.model.dtype = "float32"
+    # Front end: FFT size in samples.
+    c.model.n_fft = 1024
+    # Front end: window length in samples (periodic Hann).
+    c.model.win_length = 1024
+    # Front end: hop length in samples (10 ms at 16 kHz).
+    c.model.hop_length = 160
+    # Front end: number of mel bins.
+    c.model.n_mels = 64
+    # Front end: lowest mel frequency in Hz.
+    c.model.f_min = 60.0
+    # Front end: highest mel frequency in Hz.
+    c.model.f_max = 7800.0
+    # Front end: mean of the log-mel used for normalisation (BYOL-A's published statistics).
+    c.model.norm_mean = -5.4919195
+    # Front end: standard deviation of the log-mel used for normalisation.
+    c.model.norm_std = 5.0389895
+    # BYOL-A CNN: channels of each of the three conv blocks (64 in BYOL-A).
+    c.model.byola_channels = 64
+    # BYOL-A: output feature size d of the frame embedding (512, 1024 or 2048 in BYOL-A).
+    c.model.byola_dim = 2048
+    # BYOL-A: dropout rate inside the MLP head.
+    c.model.byola_dropout = 0.3
+    # BYOL-A: directory written by tools/convert_byola.py to initialise from; "" = random init.
+    c.model.byola_init = ""
+    # BYOL-A: keep the CNN and head fixed during training.
+    c.model.byola_freeze = False
+    # BYOL-A: learning-rate multiplier for the BYOL-A parameters when fine-tuning.
+    c.model.byola_lr_scale = 1.0
+    # Transformer width (encoder and decoder).
+    c.model.d_model = 512
+    # Attention heads (encoder and decoder).
+    c.model.num_heads = 8
+    # Feed-forward hidden size (GELU).
+    c.model.d_ff = 2048
+    # Number of difference-encoder layers.
+    c.model.encoder_layers = 2
+    # Number of text-decoder layers.
+    c.model.decoder_layers = 2
+    # Dropout rate in the transformer layers.
+    c.model.dropout = 0.1
+    # Encoder attention: "cross" (CAC: a frame attends only to the other clip) or "full".
+    c.model.attention = "cross"
+    # Similarity-discrepancy disentanglement: "none", "early" (encoder input) or "late" (output).
+    c.model.sdd = "late"
+    # SDD: number of channels of the "similar" part; the rest of d_model is "discrepant".
+    c.model.sdd_similar_dim = 256
+    # SDD: LSTM units per direction of each embedding net.
+    c.model.sdd_lstm_units = 128
+    # SDD: InfoNCE temperature.
+    c.model.sdd_temperature = 0.07
+    # SDD: weight lambda of L_SDD in the total loss.
+    c.model.sdd_weight = 1.0
+    # Maximum number of positions of the text decoder (= data.max_caption_tokens).
+    c.model.max_decode_len = 32
+    # Label smoothing of the caption cross-entropy.
+    c.model.label_smoothing = 0.0
+    # Recompute activations of the CNN in the backward pass to save memory.
+    c.model.remat_cnn = False
+
+    # ---------------------------------------------------------------- train
+    c.train = ml_collections.ConfigDict()
+    # Global batch size in pairs, summed over all devices and hosts.
+    c.train.batch_size = 32
+    # Number of optimiser steps.
+    c.train.num_steps = 20000
+    # Peak learning rate of AdamW.
+    c.train.learning_rate = 1e-4
+    # Linear warm-up steps before the cosine decay.
+    c.train.warmup_steps = 1000
+    # Final learning rate as a fraction of the peak.
+    c.train.final_lr_fraction = 0.01
+    # AdamW weight decay.
+    c.train.weight_decay = 0.01
+    # Global gradient-norm clipping threshold.
+    c.train.grad_clip = 1.0
+    # Log metrics every this many steps.
+    c.train.log_every = 50
+    # Save a checkpoint every this many steps (and at the end).
+    c.train.checkpoint_every = 1000
+    # Number of most recent checkpoints kept.
+    c.train.keep_checkpoints = 3
+    # Evaluate every this many steps (and at the end); 0 = only at the end.
+    c.train.eval_every = 5000
+    # On a NaN/Inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the update.
+    c.train.nonfinite = "stop"
+
+    # ---------------------------------------------------------------- eval
+    c.eval = ml_collections.ConfigDict()
+    # Split scored during and after training.
+    c.eval.split = "eval"
+    # Eval batch size in pairs (global).
+    c.eval.batch_size = 32
+    # Decoding: "greedy" or "beam".
+    c.eval.decode = "beam"
+    # Beam size of beam search.
+    c.eval.beam_size = 4
+    # Length penalty alpha of beam search (GNMT style; 0 = none).
+    c.eval.length_penalty = 0.6
+    # Evaluate on at most this many pairs (0 = the whole split).
+    c.eval.max_examples = 0
+    # Number of sample predictions written beside their references.
+    c.eval.num_samples = 50
+
+    _apply_size(c, size)
+    return c
+
+
+def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
+    """Shrinks the paper-scale defaults for CPU runs; every mechanism stays switched on."""
+    if size == "quick":
+        c.data.clip_seconds = 4.0
+        c.data.num_train = 3000
+        c.data.num_validation = 100
+        c.data.num_eval = 200
+        c.model.byola_channels = 32
+        c.model.byola_dim = 256
+        c.model.d_model = 128
+        c.model.num_heads = 4
+        c.model.d_ff = 512
+        c.model.sdd_similar_dim = 64
+        c.model.sdd_lstm_units = 32
+        c.model.dropout = 0.1
+        c.train.batch_size = 32
+        c.train.num_steps = 1500
+        c.train.learning_rate = 1e-3
+        c.train.warmup_steps = 100
+        c.train.log_every = 25
+        c.train.checkpoint_every = 250
+        c.train.eval_every = 0
+        c.eval.decode = "greedy"
+        c.eval.batch_size = 50
+    elif size == "smoke":
+        c.data.clip_seconds = 1.0
+        c.data.num_train = 32
+        c.data.num_validation = 8
+        c.data.num_eval = 8
+        c.model.byola_channels = 8
+        c.model.byola_dim = 32
+        c.model.d_model = 32
+        c.model.num_heads = 2
+        c.model.d_ff = 64
+        c.model.encoder_layers = 1
+        c.model.decoder_layers = 1
+        c.model.sdd_similar_dim = 16
+        c.model.sdd_lstm_units = 8
+        c.train.batch_size = 8
+        c.train.num_steps = 6
+        c.train.learning_rate = 1e-3
+        c.train.warmup_steps = 2
+        c.train.log_every = 2
+        c.train.checkpoint_every = 3
+        c.train.eval_every = 0
+        c.eval.batch_size = 8
+        c.eval.decode = "greedy"
+        c.eval.beam_size = 2
+        c.eval.num_samples = 4
+
+
+def experiment_config(arg: str | None, *, name: str, attention: str, sdd: str) -> ml_collections.ConfigDict:
+    """Builds one experiment of the paper's ablation at the size given by `arg`."""
+    c = base_config(parse_size(arg))
+    c.name = name
+    c.model.attention = attention
+    c.model.sdd = sdd
+    return c
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config.{key}={value!r} is invalid: {why}")
+
+
+def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
+    value = _get(c, key)
+    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
+           "must be a positive integer.")
+
+
+def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
+    value = _get(c, key)
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
+           "must be an integer >= 0.")
+
+
+def _choice(c: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
+    value = _get(c, key)
+    _check(value in choices, key, value, f"must be one of {', '.join(map(repr, choices))}.")
+
+
+def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
+    value = _get(c, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    lo_s = "(" if lo_open else "["
+    hi_s = ")" if hi_open else "]"
+    _check(ok, key, value, f"must be a number in {lo_s}{lo}, {hi}{hi_s}.")
+
+
+def _get(c: ml_collections.ConfigDict, key: str) -> Any:
+    node = c
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def min_clip_samples(c: ml_collections.ConfigDict) -> int:
+    """Fewest samples that give at least one frame after BYOL-A's three 2x2 poolings."""
+    # Centred STFT: n_frames = n_samples // hop + 1; three poolings need 8 frames.
+    return 7 * c.model.hop_length
+
+
+def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+    """Raises ConfigError naming the first field whose value cannot work.
+
+    Args:
+      c: a config from `configs/*.py`, with command-line overrides applied.
+      num_devices: global device count; when given, batch sizes must divide by it.
+    """
+    _choice(c, "data.name", DATASETS)
+    _positive_int(c, "data.sample_rate")
+    _in_range(c, "data.clip_seconds", 0.0, 600.0, lo_open=True)
+    n_samples = int(round(c.data.clip_seconds * c.data.sample_rate))
+    _check(n_samples >= min_clip_samples(c), "data.clip_seconds", c.data.clip_seconds,
+           f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
+           f"least {min_clip_samples(c) / c.data.sample_rate:.3f} s.")
+    if c.data.name == "synthetic_adc":
+        for key in ("data.num_train", "data.num_validation", "data.num_eval"):
+            _positive_int(c, key)
+        _non_negative_int(c, "data.synth_seed")
+    else:
+        for key in ("data.audio_dir", "data.csv_dir"):
+            value = _get(c, key)
+            _check(bool(value), key, value, "must name a directory when data.name is "
+                   "'audio_diff_caps' (e.g. --config.data.audio_dir=/path/to/wavs).")
+            _check(os.path.isdir(os.path.expanduser(value)), key, value,
+                   "directory does not exist; point it at your AudioDiffCaps copy.")
+    _in_range(c, "data.validation_fraction", 0.0, 1.0, hi_open=True)
+    _check(isinstance(c.data.max_caption_tokens, int) and c.data.max_caption_tokens >= 3,
+           "data.max_caption_tokens", c.data.max_caption_tokens,
+           "must be an integer >= 3 (<bos>, one word, <eos>).")
+    _positive_int(c, "data.vocab_min_count")
+    _non_negative_int(c, "data.num_workers")
+    _non_negative_int(c, "data.prefetch")
+
+    m = c.model
+    _choice(c, "model.dtype", DTYPES)
+    _choice(c, "model.attention", ATTENTION_MODES)
+    _choice(c, "model.sdd", SDD_MODES)
+    for key in ("model.n_fft", "model.win_length", "model.hop_length", "model.n_mels",
+                "model.byola_channels", "model.byola_dim", "model.d_model", "model.num_heads",
+                "model.d_ff", "model.encoder_layers", "model.decoder_layers",
+                "model.sdd_lstm_units", "model.max_decode_len"):
+        _positive_int(c, key)
+    _check(m.win_length <= m.n_fft, "model.win_length", m.win_length,
+           f"must not exceed model.n_fft={m.n_fft}.")
+    _check(m.n_mels % 8 == 0, "model.n_mels", m.n_mels,
+           "must be a multiple of 8 (BYOL-A pools the mel axis three times by 2).")
+    _in_range(c, "model.f_min", 0.0, c.data.sample_rate / 2)
+    _in_range(c, "model.f_max", m.f_min, c.data.sample_rate / 2, lo_open=True)
+    _in_range(c, "model.norm_std", 0.0, math.inf, lo_open=True, hi_open=True)
+    _check(m.d_model % m.num_heads == 0, "model.num_heads", m.num_heads,
+           f"must divide model.d_model={m.d_model}.")
+    _check(isinstance(m.sdd_similar_dim, int) and 0 < m.sdd_similar_dim < m.d_model,
+           "model.sdd_similar_dim", m.sdd_similar_dim,
+           f"must be an integer in [1, model.d_model-1={m.d_model - 1}] so both parts are non-empty.")
+    _in_range(c, "model.sdd_temperature", 0.0, math.inf, lo_open=True, hi_open=True)
+    _in_range(c, "model.sdd_weight", 0.0, math.inf, hi_open=True)
+    _in_range(c, "model.dropout", 0.0, 1.0, hi_open=True)
+    _in_range(c, "model.byola_dropout", 0.0, 1.0, hi_open=True)
+    _in_range(c, "model.byola_lr_scale", 0.0, math.inf, hi_open=True)
+    _in_range(c, "model.label_smoothing", 0.0, 1.0, hi_open=True)
+    _check(m.max_decode_len >= c.data.max_caption_tokens, "model.max_decode_len",
+           m.max_decode_len, f"must be >= data.max_caption_tokens={c.data.max_caption_tokens}.")
+    if m.byola_init:
+        _check(os.path.exists(os.path.expanduser(m.byola_init)), "model.byola_init", m.byola_init,
+               "does not exist; write it with tools/convert_byola.py --input FILE.pth --output DIR.")
+
+    t = c.train
+    for key in ("train.batch_size", "train.num_steps", "train.log_every",
+                "train.checkpoint_every", "train.keep_checkpoints"):
+        _positive_int(c, key)
+    _non_negative_int(c, "train.warmup_steps")
+    _non_negative_int(c, "train.eval_every")
+    _in_range(c, "train.learning_rate", 0.0, 1.0, lo_open=True)
+    _in_range(c, "train.final_lr_fraction", 0.0, 1.0)
+    _in_range(c, "train.weight_decay", 0.0, math.inf, hi_open=True)
+    _in_range(c, "train.grad_clip", 0.0, math.inf, lo_open=True, hi_open=True)
+    _choice(c, "train.nonfinite", NONFINITE_POLICIES)
+    if m.sdd != "none":
+        _check(t.batch_size >= 2, "train.batch_size", t.batch_size,
+               "InfoNCE needs at least 2 pairs per batch when model.sdd is not 'none'.")
+
+    _choice(c, "eval.split", ("train", "validation", "eval"))
+    _positive_int(c, "eval.batch_size")
+    _choice(c, "eval.decode", DECODE_MODES)
+    _positive_int(c, "eval.beam_size")
+    _in_range(c, "eval.length_penalty", 0.0, 10.0)
+    _non_negative_int(c, "eval.max_examples")
+    _non_negative_int(c, "eval.num_samples")
+
+    if num_devices is not None:
+        for key in ("train.batch_size", "eval.batch_size"):
+            value = _get(c, key)
+            _check(value % num_devices == 0, key, value,
+                   f"must be divisible by the number of devices ({num_devices}); try "
+                   f"{max(num_devices, value // num_devices * num_devices)}.")
+
+
+def model_fields(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields that determine parameter shapes (compared when restoring a checkpoint)."""
+    keys = ("n_mels", "byola_channels", "byola_dim", "d_model", "num_heads", "d_ff",
+            "encoder_layers", "decoder_layers", "sdd", "sdd_similar_dim", "sdd_lstm_units",
+            "max_decode_len")
+    return {f"model.{k}": c.model[k] for k in keys}

@@ -1,0 +1,57 @@
+"""The example schema shared by every adc_jax dataset (synthetic_adc and audio_diff_caps).
+
+Both tfds builders write exactly these features, so the grain pipeline, evaluation and the tools
+never branch on the dataset. Only `tfds.features.Tensor`/`Text` are used: they build and read
+`array_record` files without TensorFlow.
+
+Per example:
+  key:             unique id of the pair, e.g. "train_000042" or the AudioDiffCaps `key` column.
+  audio1, audio2:  [N] int16 mono waveforms at 16 kHz (full scale = 32767). Lengths may differ
+                   from the configured clip length; the pipeline pads/crops.
+  captions:        1..5 reference captions (lower case) that turn clip 1 into clip 2.
+  scene:           "rain" or "traffic" (the background scene).
+  edit_ops:        synthetic data only: the operation of each edit ("add", "remove", "louder",
+                   "quieter", "change", "earlier", "later"); empty for real data.
+  edit_classes:    the event class of each edit, aligned with edit_ops.
+  edit_magnitudes: the magnitude of each edit (dB for louder/quieter, seconds for
+                   earlier/later, 0 otherwise), aligned with edit_ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+# Scale between float waveforms in [-1, 1] and the stored int16 samples.
+INT16_SCALE = 32767.0
+
+
+def features_dict():
+    """The tfds FeaturesDict of an adc_jax example (imports tfds lazily)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.features.FeaturesDict({
+        "key": tfds.features.Text(),
+        "audio1": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+        "audio2": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+        "captions": tfds.features.Sequence(tfds.features.Text()),
+        "scene": tfds.features.Text(),
+        "edit_ops": tfds.features.Sequence(tfds.features.Text()),
+        "edit_classes": tfds.features.Sequence(tfds.features.Text()),
+        "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+    })
+
+
+def to_int16(wav: np.ndarray) -> np.ndarray:
+    """Float waveform in [-1, 1] -> int16 (clipped)."""
+    return np.clip(np.round(wav * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+def to_float(wav: np.ndarray) -> np.ndarray:
+    """int16 waveform -> float32 in [-1, 1]."""
+    return wav.astype(np.float32) / INT16_SCALE
+
+
+def as_text(value) -> str:
+    """tfds data sources return Text features as bytes; this gives str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
