@@ -1,0 +1,283 @@
+"""Caption metrics of the paper (BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, SPIDEr) via pycocoevalcap.
+
+`score_captions` follows the COCO caption evaluation: every caption goes through the Stanford
+PTB tokenizer (lower case, punctuation removed), then each scorer sees the tokenised text. Corpus
+scores are returned as plain Python floats, so the result can be written with `json.dump`.
+
+Edge cases, handled explicitly instead of letting a Java scorer choke on them:
+  * A prediction that is empty after tokenisation (empty string, only whitespace or only
+    punctuation: the tokenizer removes single marks, and text left without any letter or digit,
+    such as "?!", counts as empty too) is scored as the single token `EMPTY_PREDICTION` ("emptyprediction"): a word no
+    reference contains, so the pair gets (near) zero on every metric while the corpus scores stay
+    defined. Their number is reported in `result["num_empty_predictions"]`.
+  * A reference that is empty after tokenisation (same rule) is dropped; a pair left without any reference
+    gets the single reference `EMPTY_REFERENCE` ("emptyreference"), which no prediction matches.
+    The number of such pairs is `result["num_empty_references"]`.
+  * CIDEr's idf comes from the evaluated set itself: with a single pair every n-gram has idf 0
+    and CIDEr is 0 whatever the prediction. Score whole splits.
+
+SPICE needs Stanford CoreNLP 3.6.0 (about 400 MB), which pycocoevalcap downloads on first use.
+adc_jax never triggers that download: SPICE (and SPIDEr = mean of CIDEr and SPICE) is computed
+only when both jars are already in pycocoevalcap's `spice/lib` folder (`tools/get_spice_models.sh`
+puts them there); otherwise both are None and `result["notes"]["SPICE"]` says why. SPICE runs
+Java directly (not through pycocoevalcap's wrapper) so that its input, output and parse cache go
+to a temporary folder instead of the package folder. SPICE 1.0 predates the Java module system:
+its parse cache (FST serialisation) fails on Java >= 17 without `--add-opens`, so those options
+are passed through JDK_JAVA_OPTIONS (read by Java >= 9 only), and a failed run is retried once
+without the cache (the cache only saves time). If Java still fails, SPICE is None with the error
+in the notes; scoring never crashes because of SPICE.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+from absl import logging
+
+# Token that stands in for a prediction that is empty after tokenisation.
+EMPTY_PREDICTION = "emptyprediction"
+# Token that stands in for the references of a pair whose references are all empty.
+EMPTY_REFERENCE = "emptyreference"
+CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+SPICE_JAR = "spice-1.0.jar"
+# Heap of the SPICE JVM (pycocoevalcap's value: CoreNLP's parser needs several GB).
+SPICE_JAVA_HEAP = "-Xmx8G"
+# Java >= 9 options that let SPICE's FST-based cache reflect into java.base (see module doc).
+_ADD_OPENS = " ".join(f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in (
+    "java.lang", "java.lang.reflect", "java.util", "java.util.concurrent", "java.math", "java.io",
+    "java.net", "java.text", "java.nio", "sun.nio.ch"))
+# The metrics every result holds as floats, in table order (SPICE/SPIDEr may be None).
+METRIC_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def _spice_dir() -> str:
+    """pycocoevalcap's spice folder (holds spice-1.0.jar and lib/); found without importing it."""
+    spec = importlib.util.find_spec("pycocoevalcap.spice")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("pycocoevalcap is not installed: pip install pycocoevalcap")
+    return list(spec.submodule_search_locations)[0]
+
+
+def spice_status() -> tuple[bool, str]:
+    """Whether SPICE can run here, and why not (or where it runs from)."""
+    try:
+        spice_dir = _spice_dir()
+    except ImportError as e:
+        return False, str(e)
+    lib = os.path.join(spice_dir, "lib")
+    missing = [j for j in CORENLP_JARS if not os.path.isfile(os.path.join(lib, j))]
+    if missing:
+        return False, (f"Stanford CoreNLP 3.6.0 jars not installed ({', '.join(missing)} missing "
+                       f"in {lib}); run tools/get_spice_models.sh")
+    if not os.path.isfile(os.path.join(spice_dir, SPICE_JAR)):
+        return False, f"{SPICE_JAR} not found in {spice_dir}; reinstall pycocoevalcap"
+    if shutil.which("java") is None:
+        return False, "java not found on PATH; install a Java runtime (8 or newer)"
+    return True, f"SPICE available ({spice_dir})"
+
+
+def _check_inputs(predictions: dict[str, str], references: dict[str, list[str]]) -> list[Any]:
+    if not isinstance(predictions, dict) or not isinstance(references, dict):
+        raise TypeError("predictions and references must be dicts keyed by pair id.")
+    pred_keys, ref_keys = set(predictions), set(references)
+    if pred_keys != ref_keys:
+        only_p = sorted(map(str, pred_keys - ref_keys))[:5]
+        only_r = sorted(map(str, ref_keys - pred_keys))[:5]
+        raise ValueError(f"Keys of predictions and references differ: {len(pred_keys - ref_keys)} "
+                         f"only in predictions (e.g. {only_p}), {len(ref_keys - pred_keys)} only in "
+                         f"references (e.g. {only_r}). Score the same set of pairs.")
+    if not predictions:
+        raise ValueError("No pairs to score: predictions and references are empty.")
+    keys = list(predictions)
+    for k in keys:
+        if not isinstance(predictions[k], str):
+            raise TypeError(f"Prediction of {k!r} must be a str, got {type(predictions[k]).__name__}.")
+        refs = references[k]
+        if isinstance(refs, str) or not refs or not all(isinstance(r, str) for r in refs):
+            raise ValueError(f"References of {k!r} must be a non-empty list of str, got {refs!r}.")
+    return keys
+
+
+def _has_word(text: str) -> bool:
+    """False for text with no letter or digit ('', '?!', '!!' survive PTB punctuation removal)."""
+    return any(ch.isalnum() for ch in text)
+
+
+def _tokenize(predictions: list[str], references: list[list[str]]
+              ) -> tuple[list[str], list[list[str]], int, int]:
+    """PTB-tokenises all captions in one JVM call and substitutes the placeholders."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    # Empty lines are replaced before tokenisation too, so the tokenizer's line alignment never
+    # depends on how it treats blank lines.
+    def prep(s: str) -> dict[str, str]:
+        return {"caption": " ".join(s.split()) or "."}
+
+    captions = {("p", i): [prep(p)] for i, p in enumerate(predictions)}
+    captions.update({("r", i): [prep(r) for r in refs] for i, refs in enumerate(references)})
+    tokens = PTBTokenizer().tokenize(captions)
+    if set(tokens) != set(captions) or any(len(tokens[k]) != len(v) for k, v in captions.items()):
+        raise RuntimeError("The PTB tokenizer returned a different number of captions than it was "
+                           "given; check that Java runs (java -version).")
+    n_empty_pred = n_empty_ref = 0
+    out_pred, out_refs = [], []
+    for i in range(len(predictions)):
+        p = tokens[("p", i)][0].strip()
+        if not _has_word(p):
+            p, n_empty_pred = EMPTY_PREDICTION, n_empty_pred + 1
+        out_pred.append(p)
+        refs = [r.strip() for r in tokens[("r", i)] if _has_word(r)]
+        if not refs:
+            refs, n_empty_ref = [EMPTY_REFERENCE], n_empty_ref + 1
+        out_refs.append(refs)
+    return out_pred, out_refs, n_empty_pred, n_empty_ref
+
+
+def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        meteor = Meteor()
+    except FileNotFoundError as e:
+        raise RuntimeError("METEOR needs Java on PATH (java -version); install a Java runtime.") from e
+    try:
+        score, _ = meteor.compute_score(gts, res)
+    except ValueError as e:  # The JVM died: readline() returned '' instead of a number.
+        err = meteor.meteor_p.stderr.read1(4000).decode(errors="replace") if meteor.meteor_p.stderr else ""
+        raise RuntimeError(f"METEOR's Java process failed: {err.strip() or e}") from e
+    finally:
+        del meteor  # Meteor.__del__ stops the JVM.
+    return float(score)
+
+
+def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float | None, str]:
+    """Runs SPICE 1.0 in a temporary folder; returns (score, note) and never raises."""
+    spice_dir = _spice_dir()
+    env = dict(os.environ)
+    env["JDK_JAVA_OPTIONS"] = (env.get("JDK_JAVA_OPTIONS", "") + " " + _ADD_OPENS).strip()
+    cache_dir = os.environ.get("ADC_JAX_SPICE_CACHE",
+                               os.path.join(tempfile.gettempdir(), "adc_jax_spice_cache"))
+    with tempfile.TemporaryDirectory(prefix="adc_jax_spice_") as tmp:
+        in_file, out_file = os.path.join(tmp, "input.json"), os.path.join(tmp, "output.json")
+        with open(in_file, "w") as f:
+            json.dump([{"image_id": i, "test": res[i][0], "refs": gts[i]} for i in gts], f)
+        errors = []
+        for cache in (["-cache", cache_dir], []):
+            if cache:
+                os.makedirs(cache_dir, exist_ok=True)
+            cmd = ["java", "-jar", SPICE_JAVA_HEAP, os.path.join(spice_dir, SPICE_JAR), in_file,
+                   *cache, "-out", out_file, "-subset", "-silent"]
+            try:
+                proc = subprocess.run(cmd, cwd=spice_dir, env=env, capture_output=True, text=True)
+            except OSError as e:
+                return None, f"SPICE failed to start Java: {e}"
+            if proc.returncode == 0:
+                break
+            tail = (proc.stderr or proc.stdout or "").strip()[-600:]
+            errors.append(f"{'with' if cache else 'without'} cache: exit {proc.returncode}: {tail}")
+        else:
+            return None, "SPICE failed (Java error); " + " | ".join(errors)
+        try:
+            with open(out_file) as f:
+                results = json.load(f)
+            values = [float(item["scores"]["All"]["f"]) for item in results]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return None, f"SPICE output could not be read: {e}"
+    if len(values) != len(gts):
+        return None, f"SPICE scored {len(values)} pairs instead of {len(gts)}"
+    score = sum(values) / len(values)
+    if not math.isfinite(score):
+        return None, "SPICE returned a non-finite score (a caption could not be parsed)"
+    return score, "computed with Stanford CoreNLP 3.6.0" + (" (without cache)" if errors else "")
+
+
+def score_captions(predictions: dict[str, str], references: dict[str, list[str]], *,
+                   spice: bool | str = "auto") -> dict:
+    """Corpus-level caption metrics of `predictions` against `references`.
+
+    Args:
+      predictions: pair id -> predicted caption.
+      references: pair id -> list of reference captions (>= 1); same ids as `predictions`.
+      spice: "auto" computes SPICE/SPIDEr when the CoreNLP jars are installed and reports None
+        otherwise; False never computes them; True raises RuntimeError when SPICE is not
+        installed. A Java failure while running SPICE gives None with the reason in every mode.
+
+    Returns:
+      {"BLEU_1".."BLEU_4", "METEOR", "ROUGE_L", "CIDEr": float, "SPICE", "SPIDEr": float | None,
+       "num_pairs", "num_empty_predictions", "num_empty_references": int,
+       "notes": {"SPICE": str}}; all values are JSON-serialisable.
+
+    Raises:
+      ValueError: the keys differ, there are no pairs, or a pair has no reference list.
+      RuntimeError: Java is missing or a Java scorer (tokenizer, METEOR) fails.
+    """
+    if spice not in (True, False, "auto"):
+        raise ValueError(f"spice must be True, False or 'auto', got {spice!r}.")
+    keys = _check_inputs(predictions, references)
+    if spice is not False:
+        available, reason = spice_status()
+        if spice is True and not available:
+            raise RuntimeError(f"SPICE was requested but cannot run: {reason}.")
+    else:
+        available, reason = False, "SPICE disabled (spice=False)"
+
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    preds, refs, n_empty_pred, n_empty_ref = _tokenize(
+        [predictions[k] for k in keys], [list(references[k]) for k in keys])
+    res = {i: [p] for i, p in enumerate(preds)}
+    gts = dict(enumerate(refs))
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"BLEU_{n + 1}": float(b) for n, b in enumerate(bleu)}
+    scores["METEOR"] = _meteor(gts, res)
+    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    spice_score = None
+    if available:
+        spice_score, reason = _run_spice(gts, res)
+        if spice_score is None:
+            logging.warning("SPICE not reported: %s", reason)
+    assert tuple(scores) == METRIC_KEYS
+    scores["SPICE"] = spice_score
+    scores["SPIDEr"] = None if spice_score is None else (scores["CIDEr"] + spice_score) / 2
+    scores["num_pairs"] = len(keys)
+    scores["num_empty_predictions"] = n_empty_pred
+    scores["num_empty_references"] = n_empty_ref
+    scores["notes"] = {"SPICE": reason}
+    return scores
+
+
+def most_frequent_caption(captions: Iterable[str]) -> str:
+    """The most frequent caption (whitespace-collapsed, lower-cased); ties -> lexicographically first."""
+    counts = collections.Counter(c for c in (" ".join(s.split()).lower() for s in captions) if c)
+    if not counts:
+        raise ValueError("most_frequent_caption needs at least one non-empty caption.")
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+def baseline_scores(train_captions: Iterable[str], references: dict[str, list[str]],
+                    **kw: Any) -> dict:
+    """Scores of predicting the most frequent training caption for every pair.
+
+    Returns `score_captions`'s dict plus "caption": the caption that was predicted. Keyword
+    arguments go to `score_captions` (e.g. spice=False).
+    """
+    caption = most_frequent_caption(train_captions)
+    result = score_captions({k: caption for k in references}, references, **kw)
+    result["caption"] = caption
+    return result
+
+
+__all__ = ["EMPTY_PREDICTION", "EMPTY_REFERENCE", "METRIC_KEYS", "baseline_scores", "most_frequent_caption",
+           "score_captions", "spice_status"]

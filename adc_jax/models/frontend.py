@@ -1,0 +1,161 @@
+"""BYOL-A's log-mel front end in pure JAX, so it runs on the device inside the jitted step.
+
+The host only moves waveforms; this module turns them into the normalised log-mel spectrogram
+that BYOL-A was trained on:
+
+  16 kHz mono -> centred STFT (reflect padding, periodic Hann, n_fft 1024, hop 160) -> |X|^2
+  -> 64 HTK mel bins over 60-7800 Hz (triangles not area-normalised) -> ln(x + eps)
+  -> (x - mean) / std with BYOL-A's published statistics.
+
+It matches `librosa.feature.melspectrogram(..., htk=True, norm=None, center=True,
+pad_mode="reflect", power=2.0)` followed by the same log and normalisation (tested to 1e-3).
+librosa is only used by the test; the filterbank is computed here in NumPy.
+
+The output is time-major, `[B, T, n_mels]`, because the BYOL-A CNN uses `[B, T, F, C]`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Added before the log; float32 machine epsilon, as in BYOL-A.
+LOG_EPS = 1.1920929e-07
+
+
+def _hz_to_mel_htk(hz: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale: 2595 log10(1 + f / 700)."""
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
+
+
+def _mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
+    """Inverse of `_hz_to_mel_htk`."""
+    return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
+) -> np.ndarray:
+    """Triangular HTK mel filterbank without area normalisation.
+
+    Equal to `librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min,
+    fmax=f_max, htk=True, norm=None).T`. Computed in float64, returned as float32. The result is
+    cached and shared: do not modify it in place.
+
+    Returns:
+      [n_fft // 2 + 1, n_mels] float32; column m holds the weights of mel band m.
+    """
+    if not 0.0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(
+            f"mel_filterbank needs 0 <= f_min < f_max <= sample_rate / 2; got f_min={f_min}, "
+            f"f_max={f_max}, sample_rate={sample_rate}."
+        )
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)  # [K]
+    # n_mels + 2 band edges, equally spaced on the mel scale.
+    edges_mel = np.linspace(_hz_to_mel_htk(f_min), _hz_to_mel_htk(f_max), n_mels + 2)
+    edges = _mel_to_hz_htk(edges_mel)  # [n_mels + 2]
+    widths = np.diff(edges)  # [n_mels + 1]
+    ramps = edges[:, None] - fft_freqs[None, :]  # [n_mels + 2, K]
+    rising = -ramps[:-2] / widths[:-1, None]  # [n_mels, K]
+    falling = ramps[2:] / widths[1:, None]  # [n_mels, K]
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # [n_mels, K]
+    out = np.ascontiguousarray(weights.T.astype(np.float32))
+    out.setflags(write=False)
+    return out
+
+
+def num_frames(n_samples: int, hop_length: int) -> int:
+    """Frames of a centred STFT of `n_samples` samples: n_samples // hop_length + 1."""
+    return n_samples // hop_length + 1
+
+
+@functools.lru_cache(maxsize=16)
+def _window(win_length: int, n_fft: int) -> np.ndarray:
+    """Periodic Hann window of `win_length`, zero-padded at both ends to [n_fft] float32."""
+    n = np.arange(win_length, dtype=np.float64)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    left = (n_fft - win_length) // 2
+    out = np.zeros(n_fft, np.float64)
+    out[left : left + win_length] = window
+    out = out.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def _frames(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
+    """Overlapping frames by strided reshapes and slices only (no gather).
+
+    The signal is cut into hop-sized chunks; frame t is chunks t, t+1, ..., t+k-1 laid end to end
+    (k = ceil(n_fft / hop)) and cut to n_fft samples. On accelerators this lowers to a copy
+    that XLA fuses with the window multiply, avoiding a [T, n_fft] index gather.
+
+    Args:
+      padded: [B, L] float32 signal, already centre-padded.
+    Returns:
+      [B, n_frames, n_fft] float32 where frame t is padded[:, t * hop : t * hop + n_fft].
+    """
+    k = -(-n_fft // hop_length)
+    n_chunks = n_frames + k - 1
+    length = padded.shape[1]
+    # Samples past L are never inside a frame (the last frame ends at L); zeros fill the
+    # last chunk. The slice drops samples that no frame uses.
+    need = n_chunks * hop_length
+    if need > length:
+        padded = jnp.pad(padded, ((0, 0), (0, need - length)))
+    chunks = padded[:, :need].reshape(padded.shape[0], n_chunks, hop_length)  # [B, M, hop]
+    frames = jnp.concatenate([chunks[:, i : i + n_frames] for i in range(k)], axis=-1)
+    return frames[..., :n_fft]
+
+
+def log_mel(
+    wav: jax.Array,
+    *,
+    sample_rate: int = 16000,
+    n_fft: int = 1024,
+    win_length: int = 1024,
+    hop_length: int = 160,
+    n_mels: int = 64,
+    f_min: float = 60.0,
+    f_max: float = 7800.0,
+    mean: float = -5.4919195,
+    std: float = 5.0389895,
+) -> jax.Array:
+    """Normalised log-mel spectrogram of a batch of waveforms (BYOL-A's input).
+
+    Always computed in float32, whatever the input dtype. Jit-friendly; all sizes are static.
+
+    Args:
+      wav: [B, N] float waveforms in [-1, 1] at `sample_rate`. N must exceed n_fft // 2
+        (reflect padding needs it).
+      sample_rate, n_fft, win_length, hop_length, n_mels, f_min, f_max: STFT and mel settings;
+        `win_length <= n_fft` (the periodic Hann window is centred in the FFT frame).
+      mean, std: normalisation statistics of the log-mel.
+
+    Returns:
+      [B, T, n_mels] float32, T = N // hop_length + 1 (time-major).
+    """
+    if wav.ndim != 2:
+        raise ValueError(f"log_mel expects wav of shape [B, N]; got shape {wav.shape}.")
+    n_samples = wav.shape[1]
+    pad = n_fft // 2
+    if n_samples <= pad:
+        raise ValueError(
+            f"log_mel needs more than n_fft // 2 = {pad} samples for reflect padding; got "
+            f"{n_samples}. Pad the clip or use a shorter n_fft."
+        )
+    if not 0 < win_length <= n_fft:
+        raise ValueError(f"win_length={win_length} must be in [1, n_fft={n_fft}].")
+    x = jnp.asarray(wav, jnp.float32)
+    x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")  # [B, N + 2 pad]
+    n_frames = num_frames(n_samples, hop_length)
+    frames = _frames(x, n_frames, n_fft, hop_length)  # [B, T, n_fft]
+    frames = frames * jnp.asarray(_window(win_length, n_fft))
+    spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # [B, T, n_fft // 2 + 1] complex64
+    power = jnp.square(spec.real) + jnp.square(spec.imag)
+    fbank = jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max))
+    mel = jnp.matmul(power, fbank, precision=jax.lax.Precision.HIGHEST)  # [B, T, n_mels]
+    return (jnp.log(mel + LOG_EPS) - mean) / std

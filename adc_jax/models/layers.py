@@ -1,0 +1,94 @@
+"""Transformer building blocks shared by the difference encoder and the text decoder.
+
+Attention is written out (not `jax.nn.dot_product_attention`) so that the attention weights can be
+returned for plotting from the same code path that trains. Sequences here are short (2 x 125 audio
+frames, 32 tokens), so the explicit softmax costs little.
+
+Shapes: B batch, L query length, S key length, H heads, K head size, D model width.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# Large negative logit for masked keys; finite so a fully masked row gives a uniform, not NaN, row.
+MASK_VALUE = -1e9
+
+
+@functools.lru_cache(maxsize=32)
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """Sinusoidal position table of Vaswani et al.: [length, dim] float32 (sin | cos halves)."""
+    half = dim // 2
+    inv_freq = np.exp(-np.log(10000.0) * np.arange(half) / max(half - 1, 1))
+    angles = np.arange(length)[:, None] * inv_freq[None, :]
+    table = np.zeros((length, dim), np.float32)
+    table[:, :half] = np.sin(angles)
+    table[:, half : 2 * half] = np.cos(angles)
+    return table
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention with an explicit boolean mask; returns output and weights."""
+
+    def __init__(self, d_model: int, num_heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        dense = functools.partial(nnx.LinearGeneral, dtype=dtype, param_dtype=jnp.float32,
+                                  rngs=rngs)
+        self.query = dense(d_model, (num_heads, self.head_dim))
+        self.key = dense(d_model, (num_heads, self.head_dim))
+        self.value = dense(d_model, (num_heads, self.head_dim))
+        self.out = dense((num_heads, self.head_dim), d_model, axis=(-2, -1))
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [B, S, D] -> keys, values [B, S, H, K] (what the decoder caches)."""
+        return self.key(x), self.value(x)
+
+    def attend(self, x_q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array,
+               *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Attends queries from x_q [B, L, D] to precomputed keys/values [B, S, H, K].
+
+        Args:
+          mask: [B, 1 or H, L, S] bool, True where query l may attend to key s.
+        Returns:
+          output [B, L, D] and attention weights [B, H, L, S] float32.
+        """
+        q = self.query(x_q) * (self.head_dim ** -0.5)
+        logits = jnp.einsum("blhk,bshk->bhls", q, keys).astype(jnp.float32)
+        logits = jnp.where(mask, logits, MASK_VALUE)
+        weights = jax.nn.softmax(logits, axis=-1)
+        dropped = self.dropout(weights, deterministic=not train)
+        context = jnp.einsum("bhls,bshk->blhk", dropped.astype(values.dtype), values)
+        return self.out(context), weights
+
+    def __call__(self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array, *, train: bool
+                 ) -> tuple[jax.Array, jax.Array]:
+        """x_q [B, L, D], x_kv [B, S, D], mask [B, 1|H, L, S] -> ([B, L, D], [B, H, L, S])."""
+        keys, values = self.project_kv(x_kv)
+        return self.attend(x_q, keys, values, mask, train=train)
+
+
+class FeedForward(nnx.Module):
+    """Position-wise MLP: Linear(D->F) -> GELU -> Dropout -> Linear(F->D)."""
+
+    def __init__(self, d_model: int, d_ff: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.up = nnx.Linear(d_model, d_ff, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.down = nnx.Linear(d_ff, d_model, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """x [B, L, D] -> [B, L, D]."""
+        return self.down(self.dropout(jax.nn.gelu(self.up(x)), deterministic=not train))
+
+
+def layer_norm(dim: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm computing its statistics in float32 whatever the compute dtype."""
+    return nnx.LayerNorm(dim, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)

@@ -1,0 +1,268 @@
+"""The optimiser, the train state, the pure jitted train step and the jitted decoders.
+
+Nothing here imports the data or evaluation stack (tfds, grain, librosa, pycocoevalcap), so the
+step can be benchmarked on a machine that only has jax, flax, optax and numpy.
+
+The train state is the NNX state of `(model, optimizer)` minus the dropout RNG streams: those are
+reseeded inside the step from `fold_in(seed_key, step)`, so randomness depends only on the step
+number and a resumed run draws exactly the same dropout masks as an uninterrupted one.
+
+Batch fields (global arrays, first axis = global batch B):
+  wav1, wav2:         [B, N] int16 (or float) waveforms;   wav1_len, wav2_len: [B] int32 samples
+  tokens:             [B, L] int32 <bos> w1 ... <eos> <pad>...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from adc_jax import sharding as sharding_lib
+from adc_jax.data.tokenizer import PAD
+from adc_jax.models.adc import ADCModel, create_model
+from adc_jax.models.decoder import beam_search, greedy_decode
+
+BYOLA_PREFIX = "byola"
+
+
+# ---------------------------------------------------------------------------------- optimiser
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warm-up from 0 to the peak, then cosine decay to final_lr_fraction * peak."""
+    t = config.train
+    warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=t.learning_rate, warmup_steps=warmup,
+        decay_steps=max(t.num_steps, warmup + 1), end_value=t.learning_rate * t.final_lr_fraction)
+
+
+def _decay_mask(params):
+    """Weight decay on matrices and conv kernels only (not biases, norms or scalars)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _param_labels(params):
+    """'byola' for parameters of the BYOL-A extractor, 'rest' for everything else."""
+    def label(path, _):
+        first = path[0]
+        name = getattr(first, "key", getattr(first, "name", str(first)))
+        return "byola" if str(name) == BYOLA_PREFIX else "rest"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW; BYOL-A gets a scaled learning rate or is frozen."""
+    t, m = config.train, config.model
+    schedule = learning_rate_schedule(config)
+
+    def adamw(lr):
+        return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=t.weight_decay,
+                           mask=_decay_mask)
+
+    if m.byola_freeze:
+        byola_tx = optax.set_to_zero()
+    elif m.byola_lr_scale != 1.0:
+        byola_tx = adamw(lambda step: schedule(step) * m.byola_lr_scale)
+    else:
+        byola_tx = adamw(schedule)
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.multi_transform({"byola": byola_tx, "rest": adamw(schedule)}, _param_labels),
+    )
+
+
+# ---------------------------------------------------------------------------------- state
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What the loop holds: static graph, dropout RNG streams (not checkpointed) and the state.
+
+    `state` holds params, BatchNorm statistics and optimizer state (step count included), placed
+    with `shardings`; it is what checkpoints save.
+    """
+
+    graphdef: nnx.GraphDef
+    rng_state: nnx.State
+    state: nnx.State
+    shardings: Any
+    vocab_size: int
+
+    @property
+    def step(self) -> int:
+        return int(jax.device_get(self.state["optimizer"]["step"].value))
+
+
+def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel, nnx.Optimizer]:
+    rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
+    model = create_model(config, vocab_size, rngs)
+    if config.model.byola_init:
+        from adc_jax.models.byola import load_pretrained
+        load_pretrained(model.byola, config.model.byola_init)
+    return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+
+
+def _split(model: ADCModel, optimizer: nnx.Optimizer):
+    return nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, vocab_size: int):
+    """(graphdef, abstract state) without allocating anything: for restoring checkpoints."""
+    graphdef, _, state = _split(*nnx.eval_shape(lambda: _build(config, vocab_size)))
+    return graphdef, state
+
+
+def create_train_state(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh
+                       ) -> TrainState:
+    """Initialises the model (and BYOL-A weights if configured) and places it on the mesh.
+
+    Initialisation runs on the host from `config.seed`, so every process computes the same
+    values; each device then takes its slice according to `sharding.STATE_RULES`.
+    """
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        graphdef, rng_state, state = _split(*_build(config, vocab_size))
+        host_state = jax.device_get(state)
+    shardings = sharding_lib.state_shardings(mesh, host_state)
+    placed = sharding_lib.put_state(host_state, shardings)
+    rng_state = jax.device_put(rng_state, sharding_lib.replicated(mesh))
+    return TrainState(graphdef, rng_state, placed, shardings, vocab_size)
+
+
+def parameter_count(state: nnx.State) -> int:
+    """Number of trainable parameters in a train state."""
+    params = nnx.State(state["model"]).filter(nnx.Param)
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    sdd_weight: float
+    label_smoothing: float
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> LossConfig:
+        return cls(float(config.model.sdd_weight), float(config.model.label_smoothing))
+
+
+def compute_loss(model: ADCModel, batch: dict[str, jax.Array], loss_config: LossConfig, *,
+                 train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss = caption cross-entropy + sdd_weight * (L_S + L_D); scalar float32 and terms.
+
+    The cross-entropy is the mean over all non-padding target tokens of the global batch.
+    """
+    tokens = batch["tokens"]
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    weights = (targets != PAD).astype(jnp.float32)
+    out = model(batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], inputs,
+                train=train)
+    logits = out["logits"]
+    labels = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
+    if loss_config.label_smoothing:
+        labels = optax.smooth_labels(labels, loss_config.label_smoothing)
+    token_ce = optax.softmax_cross_entropy(logits, labels)
+    n_tokens = jnp.maximum(weights.sum(), 1.0)
+    caption_loss = jnp.sum(token_ce * weights) / n_tokens
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    metrics = {"caption_loss": caption_loss,
+               "token_accuracy": jnp.sum(correct * weights) / n_tokens}
+    loss = caption_loss
+    if "similar_loss" in out:
+        sdd_loss = out["similar_loss"] + out["discrepant_loss"]
+        loss = loss + loss_config.sdd_weight * sdd_loss
+        metrics.update(similar_loss=out["similar_loss"], discrepant_loss=out["discrepant_loss"],
+                       sdd_loss=sdd_loss)
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+# ---------------------------------------------------------------------------------- train step
+
+
+def _select(pred: jax.Array, new, old):
+    """Leaf-wise jnp.where(pred, new, old), keeping integer counters of `new` as well."""
+    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.Schedule,
+               seed_key: jax.Array, rng_state: nnx.State, state: nnx.State,
+               batch: dict[str, jax.Array]) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """One optimiser step; pure. Returns the new state and scalar metrics.
+
+    A step whose loss or gradient norm is not finite leaves the state unchanged (metrics report
+    `finite` = 0); the training loop then stops or counts it, as `train.nonfinite` says.
+    """
+    parts = nnx.merge(graphdef, rng_state, state)
+    model, optimizer = parts["model"], parts["optimizer"]
+    step = optimizer.step.value
+    nnx.reseed(model, dropout=jax.random.fold_in(seed_key, step))
+
+    def loss_fn(m):
+        return compute_loss(m, batch, loss_config, train=True)
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    grad_norm = optax.global_norm(grads)
+    optimizer.update(model, grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    _, _, new_state = nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
+    new_state = _select(finite, new_state, state)
+    # The step counter always advances so the data position and the rng stream stay aligned.
+    new_state["optimizer"]["step"].value = step + 1
+    metrics.update(grad_norm=grad_norm, learning_rate=schedule(step),
+                   finite=finite.astype(jnp.float32))
+    return new_state, metrics
+
+
+def jit_train_step(ts: TrainState, config: ml_collections.ConfigDict, mesh: Mesh):
+    """The train step compiled for the mesh: (rng_state, state, batch) -> (state, metrics).
+
+    The state is donated (updated in place); the batch is sharded over "data".
+    """
+    fn = functools.partial(train_step, ts.graphdef, LossConfig.from_config(config),
+                           learning_rate_schedule(config), dropout_seed_key(config))
+    replicated = sharding_lib.replicated(mesh)
+    return jax.jit(fn, donate_argnums=(1,),
+                   in_shardings=(replicated, ts.shardings, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=(ts.shardings, replicated))
+
+
+def dropout_seed_key(config: ml_collections.ConfigDict) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(config.seed), 2)
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def decode(graphdef: nnx.GraphDef, mode: str, beam_size: int, length_penalty: float,
+           rng_state: nnx.State, state: nnx.State, batch: dict[str, jax.Array]
+           ) -> tuple[jax.Array, jax.Array]:
+    """Captions a batch: tokens [B, K, L-1] int32 (K = 1 for greedy) and scores [B, K]."""
+    model = nnx.merge(graphdef, rng_state, state)["model"]
+    enc = model.encode(batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"],
+                       train=False)
+    if mode == "greedy":
+        tokens, score = greedy_decode(model.decoder, enc["memory"], enc["memory_valid"])
+        return tokens[:, None], score[:, None]
+    return beam_search(model.decoder, enc["memory"], enc["memory_valid"], beam_size=beam_size,
+                       length_penalty=length_penalty)
+
+
+def jit_decode(ts: TrainState, mesh: Mesh, mode: str, beam_size: int, length_penalty: float):
+    """`decode` compiled for the mesh: (rng_state, state, batch) -> (tokens, scores)."""
+    fn = functools.partial(decode, ts.graphdef, mode, beam_size, length_penalty)
+    replicated = sharding_lib.replicated(mesh)
+    batch_sh = sharding_lib.batch_sharding(mesh)
+    return jax.jit(fn, in_shardings=(replicated, ts.shardings, batch_sh),
+                   out_shardings=(batch_sh, batch_sh))
