@@ -47,31 +47,40 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}.")
     where = _where(path, key)
     if not os.path.exists(path):
-        raise AudioError(f"Audio file {where} does not exist; check the path (and the "
-                         "data.audio_dir setting for datasets).")
+        raise AudioError(
+            f"Audio file {where} does not exist; check the path (and the "
+            "data.audio_dir setting for datasets)."
+        )
     if not os.path.isfile(path):
         raise AudioError(f"Audio path {where} is not a file.")
     if os.path.getsize(path) == 0:
-        raise AudioError(f"Audio file {where} is empty (0 bytes); replace it with the original "
-                         "recording.")
+        raise AudioError(
+            f"Audio file {where} is empty (0 bytes); replace it with the original recording."
+        )
     try:
         data, file_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as e:
-        raise AudioError(f"Cannot read audio file {where} ({str(e).rstrip('.')}). The file is corrupt or not an "
-                         "audio format libsndfile reads (WAV, FLAC, OGG, ...); re-download or "
-                         "re-encode it.") from e
+        raise AudioError(
+            f"Cannot read audio file {where} ({str(e).rstrip('.')}). The file is corrupt or not an "
+            "audio format libsndfile reads (WAV, FLAC, OGG, ...); re-download or "
+            "re-encode it."
+        ) from e
     if data.shape[0] == 0:
-        raise AudioError(f"Audio file {where} is empty (0 samples); replace it with the "
-                         "original recording.")
+        raise AudioError(
+            f"Audio file {where} is empty (0 samples); replace it with the original recording."
+        )
     if not np.all(np.isfinite(data)):
-        raise AudioError(f"Audio file {where} contains NaN or Inf samples; the file is "
-                         "corrupt, replace it.")
+        raise AudioError(
+            f"Audio file {where} contains NaN or Inf samples; the file is corrupt, replace it."
+        )
     wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if file_rate != sample_rate:
         wav = soxr.resample(wav, file_rate, sample_rate, quality="HQ")
         if wav.shape[0] == 0:
-            raise AudioError(f"Audio file {where} is too short to resample from {file_rate} Hz "
-                             f"to {sample_rate} Hz (no samples left).")
+            raise AudioError(
+                f"Audio file {where} is too short to resample from {file_rate} Hz "
+                f"to {sample_rate} Hz (no samples left)."
+            )
     return np.clip(np.ascontiguousarray(wav, dtype=np.float32), -1.0, 1.0)
 
 

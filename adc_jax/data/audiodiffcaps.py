@@ -103,12 +103,15 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         caption_cols = sorted(
-            ((int(m.group(1)), i) for i, h in enumerate(header) if (m := _CAPTION_COLUMN.match(h))))
+            ((int(m.group(1)), i) for i, h in enumerate(header) if (m := _CAPTION_COLUMN.match(h)))
+        )
         if missing or not caption_cols:
-            raise ValueError(f"{path}: header {header} lacks the column(s) "
-                             f"{missing or ['caption_1']}; expected "
-                             "key,s1_fn,s2_fn,caption_1,...,caption_5 (the official AudioDiffCaps "
-                             "format).")
+            raise ValueError(
+                f"{path}: header {header} lacks the column(s) "
+                f"{missing or ['caption_1']}; expected "
+                "key,s1_fn,s2_fn,caption_1,...,caption_5 (the official AudioDiffCaps "
+                "format)."
+            )
         col = {h: i for i, h in enumerate(header)}
         for fields in reader:
             line = reader.line_num
@@ -117,23 +120,37 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
             get = lambda i, fields=fields: fields[i] if i < len(fields) else ""  # noqa: E731
             key, s1, s2 = (get(col[c]).strip() for c in REQUIRED_COLUMNS)
             if not key or not s1 or not s2:
-                raise ValueError(f"{path}:{line}: empty key, s1_fn or s2_fn in row {fields}; fix "
-                                 "or remove the row.")
+                raise ValueError(
+                    f"{path}:{line}: empty key, s1_fn or s2_fn in row {fields}; fix "
+                    "or remove the row."
+                )
             captions = tuple(c for _, i in caption_cols if (c := clean_caption(get(i))))
             if not captions:
                 skipped += 1
                 continue
-            rows.append(Row(key=key, scene=scene, subset=subset, s1_fn=s1, s2_fn=s2,
-                            captions=captions, csv_path=path, line=line))
+            rows.append(
+                Row(
+                    key=key,
+                    scene=scene,
+                    subset=subset,
+                    s1_fn=s1,
+                    s2_fn=s2,
+                    captions=captions,
+                    csv_path=path,
+                    line=line,
+                )
+            )
     return rows, skipped
 
 
 def audio_candidates(audio_dir: str, scene: str, subset: str, fn: str) -> list[str]:
     """The paths where the file named `fn` in a CSV row is looked for, in order."""
-    return [os.path.join(audio_dir, fn),
-            os.path.join(audio_dir, f"adc_{scene}", fn),
-            os.path.join(audio_dir, f"adc_{scene}", subset, fn),
-            os.path.join(audio_dir, scene, fn)]
+    return [
+        os.path.join(audio_dir, fn),
+        os.path.join(audio_dir, f"adc_{scene}", fn),
+        os.path.join(audio_dir, f"adc_{scene}", subset, fn),
+        os.path.join(audio_dir, scene, fn),
+    ]
 
 
 def resolve_audio(audio_dir: str, scene: str, subset: str, fn: str) -> str | None:
@@ -152,21 +169,33 @@ def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
         for subset in SUBSETS:
             rows, skipped = read_csv(csv_path(csv_dir, scene, subset), scene, subset)
             if skipped:
-                logging.warning("AudioDiffCaps: skipped %d row(s) without any caption in %s.",
-                                skipped, csv_path(csv_dir, scene, subset))
+                logging.warning(
+                    "AudioDiffCaps: skipped %d row(s) without any caption in %s.",
+                    skipped,
+                    csv_path(csv_dir, scene, subset),
+                )
             total_skipped += skipped
             by_csv[(scene, subset)] = rows
     if total_skipped:
-        logging.warning("AudioDiffCaps: %d row(s) without captions skipped in total.",
-                        total_skipped)
-    keys_per_scene = {s: {r.key for (sc, _), rows in by_csv.items() if sc == s for r in rows}
-                      for s in SCENES}
+        logging.warning(
+            "AudioDiffCaps: %d row(s) without captions skipped in total.", total_skipped
+        )
+    keys_per_scene = {
+        s: {r.key for (sc, _), rows in by_csv.items() if sc == s for r in rows} for s in SCENES
+    }
     shared = set.intersection(*keys_per_scene.values())
     if shared:
-        logging.info("AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
-                     len(shared))
-        by_csv = {k: [dataclasses.replace(r, key=f"{r.scene}_{r.key}") if r.key in shared else r
-                      for r in rows] for k, rows in by_csv.items()}
+        logging.info(
+            "AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
+            len(shared),
+        )
+        by_csv = {
+            k: [
+                dataclasses.replace(r, key=f"{r.scene}_{r.key}") if r.key in shared else r
+                for r in rows
+            ]
+            for k, rows in by_csv.items()
+        }
     return by_csv
 
 
@@ -184,22 +213,27 @@ def validation_keys(keys: list[str], fraction: float) -> set[str]:
     return set(ranked[:n_val])
 
 
-def split_rows(by_csv: dict[tuple[str, str], list[Row]], validation_fraction: float
-               ) -> dict[str, list[Row]]:
+def split_rows(
+    by_csv: dict[tuple[str, str], list[Row]], validation_fraction: float
+) -> dict[str, list[Row]]:
     """Maps the per-CSV rows to the train/validation/eval splits; checks keys are unique."""
     dev = [r for s in SCENES for r in by_csv[(s, "dev")]]
     evals = [r for s in SCENES for r in by_csv[(s, "eval")]]
     held_out = validation_keys([r.key for r in dev], validation_fraction)
-    splits = {"train": [r for r in dev if r.key not in held_out],
-              "validation": [r for r in dev if r.key in held_out],
-              "eval": evals}
+    splits = {
+        "train": [r for r in dev if r.key not in held_out],
+        "validation": [r for r in dev if r.key in held_out],
+        "eval": evals,
+    }
     for split, rows in splits.items():
         seen: dict[str, Row] = {}
         for r in rows:
             if r.key in seen:
-                raise ValueError(f"AudioDiffCaps: key {r.key!r} occurs twice in split {split!r}: "
-                                 f"{seen[r.key].csv_path}:{seen[r.key].line} and "
-                                 f"{r.csv_path}:{r.line}. Keys must be unique; fix the CSVs.")
+                raise ValueError(
+                    f"AudioDiffCaps: key {r.key!r} occurs twice in split {split!r}: "
+                    f"{seen[r.key].csv_path}:{seen[r.key].line} and "
+                    f"{r.csv_path}:{r.line}. Keys must be unique; fix the CSVs."
+                )
             seen[r.key] = r
     return splits
 
@@ -207,8 +241,10 @@ def split_rows(by_csv: dict[tuple[str, str], list[Row]], validation_fraction: fl
 def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int) -> str:
     """A short hash of everything that determines the generated examples except the WAVs."""
     h = hashlib.sha256()
-    h.update(f"v{GENERATION_VERSION};fraction={float(validation_fraction)!r};"
-             f"sr={int(sample_rate)};".encode())
+    h.update(
+        f"v{GENERATION_VERSION};fraction={float(validation_fraction)!r};"
+        f"sr={int(sample_rate)};".encode()
+    )
     for scene in SCENES:
         for subset in SUBSETS:
             h.update(f"{scene}/{subset}:".encode())
@@ -245,9 +281,11 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         return tfds.core.DatasetInfo(
             builder=self,
-            description=("AudioDiffCaps (Takeuchi et al., DCASE 2023) built from "
-                         f"csv_dir={cfg.csv_dir!r}, validation_fraction={cfg.validation_fraction}, "
-                         f"sample_rate={cfg.sample_rate}."),
+            description=(
+                "AudioDiffCaps (Takeuchi et al., DCASE 2023) built from "
+                f"csv_dir={cfg.csv_dir!r}, validation_fraction={cfg.validation_fraction}, "
+                f"sample_rate={cfg.sample_rate}."
+            ),
             features=features_lib.features_dict(),
             homepage="https://github.com/nttcslab/audio-diff-caps",
         )
@@ -258,8 +296,10 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
         splits = split_rows(read_rows(cfg.csv_dir), cfg.validation_fraction)
         resolved = _resolve_all(cfg.audio_dir, [r for rows in splits.values() for r in rows])
         if not splits["train"]:
-            raise ValueError(f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
-                             f"{cfg.csv_dir!r} hold no row with a caption).")
+            raise ValueError(
+                f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
+                f"{cfg.csv_dir!r} hold no row with a caption)."
+            )
         generators = {}
         for split, rows in splits.items():
             if rows:  # tfds cannot write an empty split; it is left out instead.
@@ -280,16 +320,19 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
                 except AudioError as e:
                     raise AudioError(f"AudioDiffCaps {r.where()}: {e}") from e
                 audio.append(features_lib.to_int16(wav))
-            yield r.key, {
-                "key": r.key,
-                "audio1": audio[0],
-                "audio2": audio[1],
-                "captions": list(r.captions),
-                "scene": r.scene,
-                "edit_ops": [],
-                "edit_classes": [],
-                "edit_magnitudes": np.zeros((0,), np.float32),
-            }
+            yield (
+                r.key,
+                {
+                    "key": r.key,
+                    "audio1": audio[0],
+                    "audio2": audio[1],
+                    "captions": list(r.captions),
+                    "scene": r.scene,
+                    "edit_ops": [],
+                    "edit_classes": [],
+                    "edit_magnitudes": np.zeros((0,), np.float32),
+                },
+            )
 
 
 def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
@@ -308,14 +351,19 @@ def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
         raise FileNotFoundError(
             f"AudioDiffCaps: {len(missing)} audio file(s) not found under data.audio_dir="
             f"{audio_dir!r}. First: {r.where()} names {fn!r}; tried {tried}. Put the WAV files "
-            "there (or in adc_<scene>/ subfolders) or fix data.audio_dir.")
+            "there (or in adc_<scene>/ subfolders) or fix data.audio_dir."
+        )
     return resolved
 
 
-def build_audio_diff_caps(data_dir: str, *, audio_dir: str, csv_dir: str,
-                          validation_fraction: float = 0.05,
-                          sample_rate: int = features_lib.SAMPLE_RATE
-                          ) -> tfds.core.DatasetBuilder:
+def build_audio_diff_caps(
+    data_dir: str,
+    *,
+    audio_dir: str,
+    csv_dir: str,
+    validation_fraction: float = 0.05,
+    sample_rate: int = features_lib.SAMPLE_RATE,
+) -> tfds.core.DatasetBuilder:
     """Builds AudioDiffCaps into `data_dir` unless this exact version is there; returns the builder.
 
     Read a split with `builder.as_data_source("train" | "validation" | "eval")`.
@@ -341,24 +389,33 @@ def build_audio_diff_caps(data_dir: str, *, audio_dir: str, csv_dir: str,
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"data.sample_rate={sample_rate!r} must be a positive integer.")
     if not csv_dir or not os.path.isdir(csv_dir):
-        raise FileNotFoundError(f"AudioDiffCaps CSV directory {csv_dir!r} does not exist; set "
-                                "data.csv_dir to the folder holding adc_rain/ and adc_traffic/.")
+        raise FileNotFoundError(
+            f"AudioDiffCaps CSV directory {csv_dir!r} does not exist; set "
+            "data.csv_dir to the folder holding adc_rain/ and adc_traffic/."
+        )
     for scene in SCENES:
         for subset in SUBSETS:
             path = csv_path(csv_dir, scene, subset)
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"AudioDiffCaps CSV {path!r} not found; data.csv_dir="
-                                        f"{csv_dir!r} must hold adc_{{rain,traffic}}/{{dev,eval}}/"
-                                        "adc_{rain,traffic}_{dev,eval}.csv.")
+                raise FileNotFoundError(
+                    f"AudioDiffCaps CSV {path!r} not found; data.csv_dir="
+                    f"{csv_dir!r} must hold adc_{{rain,traffic}}/{{dev,eval}}/"
+                    "adc_{rain,traffic}_{dev,eval}.csv."
+                )
     if not audio_dir or not os.path.isdir(audio_dir):
-        raise FileNotFoundError(f"AudioDiffCaps audio directory {audio_dir!r} does not exist; set "
-                                "data.audio_dir to the folder holding the WAV files named in the "
-                                "CSVs' s1_fn/s2_fn columns.")
+        raise FileNotFoundError(
+            f"AudioDiffCaps audio directory {audio_dir!r} does not exist; set "
+            "data.audio_dir to the folder holding the WAV files named in the "
+            "CSVs' s1_fn/s2_fn columns."
+        )
     config = AudioDiffCapsConfig(
         name=f"fp{fingerprint(csv_dir, validation_fraction, sample_rate)}",
         description="AudioDiffCaps built from user-provided CSVs and audio.",
-        audio_dir=audio_dir, csv_dir=csv_dir, validation_fraction=float(validation_fraction),
-        sample_rate=sample_rate)
+        audio_dir=audio_dir,
+        csv_dir=csv_dir,
+        validation_fraction=float(validation_fraction),
+        sample_rate=sample_rate,
+    )
     builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
     builder.download_and_prepare(file_format="array_record")
     return builder

@@ -1,16 +1,17 @@
-"""Caption metrics of the paper (BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, SPIDEr) via pycocoevalcap.
+"""Caption metrics of the paper (BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE, SPIDEr), pycocoevalcap.
 
 `score_captions` follows the COCO caption evaluation: every caption goes through the Stanford
 PTB tokenizer (lower case, punctuation removed), then each scorer sees the tokenised text. Corpus
 scores are returned as plain Python floats, so the result can be written with `json.dump`.
 
 Edge cases, handled explicitly instead of letting a Java scorer choke on them:
-  * A prediction that is empty after tokenisation (empty string, only whitespace or only
-    punctuation: the tokenizer removes single marks, and text left without any letter or digit,
-    such as "?!", counts as empty too) is scored as the single token `EMPTY_PREDICTION` ("emptyprediction"): a word no
-    reference contains, so the pair gets (near) zero on every metric while the corpus scores stay
-    defined. Their number is reported in `result["num_empty_predictions"]`.
-  * A reference that is empty after tokenisation (same rule) is dropped; a pair left without any reference
+  * A prediction that is empty after tokenisation is scored as the single token
+    `EMPTY_PREDICTION` ("emptyprediction"): a word no reference contains, so the pair scores
+    (near) zero on every metric while the corpus scores stay defined. "Empty" means no letter or
+    digit is left: the tokenizer removes single marks ("...", "!"), and what it keeps of a
+    punctuation-only caption ("?!", "!!") counts as empty too. Their number is reported in
+    `result["num_empty_predictions"]`.
+  * A reference that is empty by the same rule is dropped; a pair left without any reference
     gets the single reference `EMPTY_REFERENCE` ("emptyreference"), which no prediction matches.
     The number of such pairs is `result["num_empty_references"]`.
   * CIDEr's idf comes from the evaluated set itself: with a single pair every n-gram has idf 0
@@ -52,9 +53,21 @@ SPICE_JAR = "spice-1.0.jar"
 # Heap of the SPICE JVM (pycocoevalcap's value: CoreNLP's parser needs several GB).
 SPICE_JAVA_HEAP = "-Xmx8G"
 # Java >= 9 options that let SPICE's FST-based cache reflect into java.base (see module doc).
-_ADD_OPENS = " ".join(f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in (
-    "java.lang", "java.lang.reflect", "java.util", "java.util.concurrent", "java.math", "java.io",
-    "java.net", "java.text", "java.nio", "sun.nio.ch"))
+_ADD_OPENS = " ".join(
+    f"--add-opens=java.base/{p}=ALL-UNNAMED"
+    for p in (
+        "java.lang",
+        "java.lang.reflect",
+        "java.util",
+        "java.util.concurrent",
+        "java.math",
+        "java.io",
+        "java.net",
+        "java.text",
+        "java.nio",
+        "sun.nio.ch",
+    )
+)
 # The metrics every result holds as floats, in table order (SPICE/SPIDEr may be None).
 METRIC_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -76,8 +89,10 @@ def spice_status() -> tuple[bool, str]:
     lib = os.path.join(spice_dir, "lib")
     missing = [j for j in CORENLP_JARS if not os.path.isfile(os.path.join(lib, j))]
     if missing:
-        return False, (f"Stanford CoreNLP 3.6.0 jars not installed ({', '.join(missing)} missing "
-                       f"in {lib}); run tools/get_spice_models.sh")
+        return False, (
+            f"Stanford CoreNLP 3.6.0 jars not installed ({', '.join(missing)} missing "
+            f"in {lib}); run tools/get_spice_models.sh"
+        )
     if not os.path.isfile(os.path.join(spice_dir, SPICE_JAR)):
         return False, f"{SPICE_JAR} not found in {spice_dir}; reinstall pycocoevalcap"
     if shutil.which("java") is None:
@@ -92,15 +107,19 @@ def _check_inputs(predictions: dict[str, str], references: dict[str, list[str]])
     if pred_keys != ref_keys:
         only_p = sorted(map(str, pred_keys - ref_keys))[:5]
         only_r = sorted(map(str, ref_keys - pred_keys))[:5]
-        raise ValueError(f"Keys of predictions and references differ: {len(pred_keys - ref_keys)} "
-                         f"only in predictions (e.g. {only_p}), {len(ref_keys - pred_keys)} only in "
-                         f"references (e.g. {only_r}). Score the same set of pairs.")
+        raise ValueError(
+            f"Keys of predictions and references differ: {len(pred_keys - ref_keys)} "
+            f"only in predictions (e.g. {only_p}), {len(ref_keys - pred_keys)} only in "
+            f"references (e.g. {only_r}). Score the same set of pairs."
+        )
     if not predictions:
         raise ValueError("No pairs to score: predictions and references are empty.")
     keys = list(predictions)
     for k in keys:
         if not isinstance(predictions[k], str):
-            raise TypeError(f"Prediction of {k!r} must be a str, got {type(predictions[k]).__name__}.")
+            raise TypeError(
+                f"Prediction of {k!r} must be a str, got {type(predictions[k]).__name__}."
+            )
         refs = references[k]
         if isinstance(refs, str) or not refs or not all(isinstance(r, str) for r in refs):
             raise ValueError(f"References of {k!r} must be a non-empty list of str, got {refs!r}.")
@@ -112,8 +131,9 @@ def _has_word(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-def _tokenize(predictions: list[str], references: list[list[str]]
-              ) -> tuple[list[str], list[list[str]], int, int]:
+def _tokenize(
+    predictions: list[str], references: list[list[str]]
+) -> tuple[list[str], list[list[str]], int, int]:
     """PTB-tokenises all captions in one JVM call and substitutes the placeholders."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -126,8 +146,10 @@ def _tokenize(predictions: list[str], references: list[list[str]]
     captions.update({("r", i): [prep(r) for r in refs] for i, refs in enumerate(references)})
     tokens = PTBTokenizer().tokenize(captions)
     if set(tokens) != set(captions) or any(len(tokens[k]) != len(v) for k, v in captions.items()):
-        raise RuntimeError("The PTB tokenizer returned a different number of captions than it was "
-                           "given; check that Java runs (java -version).")
+        raise RuntimeError(
+            "The PTB tokenizer returned a different number of captions than it was "
+            "given; check that Java runs (java -version)."
+        )
     n_empty_pred = n_empty_ref = 0
     out_pred, out_refs = [], []
     for i in range(len(predictions)):
@@ -148,11 +170,17 @@ def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
     try:
         meteor = Meteor()
     except FileNotFoundError as e:
-        raise RuntimeError("METEOR needs Java on PATH (java -version); install a Java runtime.") from e
+        raise RuntimeError(
+            "METEOR needs Java on PATH (java -version); install a Java runtime."
+        ) from e
     try:
         score, _ = meteor.compute_score(gts, res)
     except ValueError as e:  # The JVM died: readline() returned '' instead of a number.
-        err = meteor.meteor_p.stderr.read1(4000).decode(errors="replace") if meteor.meteor_p.stderr else ""
+        err = (
+            meteor.meteor_p.stderr.read1(4000).decode(errors="replace")
+            if meteor.meteor_p.stderr
+            else ""
+        )
         raise RuntimeError(f"METEOR's Java process failed: {err.strip() or e}") from e
     finally:
         del meteor  # Meteor.__del__ stops the JVM.
@@ -164,8 +192,9 @@ def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[fl
     spice_dir = _spice_dir()
     env = dict(os.environ)
     env["JDK_JAVA_OPTIONS"] = (env.get("JDK_JAVA_OPTIONS", "") + " " + _ADD_OPENS).strip()
-    cache_dir = os.environ.get("ADC_JAX_SPICE_CACHE",
-                               os.path.join(tempfile.gettempdir(), "adc_jax_spice_cache"))
+    cache_dir = os.environ.get(
+        "ADC_JAX_SPICE_CACHE", os.path.join(tempfile.gettempdir(), "adc_jax_spice_cache")
+    )
     with tempfile.TemporaryDirectory(prefix="adc_jax_spice_") as tmp:
         in_file, out_file = os.path.join(tmp, "input.json"), os.path.join(tmp, "output.json")
         with open(in_file, "w") as f:
@@ -174,15 +203,26 @@ def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[fl
         for cache in (["-cache", cache_dir], []):
             if cache:
                 os.makedirs(cache_dir, exist_ok=True)
-            cmd = ["java", "-jar", SPICE_JAVA_HEAP, os.path.join(spice_dir, SPICE_JAR), in_file,
-                   *cache, "-out", out_file, "-subset", "-silent"]
+            cmd = [
+                "java",
+                "-jar",
+                SPICE_JAVA_HEAP,
+                os.path.join(spice_dir, SPICE_JAR),
+                in_file,
+                *cache,
+                "-out",
+                out_file,
+                "-subset",
+                "-silent",
+            ]
             try:
                 proc = subprocess.run(cmd, cwd=spice_dir, env=env, capture_output=True, text=True)
             except OSError as e:
                 return None, f"SPICE failed to start Java: {e}"
             if proc.returncode == 0:
                 break
-            tail = (proc.stderr or proc.stdout or "").strip()[-600:]
+            lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+            tail = "\n".join(ln for ln in lines if not ln.startswith("NOTE: Picked up"))[-600:]
             errors.append(f"{'with' if cache else 'without'} cache: exit {proc.returncode}: {tail}")
         else:
             return None, "SPICE failed (Java error); " + " | ".join(errors)
@@ -200,8 +240,9 @@ def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[fl
     return score, "computed with Stanford CoreNLP 3.6.0" + (" (without cache)" if errors else "")
 
 
-def score_captions(predictions: dict[str, str], references: dict[str, list[str]], *,
-                   spice: bool | str = "auto") -> dict:
+def score_captions(
+    predictions: dict[str, str], references: dict[str, list[str]], *, spice: bool | str = "auto"
+) -> dict:
     """Corpus-level caption metrics of `predictions` against `references`.
 
     Args:
@@ -235,7 +276,8 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
     from pycocoevalcap.rouge.rouge import Rouge
 
     preds, refs, n_empty_pred, n_empty_ref = _tokenize(
-        [predictions[k] for k in keys], [list(references[k]) for k in keys])
+        [predictions[k] for k in keys], [list(references[k]) for k in keys]
+    )
     res = {i: [p] for i, p in enumerate(preds)}
     gts = dict(enumerate(refs))
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -259,15 +301,16 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
 
 
 def most_frequent_caption(captions: Iterable[str]) -> str:
-    """The most frequent caption (whitespace-collapsed, lower-cased); ties -> lexicographically first."""
+    """The most frequent caption (whitespace-collapsed, lower-cased); ties -> lexicographic first."""
     counts = collections.Counter(c for c in (" ".join(s.split()).lower() for s in captions) if c)
     if not counts:
         raise ValueError("most_frequent_caption needs at least one non-empty caption.")
     return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
-def baseline_scores(train_captions: Iterable[str], references: dict[str, list[str]],
-                    **kw: Any) -> dict:
+def baseline_scores(
+    train_captions: Iterable[str], references: dict[str, list[str]], **kw: Any
+) -> dict:
     """Scores of predicting the most frequent training caption for every pair.
 
     Returns `score_captions`'s dict plus "caption": the caption that was predicted. Keyword
@@ -279,5 +322,12 @@ def baseline_scores(train_captions: Iterable[str], references: dict[str, list[st
     return result
 
 
-__all__ = ["EMPTY_PREDICTION", "EMPTY_REFERENCE", "METRIC_KEYS", "baseline_scores", "most_frequent_caption",
-           "score_captions", "spice_status"]
+__all__ = [
+    "EMPTY_PREDICTION",
+    "EMPTY_REFERENCE",
+    "METRIC_KEYS",
+    "baseline_scores",
+    "most_frequent_caption",
+    "score_captions",
+    "spice_status",
+]

@@ -29,6 +29,8 @@ that only rebuilds tensors and refuses every other global, so a `.pth` cannot ru
 from __future__ import annotations
 
 import collections
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -184,15 +186,23 @@ def load_pretrained(module: AudioNTT2020, path: str) -> None:
             f"{npz_path} does not hold the parameters of AudioNTT2020: missing {missing}, "
             f"unexpected {unexpected}.{hint}"
         )
-    new = {}
-    for name, var in variables.items():
-        want, got = tuple(var.shape), tuple(arrays[name].shape)
-        if want != got:
-            raise ValueError(
-                f"BYOL-A parameter {name!r} has shape {got} in {npz_path} but the model expects "
-                f"{want}.{hint}"
-            )
-        new[tuple(name.split("/"))] = jnp.asarray(arrays[name], dtype=var.dtype)
+    mismatched = [
+        f"{name!r} has shape {tuple(arrays[name].shape)} in the file but the model expects "
+        f"{tuple(var.shape)}"
+        for name, var in variables.items()
+        if tuple(var.shape) != tuple(arrays[name].shape)
+    ]
+    if mismatched:
+        raise ValueError(
+            f"BYOL-A weights in {npz_path} do not fit the model: "
+            + "; ".join(mismatched)
+            + "."
+            + hint
+        )
+    new = {
+        tuple(name.split("/")): jnp.asarray(arrays[name], dtype=var.dtype)
+        for name, var in variables.items()
+    }
     nnx.update(module, nnx.from_flat_state(new))
 
 
@@ -219,11 +229,13 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 
 class _StorageType:
-    """Stand-in for a `torch.*Storage` class: only records the element dtype."""
+    """Stand-in for a `torch.*Storage` class: only records the element dtype. Slotted, so a
+    pickle cannot BUILD other attributes onto it."""
+
+    __slots__ = ("name",)
 
     def __init__(self, name: str):
         self.name = name
-        self.dtype = _STORAGE_DTYPES[name]
 
 
 def _rebuild_tensor_v2(
@@ -304,7 +316,7 @@ class _TorchUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(
                     f"Checkpoint names storage {key!r} but holds no {self._prefix}data/{key}."
                 ) from e
-            dtype = storage_type.dtype
+            dtype = _STORAGE_DTYPES[storage_type.name]
             if self._byteorder == "big" and dtype.itemsize > 1:
                 dtype = dtype.newbyteorder(">")
             if len(raw) % dtype.itemsize:
@@ -316,8 +328,6 @@ class _TorchUnpickler(pickle.Unpickler):
 
 def unpickle_torch(data: bytes, archive: zipfile.ZipFile, prefix: str = "archive/") -> Any:
     """Unpickles a torch.save `data.pkl` with the restricted unpickler (see `_TorchUnpickler`)."""
-    import io
-
     byteorder = "little"
     if f"{prefix}byteorder" in archive.namelist():
         byteorder = archive.read(f"{prefix}byteorder").decode().strip()
@@ -469,8 +479,6 @@ def convert_checkpoint(input_path: str, output_dir: str, *, prefix: str | None =
     Returns:
       the metadata written to meta.json.
     """
-    import hashlib
-
     sd = read_torch_state_dict(input_path)
     params = convert_state_dict(sd, prefix=prefix)
     with open(input_path, "rb") as f:

@@ -1,0 +1,155 @@
+"""Orbax checkpoints of a training run, behind `save` and `restore_or_init`.
+
+A checkpoint `workdir/checkpoints/<step>/` holds three items:
+  state: params, BatchNorm statistics and optimizer state (the step counter included);
+  data:  the grain iterator state, so a resumed run reads the same batches;
+  meta:  the step, the shape-determining model fields and the vocabulary size, compared with the
+         current config before anything is restored.
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run
+killed in the middle of a save never reads a half-written checkpoint back; saves are asynchronous
+(training continues while the previous step is written).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+from adc_jax.config import ConfigError, model_fields
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message says why and what is intact."""
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints in `directory` (keeps the last `keep`)."""
+
+    def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+        self.directory = os.path.abspath(os.path.expanduser(directory))
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"Cannot create the checkpoint directory {self.directory}: {e}. "
+                                  "Choose a writable --workdir.") from e
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "data", "meta"))
+        self._last_saved: int | None = self.manager.latest_step()
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Starts writing checkpoint `step` (asynchronously); raises CheckpointError on failure.
+
+        A failure (full disk, unwritable directory) leaves the previous checkpoint untouched.
+        """
+        try:
+            self.manager.check_for_errors()
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state.to_pure_dict()),
+                data=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(dict(meta, step=step))), force=True)
+        except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in several types.
+            raise self._error(f"writing checkpoint {step}", e) from e
+        self._last_saved = step
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk; raises CheckpointError if one failed."""
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            raise self._error("finishing a checkpoint write", e) from e
+
+    def _error(self, what: str, e: Exception) -> CheckpointError:
+        try:
+            complete = self.all_steps()  # orbax lists only fully written checkpoints
+        except Exception:  # noqa: BLE001 - the directory itself may be unreadable
+            complete = []
+        last = max(complete) if complete else None
+        kept = (f"the previous checkpoint (step {last}) in {self.directory} is intact"
+                if last is not None else "no earlier checkpoint exists")
+        return CheckpointError(f"Failed {what} in {self.directory}: {type(e).__name__}: {e}. "
+                               f"Free disk space or fix the directory's permissions; {kept}.")
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def restore(self, step: int, state) -> tuple[Any, dict[str, Any]]:
+        """Restores checkpoint `step` into the structure and shardings of `state`.
+
+        Returns the restored state (an nnx.State like `state`) and the saved data-iterator state.
+        """
+        pure = state.to_pure_dict()
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), pure)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"Cannot read checkpoint {step} in {self.directory}: "
+                                  f"{type(e).__name__}: {e}") from e
+        new_state = jax.tree.map(lambda x: x, state)
+        new_state.replace_by_pure_dict(restored["state"])
+        return new_state, dict(restored["data"])
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def run_meta(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, Any]:
+    """What must match between a checkpoint and the config that restores it."""
+    return {"model": model_fields(config), "vocab_size": vocab_size, "name": config.name}
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], directory: str) -> None:
+    """Raises ConfigError listing every field whose value differs from the checkpoint's."""
+    diffs = []
+    saved_model, current_model = saved.get("model", {}), current["model"]
+    for key in sorted(set(saved_model) | set(current_model)):
+        if saved_model.get(key) != current_model.get(key):
+            diffs.append(f"  {key}: checkpoint={saved_model.get(key)!r}, "
+                         f"config={current_model.get(key)!r}")
+    if saved.get("vocab_size") != current["vocab_size"]:
+        diffs.append(f"  vocab_size: checkpoint={saved.get('vocab_size')!r}, "
+                     f"current={current['vocab_size']!r}")
+    if diffs:
+        raise ConfigError(
+            f"The checkpoint in {directory} was made with a different model config:\n"
+            + "\n".join(diffs)
+            + "\nUse the config that made it (its workdir holds config.json), or a new --workdir.")
+
+
+def save(checkpointer: Checkpointer, step: int, state, data_state: dict[str, Any],
+         meta: dict[str, Any]) -> None:
+    """Saves checkpoint `step` (see Checkpointer.save)."""
+    checkpointer.save(step, state, data_state, meta)
+
+
+def restore_or_init(checkpointer: Checkpointer, state, meta: dict[str, Any]
+                    ) -> tuple[Any, dict[str, Any] | None, int]:
+    """Restores the latest checkpoint into `state`'s structure, or keeps the fresh `state`.
+
+    Returns (state, data-iterator state or None, step). Raises ConfigError when the checkpoint
+    was made with a different model config.
+    """
+    step = checkpointer.latest_step()
+    if step is None:
+        return state, None, 0
+    check_compatible(checkpointer.read_meta(step), meta, checkpointer.directory)
+    restored, data_state = checkpointer.restore(step, state)
+    logging.info("Restored checkpoint %d from %s", step, checkpointer.directory)
+    return restored, data_state, step

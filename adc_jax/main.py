@@ -1,0 +1,99 @@
+"""Trains, checkpoints and evaluates an audio difference captioning model.
+
+  python -m adc_jax.main --config=configs/late_sdd.py:quick --workdir=workdirs/late_sdd_quick
+
+Any config field can be overridden: `--config.train.batch_size=64`. Rerunning the same command
+with the same workdir resumes from the latest checkpoint. On several hosts, run the same command
+on every host (see launch/); `jax.distributed.initialize()` is called when the environment
+describes more than one process (or `--multiprocess` is given).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py"
+                                          "[:quick|:smoke]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and evals.")
+_MULTIPROCESS = flags.DEFINE_bool(
+    "multiprocess", None, "Call jax.distributed.initialize() (default: when SLURM, a TPU pod or "
+    "JAX_COORDINATOR_ADDRESS says there are several processes).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _several_processes() -> bool:
+    env = os.environ
+    return (int(env.get("SLURM_NTASKS", "1")) > 1 or "JAX_COORDINATOR_ADDRESS" in env
+            or int(env.get("JAX_NUM_PROCESSES", "1")) > 1
+            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+def _also_log_to(path: str) -> None:
+    """Keeps the console log and appends the same records to `path`."""
+    import logging as std_logging
+
+    handler = std_logging.FileHandler(path)
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    std_logging.getLogger().addHandler(handler)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    multiprocess = _MULTIPROCESS.value
+    if multiprocess is None:
+        multiprocess = _several_processes()
+
+    import jax
+
+    if multiprocess:
+        jax.distributed.initialize()
+
+    from adc_jax import config as config_lib
+    from adc_jax import train
+
+    config = _CONFIG.value
+    try:
+        config_lib.validate(config, num_devices=jax.device_count())
+    except config_lib.ConfigError as e:
+        logging.error("%s", e)
+        print(f"Config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    logging.info("JAX %s: process %d of %d, %d local / %d global devices: %s", jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices())
+    logging.info("Mesh: ('data',) over %d devices; global batch %d = %d per device.",
+                 jax.device_count(), config.train.batch_size,
+                 config.train.batch_size // jax.device_count())
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        train.write_config(config, workdir)
+        _also_log_to(os.path.join(workdir, "train.log"))
+        logging.info("Config (also in %s/config.json):\n%s", workdir, config)
+    try:
+        result = train.train_and_evaluate(config, workdir)
+    except (config_lib.ConfigError, train.NonFiniteError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:
+        from adc_jax.checkpointing import CheckpointError
+        if isinstance(e, CheckpointError):
+            logging.error("%s", e)
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    if result and "scores" in result:
+        from adc_jax.evaluate import summary_line
+        print(f"Final eval ({result['split']}, step {result['step']}): {summary_line(result)}")
+        print(f"Results in {workdir}/eval/step_{result['step']}.json")
+
+
+if __name__ == "__main__":
+    app.run(main)

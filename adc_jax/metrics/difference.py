@@ -1,0 +1,99 @@
+"""Difference accuracy: does a generated caption ask for the edits that made clip 2?
+
+Captioning scores (BLEU, CIDEr, ...) reward wording; on the synthetic data we know the edits, so a
+caption can be checked for meaning. Each prediction is parsed into a set of (operation, event
+class) edits by `adc_jax.data.captions.parse_caption` and compared with the labelled set:
+
+  exact_set_accuracy: fraction of pairs whose parsed set equals the labelled set.
+  edit_precision / edit_recall / edit_f1: micro-averaged over all (operation, class) edits.
+  per_operation[op]: precision, recall, f1 and support (labelled edits) of the edits with that op.
+  class_accuracy: fraction of labelled edits whose class the prediction names (with any op).
+  operation_accuracy: fraction of labelled edits whose op the prediction uses (on any class).
+
+Pairs without a prediction count as predicting nothing. All values are plain Python floats/ints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from adc_jax.data.captions import OPERATIONS, parse_caption
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return float(precision), float(recall), float(f1)
+
+
+def difference_accuracy(
+    predictions: Mapping[str, str],
+    labels: Mapping[str, Iterable[tuple[str, str]]],
+) -> dict:
+    """Scores predicted captions against the labelled edits.
+
+    Args:
+      predictions: pair key -> generated caption. Keys missing here predict no edit; keys not in
+        `labels` are ignored.
+      labels: pair key -> the (operation, event class) edits that turn clip 1 into clip 2.
+
+    Returns:
+      A JSON-serialisable dict: exact_set_accuracy, edit_precision, edit_recall, edit_f1,
+      class_accuracy, operation_accuracy, per_operation {op: {precision, recall, f1, support}},
+      num_examples, num_missing (labelled pairs without a prediction) and num_unparsed (pairs whose
+      prediction names no edit).
+    """
+    exact = 0
+    num_missing = 0
+    num_unparsed = 0
+    class_hits = 0
+    op_hits = 0
+    num_labelled_edits = 0
+    counts = {op: {"tp": 0, "fp": 0, "fn": 0} for op in OPERATIONS}
+    for key, label_edits in labels.items():
+        truth = frozenset((str(op), str(cls)) for op, cls in label_edits)
+        if key in predictions:
+            predicted = parse_caption(predictions[key])
+        else:
+            predicted = frozenset()
+            num_missing += 1
+        if not predicted:
+            num_unparsed += 1
+        exact += predicted == truth
+        predicted_classes = {cls for _, cls in predicted}
+        predicted_ops = {op for op, _ in predicted}
+        for op, cls in truth:
+            num_labelled_edits += 1
+            class_hits += cls in predicted_classes
+            op_hits += op in predicted_ops
+        for op, cls in truth | predicted:
+            if op not in counts:  # labels with an operation the parser does not know
+                counts[op] = {"tp": 0, "fp": 0, "fn": 0}
+            if (op, cls) in truth and (op, cls) in predicted:
+                counts[op]["tp"] += 1
+            elif (op, cls) in predicted:
+                counts[op]["fp"] += 1
+            else:
+                counts[op]["fn"] += 1
+
+    per_operation = {}
+    for op, c in counts.items():
+        precision, recall, f1 = _prf(c["tp"], c["fp"], c["fn"])
+        per_operation[op] = {"precision": precision, "recall": recall, "f1": f1,
+                             "support": int(c["tp"] + c["fn"])}
+    total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn")}
+    precision, recall, f1 = _prf(total["tp"], total["fp"], total["fn"])
+    n = len(labels)
+    return {
+        "exact_set_accuracy": float(exact / n) if n else 0.0,
+        "edit_precision": precision,
+        "edit_recall": recall,
+        "edit_f1": f1,
+        "class_accuracy": float(class_hits / num_labelled_edits) if num_labelled_edits else 0.0,
+        "operation_accuracy": float(op_hits / num_labelled_edits) if num_labelled_edits else 0.0,
+        "per_operation": per_operation,
+        "num_examples": int(n),
+        "num_missing": int(num_missing),
+        "num_unparsed": int(num_unparsed),
+    }

@@ -1,0 +1,201 @@
+"""Tests of the AudioDiffCaps tfds builder on a tiny fixture written in the official format.
+
+No AudioDiffCaps file ships with adc_jax (evaluation-only licence); the fixture mimics the layout:
+CSV_DIR/adc_{rain,traffic}/{dev,eval}/adc_*_{dev,eval}.csv and 44.1 kHz WAVs named by s1_fn/s2_fn.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from adc_jax.data import audiodiffcaps as adc
+from adc_jax.data import features
+from adc_jax.data.audio_io import AudioError, load_audio
+
+HEADER = "key,s1_fn,s2_fn,caption_1,caption_2,caption_3,caption_4,caption_5"
+FULL = ["A dog barks", "a dog starts barking", "a dog is added", "barking begins", "a dog"]
+# (scene, subset) -> rows of (key, captions as five CSV fields). Key "a01" is in both scenes.
+ROWS = {
+    ("rain", "dev"): [
+        ("a01", FULL),
+        ("a02", ["  The Rain gets LOUDER ", "rain becomes louder", "", "", ""]),  # trailing empties
+        ("a03", FULL),
+        ("a04", ["", "", "", "", ""]),  # no caption at all: skipped
+        ("a05", FULL),
+        ("a06", FULL),
+    ],
+    ("traffic", "dev"): [("a01", FULL), ("t02", FULL), ("t03", FULL), ("t04", FULL)],
+    ("rain", "eval"): [("e01", FULL), ("e02", FULL)],
+    ("traffic", "eval"): [("e03", FULL)],
+}
+STEREO = "rain_dev_a01_s1.wav"  # the one stereo file
+IN_SUBFOLDER = "traffic_dev_t02_s2.wav"  # stored in AUDIO_DIR/adc_traffic/
+
+
+def _write_fixture(root: str) -> tuple[str, str]:
+    rng = np.random.default_rng(0)
+    csv_dir, audio_dir = os.path.join(root, "csv"), os.path.join(root, "audio")
+    for (scene, subset), rows in ROWS.items():
+        lines = [HEADER]
+        for key, caps in rows:
+            names = [f"{scene}_{subset}_{key}_s{i}.wav" for i in (1, 2)]
+            for name in names:
+                channels = 2 if name == STEREO else 1
+                folder = os.path.join(audio_dir, f"adc_{scene}" if name == IN_SUBFOLDER else "")
+                os.makedirs(folder, exist_ok=True)
+                x = (rng.standard_normal((22050, channels)) * 3000).astype(np.int16)  # 0.5 s
+                sf.write(os.path.join(folder, name), x, 44100, subtype="PCM_16")
+            lines.append(",".join([key, *names, *caps]))
+        path = adc.csv_path(csv_dir, scene, subset)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return csv_dir, audio_dir
+
+
+@pytest.fixture(scope="module")
+def fixture_dirs(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("adc_fixture"))
+    csv_dir, audio_dir = _write_fixture(root)
+    return root, csv_dir, audio_dir
+
+
+@pytest.fixture(scope="module")
+def built(fixture_dirs):
+    root, csv_dir, audio_dir = fixture_dirs
+    builder = adc.build_audio_diff_caps(
+        os.path.join(root, "data"), audio_dir=audio_dir, csv_dir=csv_dir, validation_fraction=0.25
+    )
+    examples = {
+        split: {features.as_text(e["key"]): e for e in builder.as_data_source(split)}
+        for split in ("train", "validation", "eval")
+    }
+    return builder, examples
+
+
+def test_splits_keys_and_sizes(built):
+    builder, ex = built
+    dev_keys = {"rain_a01", "a02", "a03", "a05", "a06", "traffic_a01", "t02", "t03", "t04"}
+    # a04 has no caption and is skipped; a01 occurs in both scenes and is prefixed.
+    assert set(ex["train"]) | set(ex["validation"]) == dev_keys
+    assert not set(ex["train"]) & set(ex["validation"])
+    assert len(ex["validation"]) == round(0.25 * len(dev_keys))
+    assert set(ex["eval"]) == {"e01", "e02", "e03"}
+    assert builder.name == "audio_diff_caps"
+    assert builder.info.features.keys() == features.features_dict().keys()
+
+
+def test_validation_split_is_a_deterministic_function_of_the_keys(built):
+    _, ex = built
+    keys = list(ex["train"]) + list(ex["validation"])
+    assert adc.validation_keys(keys, 0.25) == set(ex["validation"])
+    assert adc.validation_keys(sorted(keys, reverse=True), 0.25) == set(ex["validation"])
+    assert adc.validation_keys(keys, 0.0) == set()
+    assert len(adc.validation_keys(keys, 0.01)) == 1  # at least one pair held out
+    assert len(adc.validation_keys(keys, 0.99)) == len(keys) - 1  # never all of them
+
+
+def test_captions_are_cleaned_and_empty_fields_dropped(built):
+    _, ex = built
+    a02 = ex["train"].get("a02") or ex["validation"]["a02"]
+    assert [features.as_text(c) for c in a02["captions"]] == [
+        "the rain gets louder",
+        "rain becomes louder",
+    ]
+    e01 = ex["eval"]["e01"]
+    assert [features.as_text(c) for c in e01["captions"]] == [c.lower() for c in FULL]
+
+
+def test_audio_is_16k_mono_int16_and_scene_is_set(built, fixture_dirs):
+    _, csv_dir, audio_dir = fixture_dirs
+    _, ex = built
+    rain_a01 = {**ex["train"], **ex["validation"]}["rain_a01"]
+    assert rain_a01["audio1"].dtype == np.int16 and rain_a01["audio1"].shape == (8000,)
+    assert features.as_text(rain_a01["scene"]) == "rain"
+    expected = features.to_int16(load_audio(os.path.join(audio_dir, STEREO), 16000))
+    np.testing.assert_array_equal(rain_a01["audio1"], expected)  # the stereo file, mixed down
+    t02 = {**ex["train"], **ex["validation"]}["t02"]
+    assert features.as_text(t02["scene"]) == "traffic"
+    assert t02["audio2"].shape == (8000,)  # found in AUDIO_DIR/adc_traffic/
+    for e in ex["eval"].values():
+        assert len(e["edit_ops"]) == 0 and e["edit_magnitudes"].shape == (0,)
+
+
+def test_changed_csv_changes_the_fingerprint(fixture_dirs, tmp_path):
+    _, csv_dir, _ = fixture_dirs
+    copy = str(tmp_path / "csv")
+    shutil.copytree(csv_dir, copy)
+    before = adc.fingerprint(copy, 0.25, 16000)
+    assert adc.fingerprint(copy, 0.25, 16000) == before
+    assert adc.fingerprint(copy, 0.1, 16000) != before
+    with open(adc.csv_path(copy, "traffic", "eval"), "a") as f:
+        f.write("e09,x.wav,y.wav,one more caption,,,,\n")
+    assert adc.fingerprint(copy, 0.25, 16000) != before
+
+
+def test_missing_directories_and_csv_name_the_config_key(fixture_dirs, tmp_path):
+    _, csv_dir, audio_dir = fixture_dirs
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="data.csv_dir"):
+        adc.build_audio_diff_caps(data_dir, audio_dir=audio_dir, csv_dir=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="data.audio_dir"):
+        adc.build_audio_diff_caps(data_dir, audio_dir=str(tmp_path / "nope"), csv_dir=csv_dir)
+    partial = str(tmp_path / "csv")
+    shutil.copytree(csv_dir, partial)
+    os.remove(adc.csv_path(partial, "traffic", "eval"))
+    with pytest.raises(FileNotFoundError) as info:
+        adc.build_audio_diff_caps(data_dir, audio_dir=audio_dir, csv_dir=partial)
+    assert adc.csv_path(partial, "traffic", "eval") in str(info.value)
+    assert "data.csv_dir" in str(info.value)
+
+
+def _copy_audio(fixture_dirs, tmp_path) -> tuple[str, str]:
+    _, csv_dir, audio_dir = fixture_dirs
+    copy = str(tmp_path / "audio")
+    shutil.copytree(audio_dir, copy)
+    return csv_dir, copy
+
+
+def test_missing_audio_file_names_key_row_and_file(fixture_dirs, tmp_path):
+    csv_dir, audio_dir = _copy_audio(fixture_dirs, tmp_path)
+    os.remove(os.path.join(audio_dir, "traffic_dev_t03_s1.wav"))
+    with pytest.raises(FileNotFoundError) as info:
+        adc.build_audio_diff_caps(str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=csv_dir)
+    message = str(info.value)
+    assert "'t03'" in message and "traffic_dev_t03_s1.wav" in message
+    assert f"{adc.csv_path(csv_dir, 'traffic', 'dev')}:4" in message  # header is line 1
+    assert "data.audio_dir" in message
+    assert not glob.glob(str(tmp_path / "data" / "audio_diff_caps" / "*" / "1.0.0"))  # not built
+
+
+def test_corrupt_audio_file_names_key_row_and_file(fixture_dirs, tmp_path):
+    csv_dir, audio_dir = _copy_audio(fixture_dirs, tmp_path)
+    bad = os.path.join(audio_dir, "rain_eval_e02_s2.wav")
+    with open(bad, "wb") as f:
+        f.write(np.random.default_rng(3).bytes(1000))
+    with pytest.raises(AudioError) as info:
+        adc.build_audio_diff_caps(str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=csv_dir)
+    message = str(info.value)
+    assert "'e02'" in message and bad in message
+    assert f"{adc.csv_path(csv_dir, 'rain', 'eval')}:3" in message
+
+
+def test_bad_header_and_duplicate_keys_fail_clearly(fixture_dirs, tmp_path):
+    _, csv_dir, _ = fixture_dirs
+    copy = str(tmp_path / "csv")
+    shutil.copytree(csv_dir, copy)
+    path = adc.csv_path(copy, "rain", "eval")
+    with open(path, "a") as f:
+        f.write("e01,x.wav,y.wav,again,,,,\n")
+    with pytest.raises(ValueError, match="occurs twice"):
+        adc.split_rows(adc.read_rows(copy), 0.25)
+    with open(path, "w") as f:
+        f.write("id,first,second,text\n1,a.wav,b.wav,hello\n")
+    with pytest.raises(ValueError, match="key"):
+        adc.read_csv(path, "rain", "eval")

@@ -1,0 +1,73 @@
+"""Builds the synthetic_adc dataset explicitly and reports how long it took.
+
+Training builds it on first use anyway; this tool is for building ahead of time (e.g. once on a
+shared file system before a multi-host run) and for timing. Sizes come from
+`adc_jax.config.base_config(size).data`; any of them can be overridden.
+
+  python tools/make_synthetic.py --size=quick
+  python tools/make_synthetic.py --size=paper --data_dir=/tmp/adc_data --num_workers=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from absl import logging
+
+from adc_jax import config as config_lib
+from adc_jax.data import synthetic
+
+
+def add_size_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags shared with tools/listen.py: a size preset and overrides of its data fields."""
+    parser.add_argument("--size", default="quick", choices=config_lib.SIZES,
+                        help="size preset of adc_jax.config (default: quick)")
+    parser.add_argument("--data_dir", default=None,
+                        help="tfds data directory (default: $ADC_JAX_DATA_DIR or "
+                             "~/.cache/adc_jax/datasets)")
+    for name, kind in (("num_train", int), ("num_validation", int), ("num_eval", int),
+                       ("clip_seconds", float), ("seed", int)):
+        parser.add_argument(f"--{name}", type=kind, default=None,
+                            help=f"override the preset's {name}")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="generation processes (default: all CPUs)")
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, dict]:
+    """(data_dir, build_synthetic keyword arguments) from the parsed flags."""
+    params = synthetic.params_from_config(config_lib.base_config(args.size).data)
+    for name in ("num_train", "num_validation", "num_eval", "clip_seconds", "seed"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    params["num_workers"] = args.num_workers
+    data_dir = os.path.expanduser(args.data_dir or config_lib.default_data_dir())
+    return data_dir, params
+
+
+def _disk_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_size_flags(parser)
+    args = parser.parse_args()
+    logging.set_verbosity(logging.INFO)
+    data_dir, params = resolve(args)
+    start = time.perf_counter()
+    builder = synthetic.build_synthetic(data_dir, **params)
+    elapsed = time.perf_counter() - start
+    total = params["num_train"] + params["num_validation"] + params["num_eval"]
+    size_mb = _disk_size(builder.data_dir) / 2**20
+    splits = ", ".join(f"{s}={len(builder.as_data_source(s))}" for s in synthetic.SPLITS)
+    print(f"synthetic_adc/{builder.builder_config.name} at {builder.data_dir}\n"
+          f"  {splits}; {size_mb:.1f} MiB on disk\n"
+          f"  {elapsed:.1f} s for {total} pairs ({total / max(elapsed, 1e-9):.1f} pairs/s; "
+          f"a few ms if it was already built)")
+
+
+if __name__ == "__main__":
+    main()
