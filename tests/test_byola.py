@@ -53,7 +53,7 @@ def small_model(dim: int = DIM, dtype=jnp.float32, seed: int = 0) -> byola.Audio
     )
 
 
-# ------------------------------------------------------------------ NumPy reference (PyTorch layout)
+# ------------------------------------------------------------- NumPy reference (PyTorch layout)
 
 
 def _conv3x3_nchw(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,18 +200,22 @@ def test_bfloat16_compute_with_float32_params(checkpoint):
 
 
 def test_jit_train_step_with_split_merge():
-    """The way the trainer calls it: pure function of (graphdef, state) under jax.jit."""
+    """The way the trainer calls it: pure function of (graphdef, state) under jax.jit, gradients
+    by nnx.value_and_grad, BatchNorm statistics updated in the returned state."""
     model = small_model()
     graphdef, state = nnx.split(model)
 
     @jax.jit
     def step(state, x):
         m = nnx.merge(graphdef, state)
-        y = m(x, train=True)
-        return nnx.state(m), y.mean()
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x, train=True) ** 2))(m)
+        return nnx.state(m), loss, grads
 
-    new_state, loss = step(state, jnp.ones((2, 16, N_MELS)))
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, N_MELS)), jnp.float32)
+    new_state, loss, grads = step(state, x)
     assert np.isfinite(loss)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    assert np.abs(grads["conv1"]["kernel"][...]).max() > 0
     assert not np.allclose(new_state["bn1"]["mean"][...], state["bn1"]["mean"][...])
 
 

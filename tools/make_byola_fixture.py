@@ -28,6 +28,7 @@ import os
 import pickle
 import struct
 import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class _TorchPickler(pickle._Pickler):
         return None
 
 
-def torch_pickle(sd: collections.abc.Mapping[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
+def torch_pickle(sd: Mapping[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
     """data.pkl bytes for an OrderedDict of tensors, and the raw bytes of storage 0, 1, ..."""
     state: collections.OrderedDict[str, _Tensor] = collections.OrderedDict()
     storages: list[bytes] = []
@@ -152,7 +153,7 @@ def _write_aligned(zf: zipfile.ZipFile, name: str, data: bytes, align: int = 64)
     zf.writestr(info, data)
 
 
-def save_torch_state_dict(path: str, sd: collections.abc.Mapping[str, np.ndarray]) -> None:
+def save_torch_state_dict(path: str, sd: Mapping[str, np.ndarray]) -> None:
     """Writes `sd` as torch.save(sd, path) does (zip format; the archive folder is the file's
     stem, as in torch 2.x; torch 1.x wrote 'archive', and readers accept any name)."""
     pkl, storages = torch_pickle(sd)

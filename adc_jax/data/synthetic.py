@@ -27,8 +27,11 @@ Public API:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import functools
+import itertools
 import math
 import multiprocessing
 import os
@@ -41,6 +44,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
+from tensorflow_datasets.core import example_serializer, file_adapters
+from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import features as features_lib
 from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, make_captions
@@ -755,7 +760,7 @@ def _preset_configs() -> list[SyntheticAdcConfig]:
 
 
 def _example(args: tuple[int, str, int, float, int]) -> tuple[str, dict[str, Any]]:
-    """The stored example `index` of `split` (top level so worker processes can run it)."""
+    """The stored example `index` of `split` as (key, feature dict)."""
     seed, split, index, clip_seconds, sample_rate = args
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     pair = generate_pair(rng, clip_seconds, sample_rate)
@@ -772,6 +777,19 @@ def _example(args: tuple[int, str, int, float, int]) -> tuple[str, dict[str, Any
     }
 
 
+@functools.cache
+def _codec() -> tuple[Any, Any]:
+    """(FeaturesDict, ExampleSerializer) of this process."""
+    features = features_lib.features_dict()
+    return features, example_serializer.ExampleSerializer(features.get_serialized_info())
+
+
+def _serialized_example(args: tuple[int, str, int, float, int]) -> bytes:
+    """The stored record of example `index` of `split` (top level: worker processes run it)."""
+    features, serializer = _codec()
+    return serializer.serialize_example(features.encode_example(_example(args)[1]))
+
+
 def _resolve_workers(num_workers: int | None, num_examples: int) -> int:
     if num_workers is None:
         num_workers = os.cpu_count() or 1
@@ -779,8 +797,16 @@ def _resolve_workers(num_workers: int | None, num_examples: int) -> int:
     return 1 if num_examples < 64 else max(1, int(num_workers))
 
 
+# Target size of one array_record shard.
+_SHARD_BYTES = 512 * 2**20
+
+
 class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
-    """tfds builder of the synthetic audio-difference-captioning pairs (see module docstring)."""
+    """tfds builder of the synthetic audio-difference-captioning pairs (see module docstring).
+
+    Records are stored in index order: record i of a split is the pair with key
+    "<split>_<i:06d>", drawn from default_rng([seed, split_id, i]).
+    """
 
     name = "synthetic_adc"
     VERSION = tfds.core.Version("1.0.0")
@@ -805,26 +831,76 @@ class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
             homepage="https://arxiv.org/abs/2308.11923",
         )
 
+    def _split_sizes(self) -> dict[str, int]:
+        c = self.builder_config
+        return {"train": c.num_train, "validation": c.num_validation, "eval": c.num_eval}
+
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
         del dl_manager  # nothing to download
-        c = self.builder_config
-        sizes = {"train": c.num_train, "validation": c.num_validation, "eval": c.num_eval}
-        return {split: self._generate_examples(split, sizes[split]) for split in SPLITS}
+        return {split: self._generate_examples(split, num)
+                for split, num in self._split_sizes().items()}
 
     def _generate_examples(self, split: str, num: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """tfds' standard example stream, in one process.
+
+        `_generate_splits` writes the same examples without it (see there); this stream stays as
+        the reference the tests compare the written records with.
+        """
         c = self.builder_config
+        for i in range(num):
+            yield _example((c.seed, split, i, c.clip_seconds, c.sample_rate))
+
+    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
+        """Writes every split's array_record shards; returns their SplitInfos.
+
+        Replaces tfds' writer, which serialises in the main process and shuffles through a
+        buffer that spills to disk through TensorFlow once a split exceeds 1 GB (the paper-size
+        train split is several GB). Here worker processes generate and serialise pairs and the
+        main process writes them in index order. tfds still writes into a temporary folder and
+        renames it when this returns.
+        """
+        del dl_manager, download_config
+        return [self._write_split(split, num) for split, num in self._split_sizes().items()]
+
+    def _write_split(self, split: str, num: int) -> tfds.core.SplitInfo:
+        c = self.builder_config
+        template = self._get_filename_template(split_name=split)
         args = [(c.seed, split, i, c.clip_seconds, c.sample_rate) for i in range(num)]
+        first = _serialized_example(args[0])
+        num_shards = max(1, min(num, math.ceil(num * len(first) / _SHARD_BYTES)))
+        bounds = np.linspace(0, num, num_shards + 1).round().astype(int)
         workers = _resolve_workers(c.num_workers, num)
         start = time.perf_counter()
-        if workers == 1:
-            yield from map(_example, args)
-        else:
-            # spawn, not fork: the caller may already run JAX threads.
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                yield from pool.imap(_example, args, chunksize=8)
+        with contextlib.ExitStack() as stack:
+            if workers > 1:
+                # spawn, not fork: the caller may already run JAX threads.
+                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+                rest = pool.imap(_serialized_example, args[1:], chunksize=4)
+            else:
+                rest = map(_serialized_example, args[1:])
+            records = tfds_utils.tqdm(itertools.chain([first], rest), total=num, unit=" pairs",
+                                      desc=f"Generating synthetic_adc {split}", leave=False,
+                                      mininterval=1.0)
+            sizes: list[int] = []
+
+            def shard_records(count: int) -> Iterator[tuple[None, bytes]]:
+                for record in itertools.islice(records, count):
+                    sizes.append(len(record))
+                    yield None, record
+
+            for shard in range(num_shards):
+                file_adapters.ArrayRecordFileAdapter.write_examples(
+                    template.sharded_filepath(shard_index=shard, num_shards=num_shards),
+                    shard_records(int(bounds[shard + 1] - bounds[shard])))
+        if len(sizes) != num:
+            raise RuntimeError(f"Wrote {len(sizes)} of {num} {split} pairs.")
+        num_bytes = sum(sizes)
         elapsed = time.perf_counter() - start
-        logging.info("synthetic_adc/%s: generated %d %s pairs in %.1f s (%.1f pairs/s).",
-                     c.name, num, split, elapsed, num / max(elapsed, 1e-9))
+        logging.info("synthetic_adc/%s: wrote %d %s pairs (%.1f MiB, %d shards) in %.1f s "
+                     "(%.1f pairs/s, %d processes).", c.name, num, split, num_bytes / 2**20,
+                     num_shards, elapsed, num / max(elapsed, 1e-9), workers)
+        return tfds.core.SplitInfo(name=split, shard_lengths=[int(n) for n in np.diff(bounds)],
+                                   num_bytes=num_bytes, filename_template=template)
 
 
 def _remove_stale_builds(config_dir: str, min_age_s: float = 600.0) -> None:

@@ -15,12 +15,12 @@ gives the same feature order as our reshape; the converted first Linear needs no
 
 Parameter paths (the names in `params.npz` written by `tools/convert_byola.py`):
 
-  conv{1,2,3}/kernel [3, 3, C_in, C]  (kT, kF, in, out)   <- features.{0,4,8}.weight [C, C_in, kF, kT]
-  conv{1,2,3}/bias   [C]                                   <- features.{0,4,8}.bias
-  bn{1,2,3}/scale, bias [C]  (Param)                       <- features.{1,5,9}.weight, .bias
-  bn{1,2,3}/mean, var   [C]  (BatchStat)                   <- features.{1,5,9}.running_mean, _var
-  fc1/kernel [F/8 * C, d], fc1/bias [d]                    <- fc.0.weight.T, fc.0.bias
-  fc2/kernel [d, d],       fc2/bias [d]                    <- fc.3.weight.T, fc.3.bias
+  conv{1,2,3}/kernel [3, 3, C_in, C] (kT, kF, in, out) <- features.{0,4,8}.weight [C, C_in, kF, kT]
+  conv{1,2,3}/bias   [C]                               <- features.{0,4,8}.bias
+  bn{1,2,3}/scale, bias [C] (Param)                    <- features.{1,5,9}.weight, .bias
+  bn{1,2,3}/mean, var   [C] (BatchStat)                <- features.{1,5,9}.running_mean, _var
+  fc1/kernel [F/8 * C, d], fc1/bias [d]                <- fc.0.weight.T, fc.0.bias
+  fc2/kernel [d, d],       fc2/bias [d]                <- fc.3.weight.T, fc.3.bias
 
 PyTorch checkpoints are read without PyTorch by a restricted unpickler (`read_torch_state_dict`)
 that only rebuilds tensors and refuses every other global, so a `.pth` cannot run code.
@@ -164,8 +164,8 @@ def load_pretrained(module: AudioNTT2020, path: str) -> None:
     if not os.path.isfile(npz_path):
         raise FileNotFoundError(
             f"No converted BYOL-A weights at {npz_path!r}. Convert an official checkpoint with "
-            "`python tools/convert_byola.py --input AudioNTT2020-BYOLA-64x96d2048.pth --output DIR` "
-            "and pass DIR."
+            "`python tools/convert_byola.py --input AudioNTT2020-BYOLA-64x96d2048.pth "
+            "--output DIR` and pass DIR."
         )
     meta_path = os.path.join(os.path.dirname(npz_path), "meta.json")
     hint = ""

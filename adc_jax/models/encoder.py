@@ -32,7 +32,8 @@ def encoder_attention_mask(segment_ids: jax.Array, valid: jax.Array, attention: 
     if attention == "cross":
         allowed = segment_ids[:, :, None] != segment_ids[:, None, :]
     elif attention == "full":
-        allowed = jnp.ones_like(key_ok, dtype=bool)
+        # Full [B, 2T, 2T] like the cross mask, so callers get the documented shape in both modes.
+        allowed = jnp.ones(segment_ids.shape + segment_ids.shape[-1:], dtype=bool)
     else:
         raise ValueError(f"Unknown attention mode {attention!r}; use 'cross' or 'full'.")
     return (allowed & key_ok)[:, None, :, :]

@@ -68,16 +68,16 @@ class SDDEmbeddingNets(nnx.Module):
         """
         cdt = self.dtype
         sim_rev, dis_rev = reverse_valid(similar, lengths), reverse_valid(discrepant, lengths)
-        w_s = self.similar_input.value.astype(cdt)
-        w_d = self.discrepant_input.value.astype(cdt)
+        w_s = self.similar_input[...].astype(cdt)
+        w_d = self.discrepant_input[...].astype(cdt)
         # Input projections for every time step at once: [G, N, T, 4U].
         xs = jnp.stack([
             similar.astype(cdt) @ w_s[0], sim_rev.astype(cdt) @ w_s[1],
             discrepant.astype(cdt) @ w_d[0], dis_rev.astype(cdt) @ w_d[1],
-        ]).astype(jnp.float32) + self.bias.value[:, None, None, :]
+        ]).astype(jnp.float32) + self.bias[...][:, None, None, :]
         xs = jnp.moveaxis(xs, 2, 0)  # [T, G, N, 4U]
         steps_valid = jnp.arange(xs.shape[0])[:, None] < lengths[None, :]  # [T, N]
-        recurrent = self.recurrent.value.astype(cdt)
+        recurrent = self.recurrent[...].astype(cdt)
         groups, n = xs.shape[1], xs.shape[2]
 
         def step(carry, inputs):
