@@ -37,13 +37,35 @@ def _also_log_to(path: str) -> None:
     import logging as std_logging
 
     handler = std_logging.FileHandler(path)
+    handler.addFilter(_DropLibraryInfo())
     handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     std_logging.getLogger().addHandler(handler)
+
+
+class _DropLibraryInfo:
+    """Logging filter: hides INFO chatter of orbax/grain/tfds (warnings and errors still show)."""
+
+    _NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/array_record/")
+
+    def filter(self, record) -> bool:
+        import logging as std_logging
+
+        return record.levelno >= std_logging.WARNING or not any(
+            part in record.pathname for part in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+    """Keeps the console readable: only adc_jax's own INFO lines, everyone's warnings."""
+    import logging as std_logging
+
+    for handler in std_logging.getLogger().handlers + [logging.get_absl_handler()]:
+        handler.addFilter(_DropLibraryInfo())
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_library_logs()
     multiprocess = _MULTIPROCESS.value
     if multiprocess is None:
         multiprocess = _several_processes()

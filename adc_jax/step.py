@@ -100,7 +100,7 @@ class TrainState:
 
     @property
     def step(self) -> int:
-        return int(jax.device_get(self.state["optimizer"]["step"].value))
+        return int(jax.device_get(self.state["optimizer"]["step"][...]))
 
 
 def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel, nnx.Optimizer]:
@@ -204,9 +204,11 @@ def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.
     A step whose loss or gradient norm is not finite leaves the state unchanged (metrics report
     `finite` = 0); the training loop then stops or counts it, as `train.nonfinite` says.
     """
-    parts = nnx.merge(graphdef, rng_state, state)
+    # copy=True: the update below mutates the merged Variables in place; without a copy it would
+    # also overwrite `state`, and a non-finite step could not fall back to it.
+    parts = nnx.merge(graphdef, rng_state, state, copy=True)
     model, optimizer = parts["model"], parts["optimizer"]
-    step = optimizer.step.value
+    step = optimizer.step[...]
     nnx.reseed(model, dropout=jax.random.fold_in(seed_key, step))
 
     def loss_fn(m):
@@ -219,7 +221,7 @@ def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.
     _, _, new_state = nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
     new_state = _select(finite, new_state, state)
     # The step counter always advances so the data position and the rng stream stay aligned.
-    new_state["optimizer"]["step"].value = step + 1
+    new_state["optimizer"]["step"][...] = step + 1
     metrics.update(grad_norm=grad_norm, learning_rate=schedule(step),
                    finite=finite.astype(jnp.float32))
     return new_state, metrics

@@ -264,12 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             logging.warning("Skipped %d non-finite step(s), first at step %d (%s); %d so far.",
                             len(bad), bad_step, terms, skipped)
         elapsed = time.time() - window_start
-        means["pairs_per_second"] = window_steps * config.train.batch_size / max(elapsed, 1e-9)
+        if window_steps:
+            means["pairs_per_second"] = window_steps * config.train.batch_size / max(elapsed, 1e-9)
         means["skipped_steps"] = float(skipped)
         writer.write(step, means)
         if progress is not None:
             progress.set_postfix(loss=f"{means['loss']:.3f}",
-                                 pairs_s=f"{means['pairs_per_second']:.0f}")
+                                 pairs_s=f"{means.get('pairs_per_second', 0.0):.0f}")
         pending = []
         window_start, window_steps = time.time(), 0
 
@@ -282,6 +283,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 step += 1
                 pending.append(metrics)
                 window_steps += 1
+                if step == start_step + 1:
+                    # The first step compiles; start timing throughput after it.
+                    jax.block_until_ready(metrics)
+                    window_start, window_steps = time.time(), 0
                 if progress is not None:
                     progress.update(1)
                 final = step == num_steps

@@ -171,7 +171,8 @@ def test_missing_audio_file_names_key_row_and_file(fixture_dirs, tmp_path):
     assert "'t03'" in message and "traffic_dev_t03_s1.wav" in message
     assert f"{adc.csv_path(csv_dir, 'traffic', 'dev')}:4" in message  # header is line 1
     assert "data.audio_dir" in message
-    assert not glob.glob(str(tmp_path / "data" / "audio_diff_caps" / "*" / "1.0.0"))  # not built
+    version = str(adc.AudioDiffCaps.VERSION)
+    assert not glob.glob(str(tmp_path / "data" / "audio_diff_caps" / "*" / version))  # not built
 
 
 def test_corrupt_audio_file_names_key_row_and_file(fixture_dirs, tmp_path):

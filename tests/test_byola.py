@@ -344,3 +344,32 @@ def test_fixture_pickle_uses_torch_opcodes(checkpoint):
         "torch FloatStorage",
         "torch LongStorage",
     }
+
+
+def test_pool_first_equals_plain_order_in_value_and_gradient():
+    """Max-pooling before the BatchNorm affine + ReLU is exact (monotone per channel)."""
+    from adc_jax.models.byola import conv_block
+
+    rngs = nnx.Rngs(3)
+    conv = nnx.Conv(4, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, rngs=rngs)
+    # Negative scales on some channels exercise the min-pool branch.
+    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])
+    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
+    x = jax.random.normal(jax.random.key(0), (2, 11, 9, 4))
+
+    def run(pool_first, train):
+        def f(conv, x):
+            return conv_block(conv, nnx.clone(bn), x, train=train, pool_first=pool_first)
+        y = f(conv, x)
+        grads = nnx.grad(lambda c, x: (f(c, x) * jnp.cos(f(c, x))).sum(), argnums=(0, 1))(conv, x)
+        return y, grads
+
+    for train in (True, False):
+        y_fast, (g_conv_fast, g_x_fast) = run(True, train)
+        y_plain, (g_conv_plain, g_x_plain) = run(False, train)
+        assert y_fast.shape == (2, 5, 4, 6)
+        np.testing.assert_allclose(y_fast, y_plain, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(g_x_fast, g_x_plain, rtol=1e-5, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(g_conv_fast), jax.tree.leaves(g_conv_plain), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -50,22 +50,25 @@ def test_make_captions_rejects_unknown_edits():
         C.make_captions([], np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", set()),
-    ("the the the", set()),
-    ("remove the", set()),                                   # operation without a class
-    ("the dog", set()),                                      # class without an operation
-    ("make the car horn quieter", {("quieter", "horn")}),    # longest match: horn, not car
-    ("make the car quieter", {("quieter", "car")}),
-    ("Make the Dog LOUDER.", {("louder", "dog")}),
-    ("make the dog louder louder and", {("louder", "dog")}),
-    ("add a dog barking and and remove", {("add", "dog")}),
-    ("make the dog and the bells louder", {("louder", "dog"), ("louder", "bells")}),
-    ("remove the siren , then add thunder", {("remove", "siren"), ("add", "thunder")}),
-    ("replace the bells with a louder one", {("louder", "bells")}),  # specific cue wins
-    ("turn up the knocking", {("louder", "knocking")}),
-    ("turn down the knocking", {("quieter", "knocking")}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", set()),
+        ("the the the", set()),
+        ("remove the", set()),  # operation without a class
+        ("the dog", set()),  # class without an operation
+        ("make the car horn quieter", {("quieter", "horn")}),  # longest match: horn, not car
+        ("make the car quieter", {("quieter", "car")}),
+        ("Make the Dog LOUDER.", {("louder", "dog")}),
+        ("make the dog louder louder and", {("louder", "dog")}),
+        ("add a dog barking and and remove", {("add", "dog")}),
+        ("make the dog and the bells louder", {("louder", "dog"), ("louder", "bells")}),
+        ("remove the siren , then add thunder", {("remove", "siren"), ("add", "thunder")}),
+        ("replace the bells with a louder one", {("louder", "bells")}),  # specific cue wins
+        ("turn up the knocking", {("louder", "knocking")}),
+        ("turn down the knocking", {("quieter", "knocking")}),
+    ],
+)
 def test_parser_is_lenient_on_model_outputs(text, expected):
     assert C.parse_caption(text) == expected
 

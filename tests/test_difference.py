@@ -31,9 +31,9 @@ def test_references_score_one():
 
 def test_wrong_and_partial_captions():
     predictions = {
-        "a": "make the dog quieter",                 # wrong operation, right class
-        "b": "remove the bells",                     # one of two edits
-        "c": "make the siren start later",           # right
+        "a": "make the dog quieter",  # wrong operation, right class
+        "b": "remove the bells",  # one of two edits
+        "c": "make the siren start later",  # right
     }
     result = difference_accuracy(predictions, LABELS)
     assert result["exact_set_accuracy"] == pytest.approx(1 / 3)

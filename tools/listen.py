@@ -31,19 +31,37 @@ def _pairs(args: argparse.Namespace):
     data_dir, params = resolve(args)
     if args.source == "generate":
         for i in range(args.start, args.start + args.num):
-            key, ex = synthetic._example((params["seed"], args.split, i, params["clip_seconds"],
-                                          params["sample_rate"]))
-            yield (key, ex["audio1"], ex["audio2"], ex["scene"],
-                   list(zip(ex["edit_ops"], ex["edit_classes"], ex["edit_magnitudes"],
-                            strict=True)), ex["captions"])
+            key, ex = synthetic._example(
+                (params["seed"], args.split, i, params["clip_seconds"], params["sample_rate"])
+            )
+            yield (
+                key,
+                ex["audio1"],
+                ex["audio2"],
+                ex["scene"],
+                list(zip(ex["edit_ops"], ex["edit_classes"], ex["edit_magnitudes"], strict=True)),
+                ex["captions"],
+            )
         return
     source = synthetic.build_synthetic(data_dir, **params).as_data_source(args.split)
     for i in range(args.start, min(len(source), args.start + args.num)):
         ex = source[i]
-        edits = list(zip(map(as_text, ex["edit_ops"]), map(as_text, ex["edit_classes"]),
-                         ex["edit_magnitudes"], strict=True))
-        yield (as_text(ex["key"]), ex["audio1"], ex["audio2"], as_text(ex["scene"]), edits,
-               [as_text(c) for c in ex["captions"]])
+        edits = list(
+            zip(
+                map(as_text, ex["edit_ops"]),
+                map(as_text, ex["edit_classes"]),
+                ex["edit_magnitudes"],
+                strict=True,
+            )
+        )
+        yield (
+            as_text(ex["key"]),
+            ex["audio1"],
+            ex["audio2"],
+            as_text(ex["scene"]),
+            edits,
+            [as_text(c) for c in ex["captions"]],
+        )
 
 
 def main() -> None:
@@ -59,12 +77,18 @@ def main() -> None:
     sample_rate = resolve(args)[1]["sample_rate"]
     for key, audio1, audio2, scene, edits, captions in _pairs(args):
         for suffix, audio in (("1", audio1), ("2", audio2)):
-            sf.write(os.path.join(args.output, f"{key}_{suffix}.wav"), np.asarray(audio, np.int16),
-                     sample_rate, subtype="PCM_16")
+            sf.write(
+                os.path.join(args.output, f"{key}_{suffix}.wav"),
+                np.asarray(audio, np.int16),
+                sample_rate,
+                subtype="PCM_16",
+            )
         units = {"louder": "dB", "quieter": "dB", "earlier": "s", "later": "s"}
         lines = [f"scene: {scene}"]
-        lines += [f"edit: {op} {cls}" + (f" ({float(m):+.1f} {units[op]})" if op in units else "")
-                  for op, cls, m in edits]
+        lines += [
+            f"edit: {op} {cls}" + (f" ({float(m):+.1f} {units[op]})" if op in units else "")
+            for op, cls, m in edits
+        ]
         lines += [f"caption {j + 1}: {c}" for j, c in enumerate(captions)]
         with open(os.path.join(args.output, f"{key}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")

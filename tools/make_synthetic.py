@@ -22,17 +22,30 @@ from adc_jax.data import synthetic
 
 def add_size_flags(parser: argparse.ArgumentParser) -> None:
     """The flags shared with tools/listen.py: a size preset and overrides of its data fields."""
-    parser.add_argument("--size", default="quick", choices=config_lib.SIZES,
-                        help="size preset of adc_jax.config (default: quick)")
-    parser.add_argument("--data_dir", default=None,
-                        help="tfds data directory (default: $ADC_JAX_DATA_DIR or "
-                             "~/.cache/adc_jax/datasets)")
-    for name, kind in (("num_train", int), ("num_validation", int), ("num_eval", int),
-                       ("clip_seconds", float), ("seed", int)):
-        parser.add_argument(f"--{name}", type=kind, default=None,
-                            help=f"override the preset's {name}")
-    parser.add_argument("--num_workers", type=int, default=None,
-                        help="generation processes (default: all CPUs)")
+    parser.add_argument(
+        "--size",
+        default="quick",
+        choices=config_lib.SIZES,
+        help="size preset of adc_jax.config (default: quick)",
+    )
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="tfds data directory (default: $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets)",
+    )
+    for name, kind in (
+        ("num_train", int),
+        ("num_validation", int),
+        ("num_eval", int),
+        ("clip_seconds", float),
+        ("seed", int),
+    ):
+        parser.add_argument(
+            f"--{name}", type=kind, default=None, help=f"override the preset's {name}"
+        )
+    parser.add_argument(
+        "--num_workers", type=int, default=None, help="generation processes (default: all CPUs)"
+    )
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, dict]:
@@ -47,8 +60,9 @@ def resolve(args: argparse.Namespace) -> tuple[str, dict]:
 
 
 def _disk_size(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f))
-               for root, _, files in os.walk(path) for f in files)
+    return sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+    )
 
 
 def main() -> None:
@@ -63,10 +77,12 @@ def main() -> None:
     total = params["num_train"] + params["num_validation"] + params["num_eval"]
     size_mb = _disk_size(builder.data_dir) / 2**20
     splits = ", ".join(f"{s}={len(builder.as_data_source(s))}" for s in synthetic.SPLITS)
-    print(f"synthetic_adc/{builder.builder_config.name} at {builder.data_dir}\n"
-          f"  {splits}; {size_mb:.1f} MiB on disk\n"
-          f"  {elapsed:.1f} s for {total} pairs ({total / max(elapsed, 1e-9):.1f} pairs/s; "
-          f"a few ms if it was already built)")
+    print(
+        f"synthetic_adc/{builder.builder_config.name} at {builder.data_dir}\n"
+        f"  {splits}; {size_mb:.1f} MiB on disk\n"
+        f"  {elapsed:.1f} s for {total} pairs ({total / max(elapsed, 1e-9):.1f} pairs/s; "
+        f"a few ms if it was already built)"
+    )
 
 
 if __name__ == "__main__":

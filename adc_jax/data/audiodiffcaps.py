@@ -19,7 +19,8 @@ Audio: the WAV file named by `s1_fn`/`s2_fn` (any rate and channel count; the or
 where scene is rain/traffic and subset is dev/eval. A file that is found nowhere, or that cannot
 be decoded, fails the build with an error naming the key, the CSV row and the file: silently
 dropping pairs would change the benchmark. Clips are mixed to mono, resampled to 16 kHz and
-stored as int16 (`features.to_int16`).
+stored as int16 (`features.to_int16`). Splits are written by `adc_jax.data.writer` (no
+TensorFlow, also for the 3 GB dev split), records in CSV order (rain before traffic).
 
 Splits: `eval` = the eval CSVs; the dev CSVs are divided into `train` and a held-out
 `validation` split of round(validation_fraction * N) pairs: the pairs whose keys have the
@@ -52,6 +53,7 @@ from absl import logging
 from etils import epath
 
 from adc_jax.data import features as features_lib
+from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, load_audio
 
 SCENES = ("rain", "traffic")
@@ -261,13 +263,19 @@ class AudioDiffCapsConfig(tfds.core.BuilderConfig):
     csv_dir: str = ""
     validation_fraction: float = 0.05
     sample_rate: int = features_lib.SAMPLE_RATE
+    # Decoding processes while building (None: all CPUs); does not change the data.
+    num_workers: int | None = None
 
 
 class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
     """AudioDiffCaps pairs with the shared adc_jax example schema (`features.features_dict`)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "2.0.0": "audio1/audio2 stored as raw int16 bytes (Encoding.BYTES); written by "
+        "adc_jax.data.writer (no TensorFlow for splits over 1 GB), records in CSV order.",
+    }
 
     # tfds looks for the builder's source through `importlib_resources` (a package that is not a
     # dependency here) when the package is installed as a plain directory (pip install -e), and
@@ -290,8 +298,8 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
             homepage="https://github.com/nttcslab/audio-diff-caps",
         )
 
-    def _split_generators(self, dl_manager) -> dict[str, Iterator]:
-        del dl_manager  # Nothing is downloaded: the user provides the data.
+    def _split_rows(self) -> dict[str, tuple[list[Row], dict[tuple[str, str], str]]]:
+        """The non-empty splits' rows and every audio path (all files found before decoding)."""
         cfg = self.builder_config
         splits = split_rows(read_rows(cfg.csv_dir), cfg.validation_fraction)
         resolved = _resolve_all(cfg.audio_dir, [r for rows in splits.values() for r in rows])
@@ -300,39 +308,80 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
                 f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
                 f"{cfg.csv_dir!r} hold no row with a caption)."
             )
-        generators = {}
+        out = {}
         for split, rows in splits.items():
             if rows:  # tfds cannot write an empty split; it is left out instead.
                 logging.info("AudioDiffCaps: %s split has %d pairs.", split, len(rows))
-                generators[split] = self._generate_examples(rows, resolved)
+                out[split] = (rows, resolved)
             else:
                 logging.warning("AudioDiffCaps: the %s split is empty and is not written.", split)
-        return generators
+        return out
+
+    def _split_generators(self, dl_manager) -> dict[str, Iterator]:
+        """tfds' standard example streams; `_generate_splits` writes the same examples."""
+        del dl_manager  # Nothing is downloaded: the user provides the data.
+        return {
+            split: self._generate_examples(rows, resolved)
+            for split, (rows, resolved) in self._split_rows().items()
+        }
 
     def _generate_examples(self, rows: list[Row], resolved: dict[tuple[str, str], str]):
         sr = self.builder_config.sample_rate
         for r in rows:
-            audio = []
-            for fn in (r.s1_fn, r.s2_fn):
-                path = resolved[(r.key, fn)]
-                try:
-                    wav = load_audio(path, sr, key=r.key)
-                except AudioError as e:
-                    raise AudioError(f"AudioDiffCaps {r.where()}: {e}") from e
-                audio.append(features_lib.to_int16(wav))
-            yield (
-                r.key,
-                {
-                    "key": r.key,
-                    "audio1": audio[0],
-                    "audio2": audio[1],
-                    "captions": list(r.captions),
-                    "scene": r.scene,
-                    "edit_ops": [],
-                    "edit_classes": [],
-                    "edit_magnitudes": np.zeros((0,), np.float32),
-                },
-            )
+            yield r.key, _example(_job(r, resolved, sr))
+
+    def _generate_splits(self, dl_manager, download_config) -> list[tfds.core.SplitInfo]:
+        """Writes every split with the shared array_record writer (`adc_jax.data.writer`).
+
+        tfds' writer needs TensorFlow once a split exceeds 1 GB (the dev split is about 3 GB of
+        16 kHz int16); here pairs are decoded and serialised (in worker processes for larger
+        splits) and stored in CSV order inside tfds' temporary build folder.
+        """
+        del dl_manager, download_config
+        sr = self.builder_config.sample_rate
+        return writer_lib.generate_splits(
+            self,
+            {
+                split: (_serialized_example, [_job(r, resolved, sr) for r in rows])
+                for split, (rows, resolved) in self._split_rows().items()
+            },
+            num_workers=self.builder_config.num_workers,
+        )
+
+
+# (row, path of s1_fn, path of s2_fn, sample rate): what a worker needs to make one example.
+_Job = tuple[Row, str, str, int]
+
+
+def _job(r: Row, resolved: dict[tuple[str, str], str], sample_rate: int) -> _Job:
+    return r, resolved[(r.key, r.s1_fn)], resolved[(r.key, r.s2_fn)], sample_rate
+
+
+def _example(job: _Job) -> dict:
+    """One stored example: both files decoded to 16 kHz mono int16, captions and scene."""
+    r, path1, path2, sr = job
+    audio = []
+    for path in (path1, path2):
+        try:
+            wav = load_audio(path, sr, key=r.key)
+        except AudioError as e:
+            raise AudioError(f"AudioDiffCaps {r.where()}: {e}") from e
+        audio.append(features_lib.to_int16(wav))
+    return {
+        "key": r.key,
+        "audio1": audio[0],
+        "audio2": audio[1],
+        "captions": list(r.captions),
+        "scene": r.scene,
+        "edit_ops": [],
+        "edit_classes": [],
+        "edit_magnitudes": np.zeros((0,), np.float32),
+    }
+
+
+def _serialized_example(job: _Job) -> bytes:
+    """The stored record of one row (top level: worker processes run it)."""
+    return writer_lib.serialize_example(_example(job))
 
 
 def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
@@ -363,6 +412,7 @@ def build_audio_diff_caps(
     csv_dir: str,
     validation_fraction: float = 0.05,
     sample_rate: int = features_lib.SAMPLE_RATE,
+    num_workers: int | None = None,
 ) -> tfds.core.DatasetBuilder:
     """Builds AudioDiffCaps into `data_dir` unless this exact version is there; returns the builder.
 
@@ -374,6 +424,8 @@ def build_audio_diff_caps(
       csv_dir: directory holding adc_{rain,traffic}/{dev,eval}/*.csv (config key `data.csv_dir`).
       validation_fraction: fraction of the dev pairs held out as the validation split, in [0, 1).
       sample_rate: sample rate of the stored waveforms in Hz.
+      num_workers: audio decoding processes while building (default: all CPUs; splits under
+        64 pairs are decoded in-process); does not change the data.
 
     Raises:
       FileNotFoundError: a directory, a CSV or an audio file is missing (the message names it and
@@ -415,6 +467,7 @@ def build_audio_diff_caps(
         csv_dir=csv_dir,
         validation_fraction=float(validation_fraction),
         sample_rate=sample_rate,
+        num_workers=num_workers,
     )
     builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
     builder.download_and_prepare(file_format="array_record")

@@ -70,21 +70,55 @@ INDEFINITE: dict[str, tuple[str, ...]] = {
 # Imperative templates per operation; each has exactly one slot, {a} or {the}.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "add": ("add {a}", "add the sound of {a}", "insert {a}", "include {a}", "introduce {a}"),
-    "remove": ("remove {the}", "delete {the}", "take out {the}", "get rid of {the}",
-               "remove the sound of {the}", "eliminate {the}"),
-    "louder": ("make {the} louder", "turn up {the}", "increase the volume of {the}",
-               "raise the volume of {the}", "boost {the}", "make {the} sound louder",
-               "amplify {the}"),
-    "quieter": ("make {the} quieter", "make {the} softer", "turn down {the}",
-                "decrease the volume of {the}", "lower the volume of {the}",
-                "reduce the volume of {the}"),
-    "change": ("replace {the} with a different one", "swap {the} for another one",
-               "change {the} to a different one", "make {the} sound different",
-               "replace {the} with another sound"),
-    "earlier": ("make {the} start earlier", "move {the} earlier", "shift {the} earlier",
-                "make {the} happen sooner", "have {the} begin earlier", "make {the} come earlier"),
-    "later": ("make {the} start later", "move {the} later", "shift {the} later", "delay {the}",
-              "make {the} happen later", "have {the} begin later", "make {the} come later"),
+    "remove": (
+        "remove {the}",
+        "delete {the}",
+        "take out {the}",
+        "get rid of {the}",
+        "remove the sound of {the}",
+        "eliminate {the}",
+    ),
+    "louder": (
+        "make {the} louder",
+        "turn up {the}",
+        "increase the volume of {the}",
+        "raise the volume of {the}",
+        "boost {the}",
+        "make {the} sound louder",
+        "amplify {the}",
+    ),
+    "quieter": (
+        "make {the} quieter",
+        "make {the} softer",
+        "turn down {the}",
+        "decrease the volume of {the}",
+        "lower the volume of {the}",
+        "reduce the volume of {the}",
+    ),
+    "change": (
+        "replace {the} with a different one",
+        "swap {the} for another one",
+        "change {the} to a different one",
+        "make {the} sound different",
+        "replace {the} with another sound",
+    ),
+    "earlier": (
+        "make {the} start earlier",
+        "move {the} earlier",
+        "shift {the} earlier",
+        "make {the} happen sooner",
+        "have {the} begin earlier",
+        "make {the} come earlier",
+    ),
+    "later": (
+        "make {the} start later",
+        "move {the} later",
+        "shift {the} later",
+        "delay {the}",
+        "make {the} happen later",
+        "have {the} begin later",
+        "make {the} come later",
+    ),
 }
 # Ways of joining two edits.
 CONNECTIVES = (" and ", ", and ", ", then ", " and then ", " and also ")
@@ -116,7 +150,8 @@ def _random_caption(edits: Sequence[Edit], rng: np.random.Generator) -> str:
         op = edits[0][0]
         template = TEMPLATES[op][rng.integers(len(TEMPLATES[op]))]
         both = " and ".join(
-            _phrases(op, cls)[rng.integers(len(_phrases(op, cls)))] for _, cls in edits)
+            _phrases(op, cls)[rng.integers(len(_phrases(op, cls)))] for _, cls in edits
+        )
         return _fill(template, both)
     parts = [caption_edit(op, cls, rng) for op, cls in edits]
     text = parts[0]
@@ -137,8 +172,9 @@ def make_captions(edits: Sequence[Edit], rng: np.random.Generator, num: int = 5)
         raise ValueError("A synthetic pair needs at least one edit to describe.")
     for op, cls in edits:
         if op not in OPERATIONS or cls not in EVENT_CLASSES:
-            raise ValueError(f"Unknown edit {(op, cls)!r}: operations are {OPERATIONS}, "
-                             f"classes {EVENT_CLASSES}.")
+            raise ValueError(
+                f"Unknown edit {(op, cls)!r}: operations are {OPERATIONS}, classes {EVENT_CLASSES}."
+            )
     captions: list[str] = []
     for _ in range(100 * num):
         caption = _random_caption(edits, rng)
@@ -200,8 +236,17 @@ for _op, _words in {
     "add": ("add", "adding", "added", "insert", "include", "introduce"),
     "remove": ("remove", "removed", "delete", "eliminate", "rid", "mute", "erase"),
     "louder": ("louder", "increase", "raise", "boost", "amplify", "stronger", "up"),
-    "quieter": ("quieter", "softer", "decrease", "lower", "reduce", "weaker", "down",
-                "quieten", "quiet"),
+    "quieter": (
+        "quieter",
+        "softer",
+        "decrease",
+        "lower",
+        "reduce",
+        "weaker",
+        "down",
+        "quieten",
+        "quiet",
+    ),
     "change": ("replace", "change", "swap", "substitute", "different", "another", "switch"),
     "earlier": ("earlier", "sooner"),
     "later": ("later", "delay", "postpone"),
@@ -223,7 +268,7 @@ def _match(tokens: list[str], patterns: dict[tuple[str, ...], str]) -> list[str]
     i = 0
     while i < len(tokens):
         for length in range(_MAX_PATTERN, 0, -1):
-            label = patterns.get(tuple(tokens[i:i + length]))
+            label = patterns.get(tuple(tokens[i : i + length]))
             if label is not None:
                 found.append(label)
                 i += length

@@ -80,8 +80,12 @@ def difference_accuracy(
     per_operation = {}
     for op, c in counts.items():
         precision, recall, f1 = _prf(c["tp"], c["fp"], c["fn"])
-        per_operation[op] = {"precision": precision, "recall": recall, "f1": f1,
-                             "support": int(c["tp"] + c["fn"])}
+        per_operation[op] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(c["tp"] + c["fn"]),
+        }
     total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn")}
     precision, recall, f1 = _prf(total["tp"], total["fp"], total["fn"])
     n = len(labels)

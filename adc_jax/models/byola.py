@@ -57,6 +57,50 @@ def num_output_frames(n_mel_frames: int) -> int:
     return t
 
 
+def batch_norm_affine(bn: nnx.BatchNorm, x: jax.Array, *, train: bool
+                      ) -> tuple[jax.Array, jax.Array]:
+    """BatchNorm as a per-channel affine map: returns (a, b) with BN(x) = a * x + b, float32.
+
+    In training, the statistics are the batch's (one pass: E[x] and E[x^2], reduced in float32 over
+    batch, time and mel) and the running averages are updated; otherwise the running averages are
+    used. Gradients flow through the batch statistics as in any BatchNorm.
+    """
+    if train:
+        x32 = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x32, axis=axes)
+        var = jnp.maximum(jnp.mean(jnp.square(x32), axis=axes) - jnp.square(mean), 0.0)
+        m = bn.momentum
+        bn.mean[...] = m * bn.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
+        bn.var[...] = m * bn.var[...] + (1.0 - m) * jax.lax.stop_gradient(var)
+    else:
+        mean, var = bn.mean[...], bn.var[...]
+    a = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
+    return a, bn.bias[...] - mean * a
+
+
+def conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool,
+               pool_first: bool = True) -> jax.Array:
+    """Conv 3x3 -> BatchNorm -> ReLU -> MaxPool 2x2 (floor): [B, T, F, C_in] -> [B, T/2, F/2, C].
+
+    With `pool_first`, the 2x2 max is taken before the BatchNorm affine map and the ReLU. That is
+    exact: per channel, v -> relu(a * v + b) is monotone, increasing when a >= 0 (so it commutes with
+    max) and decreasing when a < 0 (so max of the outputs is the output of the min). The
+    elementwise work then runs on a tensor 4x smaller, and the pooling is a reshape + max whose
+    gradient is elementwise (XLA's reduce_window gradient, select-and-scatter, is slow on GPUs).
+    """
+    y = conv(x)
+    a, b = batch_norm_affine(bn, y, train=train)
+    batch, t, f, c = y.shape
+    y = y[:, : t // 2 * 2, : f // 2 * 2]
+    windows = y.reshape(batch, t // 2, 2, f // 2, 2, c)
+    if pool_first:
+        pooled = jnp.where(a >= 0, windows.max(axis=(2, 4)), windows.min(axis=(2, 4)))
+        return jax.nn.relu(pooled * a.astype(y.dtype) + b.astype(y.dtype))
+    activated = jax.nn.relu(windows * a.astype(y.dtype) + b.astype(y.dtype))
+    return activated.max(axis=(2, 4))
+
+
 class AudioNTT2020(nnx.Module):
     """BYOL-A's CNN encoder: normalised log-mel [B, T, n_mels] -> frame embeddings [B, T // 8, dim].
 
@@ -72,9 +116,11 @@ class AudioNTT2020(nnx.Module):
         dim: int = 2048,
         dropout: float = 0.3,
         dtype: Any = jnp.float32,
+        pool_first: bool = True,
         rngs: nnx.Rngs,
     ):
         self.n_mels = n_mels
+        self.pool_first = pool_first
         self.channels = channels
         self.dim = dim
         self.dtype = dtype
@@ -123,12 +169,9 @@ class AudioNTT2020(nnx.Module):
             )
         if num_output_frames(logmel.shape[1]) < 1:
             raise ValueError(f"AudioNTT2020 needs at least 8 frames; got T={logmel.shape[1]}.")
-        x = logmel[..., None]  # [B, T, F, 1]
+        x = logmel[..., None].astype(self.dtype)  # [B, T, F, 1]
         for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
-            x = conv(x)
-            x = bn(x, use_running_average=not train)
-            x = jax.nn.relu(x)
-            x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+            x = conv_block(conv, bn, x, train=train, pool_first=self.pool_first)
         b, t, f, c = x.shape  # [B, T/8, F/8, C]
         x = x.reshape(b, t, f * c)  # feature index f * C + c, as in PyTorch after its permute
         x = jax.nn.relu(self.fc1(x))

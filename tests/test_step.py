@@ -1,0 +1,314 @@
+"""Tests of the jitted train step: multi-device equivalence, bf16, non-finite steps, freezing,
+dropout determinism.
+
+All tests use `configs/late_sdd.py:smoke` (every mechanism on: BYOL-A, CAC encoder, late SDD,
+decoder) with a global batch of 8 pairs and warm-up switched off, so the first step already
+moves the parameters (with warm-up the learning rate of step 0 is 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from adc_jax import sharding
+from adc_jax import step as step_lib
+
+VOCAB = 20
+BATCH = 8
+N_DEVICES = 8
+
+# Builds the same smoke config, batch and train states for every test and for the subprocess.
+COMMON = textwrap.dedent('''
+    import importlib.util
+    import os
+
+    import jax
+    import numpy as np
+
+    from adc_jax import sharding
+    from adc_jax import step as step_lib
+
+    def smoke_config(repo_root, **model_overrides):
+        path = os.path.join(repo_root, "configs", "late_sdd.py")
+        spec = importlib.util.spec_from_file_location("late_sdd_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config("smoke")
+        config.train.batch_size = 8
+        config.train.warmup_steps = 0
+        config.model.update(model_overrides)
+        return config
+
+    def make_batch(config, vocab_size, seed=0):
+        """Float waveforms (so a NaN can be injected), some clips shorter than the array."""
+        rng = np.random.default_rng(seed)
+        b = config.train.batch_size
+        n = int(config.data.clip_seconds * config.data.sample_rate)
+        t = np.arange(n) / config.data.sample_rate
+        tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (b, 1)) * t)
+        wav1 = 0.1 * tone + 0.05 * rng.normal(size=(b, n))
+        wav2 = 0.05 * rng.normal(size=(b, n))
+        len1 = np.full(b, n, np.int32)
+        len2 = np.where(np.arange(b) % 3 == 0, n // 2, n).astype(np.int32)
+        wav2[np.arange(n)[None, :] >= len2[:, None]] = 0.0
+        tokens = np.zeros((b, 12), np.int32)
+        tokens[:, 0] = 1
+        for i in range(b):
+            length = 3 + i % 6
+            tokens[i, 1 : length + 1] = rng.integers(4, vocab_size, length)
+            tokens[i, length + 1] = 2
+        return dict(wav1=wav1.astype(np.float32), wav2=wav2.astype(np.float32), wav1_len=len1,
+                    wav2_len=len2, tokens=tokens)
+
+    def flat(state):
+        """{path: host array} of every leaf of a state."""
+        leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
+        return {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
+''')
+
+MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent('''
+    import sys
+
+    def main(repo_root, out_path):
+        assert len(jax.devices()) == 8, jax.devices()
+        config = smoke_config(repo_root)
+        batch = make_batch(config, 20)
+        results = {}
+        for n in (1, 8):
+            mesh = sharding.create_mesh(jax.devices()[:n])
+            ts = step_lib.create_train_state(config, 20, mesh)
+            train_step = step_lib.jit_train_step(ts, config, mesh)
+            global_batch = sharding.global_batch(batch, mesh)
+            assert len(global_batch["wav1"].sharding.device_set) == n
+            state, metrics = train_step(ts.rng_state, ts.state, global_batch)
+            leaf = jax.tree_util.tree_leaves(state)[0]
+            results[f"devices_{n}/state_devices"] = np.int32(len(leaf.sharding.device_set))
+            for k, v in metrics.items():
+                results[f"{n}/metric/{k}"] = np.asarray(v)
+            for k, v in flat(state).items():
+                results[f"{n}/state/{k}"] = v
+        np.savez(out_path, **results)
+
+    main(sys.argv[1], sys.argv[2])
+''')
+
+exec(COMMON)  # noqa: S102 - defines smoke_config, make_batch, flat (shared with the script)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def multi_device_run(tmp_path_factory):
+    """Starts the 8-device comparison in a subprocess at once (it runs while the other tests
+    compile) and returns a function that waits for its results."""
+    out_dir = tmp_path_factory.mktemp("multi_device")
+    script = out_dir / "compare.py"
+    script.write_text(MULTI_DEVICE_SCRIPT)
+    out_path = out_dir / "results.npz"
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEVICES}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, str(script), REPO_ROOT, str(out_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait():
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-5000:]
+        return dict(np.load(out_path))
+
+    yield wait
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+class Run:
+    """A config's train state on one device, its jitted step and a fresh-state factory."""
+
+    def __init__(self, **model_overrides):
+        self.config = smoke_config(REPO_ROOT, **model_overrides)
+        self.mesh = sharding.create_mesh(jax.devices()[:1])
+        self.ts = step_lib.create_train_state(self.config, VOCAB, self.mesh)
+        self.host_state = jax.device_get(self.ts.state)
+        self.initial = flat(self.host_state)
+        self.train_step = step_lib.jit_train_step(self.ts, self.config, self.mesh)
+
+    def state(self, step: int = 0):
+        """A fresh copy of the initial state (the step donates its input), at `step`."""
+        host = self.host_state
+        if step:
+            host = jax.tree.map(np.array, host)  # a copy: host arrays are mutable NumPy arrays
+            counter = host["optimizer"]["step"]
+            counter.set_value(np.asarray(step, counter.dtype))
+        return sharding.put_state(host, self.ts.shardings)
+
+    def __call__(self, batch, step: int = 0):
+        """(new state as {path: array}, metrics as floats) of one step from the initial state."""
+        new_state, metrics = self.train_step(self.ts.rng_state, self.state(step),
+                                             sharding.global_batch(batch, self.mesh))
+        return flat(new_state), {k: float(v) for k, v in metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def f32(multi_device_run):
+    del multi_device_run  # started first so that it overlaps with this module's compilations
+    return Run()
+
+
+@pytest.fixture(scope="module")
+def batch(f32):
+    return make_batch(f32.config, VOCAB)
+
+
+@pytest.fixture(scope="module")
+def f32_step(f32, batch):
+    return f32(batch)
+
+
+STEP_KEY = "['optimizer']['step'].value"
+
+
+def test_step_reports_every_term_and_moves_params(f32, f32_step):
+    state, metrics = f32_step
+    for key in ("loss", "caption_loss", "similar_loss", "discrepant_loss", "sdd_loss",
+                "token_accuracy", "grad_norm", "learning_rate", "finite"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["finite"] == 1.0
+    np.testing.assert_allclose(metrics["sdd_loss"],
+                               metrics["similar_loss"] + metrics["discrepant_loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["loss"], metrics["caption_loss"] + f32.config.model.sdd_weight * metrics["sdd_loss"],
+        rtol=1e-6)
+    assert metrics["learning_rate"] == pytest.approx(f32.config.train.learning_rate)
+    assert state[STEP_KEY] == 1
+    params = [k for k in state if "['model']" in k and "Param" not in k]
+    moved = [k for k in params if not np.array_equal(state[k], f32.initial[k])]
+    # Everything trainable moves (BYOL-A, encoder, SDD nets, decoder) and BatchNorm stats update.
+    for part in ("byola", "encoder", "sdd", "decoder"):
+        assert any(f"['{part}']" in k for k in moved), part
+    assert any("['mean']" in k for k in moved)
+
+
+def test_dropout_depends_only_on_the_step(f32, batch, f32_step):
+    _, metrics = f32_step
+    _, again = f32(batch)
+    assert again["loss"] == metrics["loss"]  # same state, same step: same dropout masks
+    _, later = f32(batch, step=5)
+    assert later["loss"] != metrics["loss"]  # another step number draws other masks
+    assert abs(later["loss"] - metrics["loss"]) < 0.5 * metrics["loss"]
+
+
+def test_nonfinite_loss_leaves_state_unchanged_but_counts_the_step(f32, batch):
+    bad = {k: v.copy() for k, v in batch.items()}
+    bad["wav1"][3, 100] = np.nan
+    state, metrics = f32(bad)
+    assert metrics["finite"] == 0.0 and not np.isfinite(metrics["loss"])
+    assert state[STEP_KEY] == 1
+    for key, value in state.items():
+        if key != STEP_KEY:
+            np.testing.assert_array_equal(value, f32.initial[key], err_msg=key)
+
+
+def eval_loss(config, batch):
+    """Eval-mode (no dropout, BatchNorm running stats) loss terms of a fresh model of config."""
+    model = step_lib._build(config, VOCAB)[0]
+    graphdef, state = nnx.split(model)
+    loss_config = step_lib.LossConfig.from_config(config)
+
+    @jax.jit
+    def run(state, batch):
+        return step_lib.compute_loss(nnx.merge(graphdef, state), batch, loss_config,
+                                     train=False)[1]
+
+    params = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return {k: float(v) for k, v in run(state, batch).items()}, params
+
+
+def test_bfloat16_loss_close_to_float32(f32, batch):
+    bf16_config = smoke_config(REPO_ROOT, dtype="bfloat16")
+    metrics16, params16 = eval_loss(bf16_config, batch)
+    metrics32, params32 = eval_loss(f32.config, batch)
+    # Same seed, same float32 parameters whatever the compute dtype.
+    for (path, p16), (_, p32) in zip(params16, params32, strict=True):
+        assert p16.dtype == jnp.float32, path
+        np.testing.assert_array_equal(p16[...], p32[...], err_msg=str(path))
+    # bfloat16 keeps 8 mantissa bits (relative rounding 2^-9 ~ 2e-3 per operation); through the
+    # front end's CNN, the encoder, the LSTMs and the decoder the losses stay within 2% of
+    # float32 (the losses and softmaxes themselves are computed in float32).
+    for key in ("loss", "caption_loss", "similar_loss", "discrepant_loss"):
+        assert abs(metrics16[key] - metrics32[key]) < 2e-2 * max(1.0, abs(metrics32[key])), key
+    assert metrics16["loss"] != metrics32["loss"]  # bfloat16 really was used
+
+
+def test_bfloat16_step_keeps_params_and_optimizer_state_float32(batch):
+    config = smoke_config(REPO_ROOT, dtype="bfloat16")
+    mesh = sharding.create_mesh(jax.devices()[:1])
+    ts = step_lib.create_train_state(config, VOCAB, mesh)
+    train_step = functools.partial(
+        step_lib.train_step, ts.graphdef, step_lib.LossConfig.from_config(config),
+        step_lib.learning_rate_schedule(config), step_lib.dropout_seed_key(config))
+    # Shapes and dtypes of the step's outputs, traced without compiling.
+    new_state, metrics = jax.eval_shape(train_step, ts.rng_state, ts.state, batch)
+    before = jax.tree_util.tree_flatten_with_path(ts.state)[0]
+    after = jax.tree_util.tree_leaves(new_state)
+    assert len(before) == len(after)
+    floats = 0
+    for (path, old), new in zip(before, after, strict=True):
+        assert new.dtype == old.dtype and new.shape == old.shape, path
+        floats += jnp.issubdtype(new.dtype, jnp.floating)
+        assert new.dtype != jnp.bfloat16, path
+    assert floats > 100
+    assert all(m.dtype == jnp.float32 for m in metrics.values())
+
+
+def test_frozen_byola_does_not_change(batch):
+    frozen = Run(byola_freeze=True)
+    state, metrics = frozen(batch)
+    assert metrics["finite"] == 1.0
+    byola = [k for k in state if k.startswith("['model']['byola']")]
+    assert any("['mean']" in k for k in byola) and any("['kernel']" in k for k in byola)
+    for key in byola:  # parameters and BatchNorm statistics
+        np.testing.assert_array_equal(state[key], frozen.initial[key], err_msg=key)
+    rest = [k for k in state if k.startswith("['model']") and k not in byola]
+    moved = [k for k in rest if not np.array_equal(state[k], frozen.initial[k])]
+    assert len(moved) > 0.9 * len(rest)
+
+
+# Parameters whose gradient is zero in exact arithmetic: a bias before BatchNorm (the batch mean
+# removes it) and attention key biases (softmax ignores a constant added to every logit). Their
+# float gradients are rounding noise (~1e-9) that Adam's first step turns into updates of up to
+# the learning rate in either direction, so 1 and 8 devices may move them differently.
+ZERO_GRADIENT = re.compile(r"\['byola'\]\['conv\d'\]\['bias'\]|\['key'\]\['bias'\]")
+
+
+def test_eight_devices_match_one_device(multi_device_run, f32):
+    results = multi_device_run()
+    assert results["devices_1/state_devices"] == 1 and results["devices_8/state_devices"] == 8
+    metrics = sorted(k.split("/", 2)[2] for k in results if k.startswith("1/metric/"))
+    assert {"loss", "caption_loss", "similar_loss", "discrepant_loss", "grad_norm"} <= set(metrics)
+    for name in metrics:
+        np.testing.assert_allclose(results[f"8/metric/{name}"], results[f"1/metric/{name}"],
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    state_keys = [k.split("/", 2)[2] for k in results if k.startswith("1/state/")]
+    assert len(state_keys) > 50
+    lr = f32.config.train.learning_rate
+    noisy = 0
+    for key in state_keys:
+        one, eight = results[f"1/state/{key}"], results[f"8/state/{key}"]
+        if key.startswith("['model']") and ZERO_GRADIENT.search(key):
+            noisy += 1
+            np.testing.assert_array_less(np.abs(eight - one), 2.01 * lr, err_msg=key)
+            continue
+        scale = max(1.0, float(np.abs(one).max(initial=0)))
+        np.testing.assert_allclose(eight, one, rtol=0, atol=1e-5 * scale, err_msg=key)
+    assert noisy == 3 + 3  # conv1-3 biases; key biases of the encoder layer and 2 decoder ones
