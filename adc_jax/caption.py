@@ -37,6 +37,9 @@ import numpy as np
 
 from adc_jax.data.audio_io import AudioError, fit_length, load_audio
 
+# Shown instead of a caption with no words (the model emitted <eos> at once).
+EMPTY_CAPTION = "(empty caption)"
+
 
 class CaptionError(ValueError):
     """A clip or an argument cannot be captioned; the message says which and why."""
@@ -316,11 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = captioner.run
     print(f"{clips[0].path} -> {clips[1].path}  ({run.config.name}, step {run.step}, "
           f"beam size {args.beam_size}):")
-    width = max(len(c) for c, _ in results)
-    for i, (text, score) in enumerate(results, 1):
+    shown = [(text or EMPTY_CAPTION, score) for text, score in results]
+    width = min(max(len(c) for c, _ in shown), 80)
+    for i, (text, score) in enumerate(shown, 1):
         print(f"  {i}. {text:<{width}}  score {score:.3f}")
     if args.attention_png:
-        path = captioner.attention_png(*clips, args.attention_png, caption=results[0][0])
+        path = captioner.attention_png(*clips, args.attention_png, caption=shown[0][0])
         print(f"Attention map written to {path}")
     return 0
 

@@ -4,10 +4,12 @@ A checkpoint `workdir/checkpoints/<step>/` holds three items:
   state: params, BatchNorm statistics and optimizer state (the step counter included);
   data:  the grain iterator state, so a resumed run reads the same batches;
   meta:  the step, the shape-determining model fields and the vocabulary size, compared with the
-         current config before anything is restored.
-Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run
-killed in the middle of a save never reads a half-written checkpoint back; saves are asynchronous
-(training continues while the previous step is written).
+         current config before anything is restored, and the number of skipped non-finite steps.
+Orbax writes each checkpoint to a temporary directory (`<step>.orbax-checkpoint-tmp-*`) and renames
+it when complete, so a run killed in the middle of a save never reads a half-written checkpoint
+back (the next run deletes the leftover); saves are asynchronous (training continues while the
+previous step is written), and a failed write surfaces as `CheckpointError` at the next save or
+`wait()`, naming the step that failed and the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class Checkpointer:
                                                cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "meta"))
-        self._last_saved: int | None = self.manager.latest_step()
+        # The step of the save started last and not yet confirmed on disk by `wait()`.
+        self._pending: int | None = None
+        self._closed = False
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -53,36 +57,46 @@ class Checkpointer:
     def save(self, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]) -> None:
         """Starts writing checkpoint `step` (asynchronously); raises CheckpointError on failure.
 
-        A failure (full disk, unwritable directory) leaves the previous checkpoint untouched.
+        Waits for the previous save first (orbax would too), so its failure is reported under its
+        own step. A failure (full disk, unwritable directory) leaves earlier checkpoints untouched.
         """
+        self.wait()
         try:
-            self.manager.check_for_errors()
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state.to_pure_dict()),
                 data=ocp.args.JsonSave(data_state),
                 meta=ocp.args.JsonSave(dict(meta, step=step))), force=True)
         except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in several types.
             raise self._error(f"writing checkpoint {step}", e) from e
-        self._last_saved = step
+        self._pending = step
 
     def wait(self) -> None:
         """Blocks until pending saves are on disk; raises CheckpointError if one failed."""
+        step, self._pending = self._pending, None
+        what = "writing checkpoint" + (f" {step}" if step is not None else "s")
         try:
             self.manager.wait_until_finished()
             self.manager.check_for_errors()
         except Exception as e:  # noqa: BLE001
-            raise self._error("finishing a checkpoint write", e) from e
+            raise self._error(what, e) from e
+        # Orbax can log a failed finalisation and carry on; the renamed directory is the proof
+        # (checked where it is renamed: on the primary process).
+        final_dir = os.path.join(self.directory, str(step))
+        if step is not None and jax.process_index() == 0 and not os.path.isdir(final_dir):
+            raise self._error(what, RuntimeError(
+                f"{final_dir} was not created (see the errors logged above)"))
 
     def _error(self, what: str, e: Exception) -> CheckpointError:
-        try:
-            complete = self.all_steps()  # orbax lists only fully written checkpoints
-        except Exception:  # noqa: BLE001 - the directory itself may be unreadable
+        try:  # Complete checkpoints are the directories named by a step (tmp ones are not).
+            complete = [int(n) for n in os.listdir(self.directory) if n.isdigit()]
+        except OSError:  # the directory itself may be unreadable
             complete = []
         last = max(complete) if complete else None
         kept = (f"the previous checkpoint (step {last}) in {self.directory} is intact"
                 if last is not None else "no earlier checkpoint exists")
         return CheckpointError(f"Failed {what} in {self.directory}: {type(e).__name__}: {e}. "
-                               f"Free disk space or fix the directory's permissions; {kept}.")
+                               f"Free disk space or fix the directory's permissions, then run the "
+                               f"same command again to resume; {kept}.")
 
     def read_meta(self, step: int) -> dict[str, Any]:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -106,8 +120,26 @@ class Checkpointer:
         new_state.replace_by_pure_dict(restored["state"])
         return new_state, dict(restored["data"])
 
-    def close(self) -> None:
-        self.manager.close()
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Waits for pending saves and releases orbax's threads.
+
+        Raises CheckpointError if a save failed, unless `raise_errors` is False (used while
+        another exception is already on its way out): then the failure is only logged.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        except CheckpointError as e:
+            if raise_errors:
+                raise
+            logging.error("%s", e)
+        finally:
+            try:
+                self.manager.close()
+            except Exception as e:  # noqa: BLE001 - wait() above reported the real problem
+                logging.warning("Closing the checkpoint manager: %s", e)
 
 
 def run_meta(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, Any]:
@@ -116,14 +148,17 @@ def run_meta(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, An
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], directory: str) -> None:
-    """Raises ConfigError listing every field whose value differs from the checkpoint's."""
+    """Raises ConfigError listing every field whose value differs from the checkpoint's.
+
+    `current` may leave out "vocab_size" (when checking a config before the data is read).
+    """
     diffs = []
     saved_model, current_model = saved.get("model", {}), current["model"]
     for key in sorted(set(saved_model) | set(current_model)):
         if saved_model.get(key) != current_model.get(key):
             diffs.append(f"  {key}: checkpoint={saved_model.get(key)!r}, "
                          f"config={current_model.get(key)!r}")
-    if saved.get("vocab_size") != current["vocab_size"]:
+    if "vocab_size" in current and saved.get("vocab_size") != current["vocab_size"]:
         diffs.append(f"  vocab_size: checkpoint={saved.get('vocab_size')!r}, "
                      f"current={current['vocab_size']!r}")
     if diffs:
@@ -140,16 +175,38 @@ def save(checkpointer: Checkpointer, step: int, state, data_state: dict[str, Any
 
 
 def restore_or_init(checkpointer: Checkpointer, state, meta: dict[str, Any]
-                    ) -> tuple[Any, dict[str, Any] | None, int]:
+                    ) -> tuple[Any, dict[str, Any] | None, int, dict[str, Any]]:
     """Restores the latest checkpoint into `state`'s structure, or keeps the fresh `state`.
 
-    Returns (state, data-iterator state or None, step). Raises ConfigError when the checkpoint
-    was made with a different model config.
+    Returns (state, data-iterator state or None, step, saved meta or {}). Raises ConfigError when
+    the checkpoint was made with a different model config.
     """
     step = checkpointer.latest_step()
     if step is None:
-        return state, None, 0
-    check_compatible(checkpointer.read_meta(step), meta, checkpointer.directory)
+        return state, None, 0, {}
+    saved_meta = checkpointer.read_meta(step)
+    check_compatible(saved_meta, meta, checkpointer.directory)
     restored, data_state = checkpointer.restore(step, state)
     logging.info("Restored checkpoint %d from %s", step, checkpointer.directory)
-    return restored, data_state, step
+    return restored, data_state, step, saved_meta
+
+
+def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
+    """Fails fast (before data or model are built) when `directory` holds checkpoints of a model
+    with other shape-determining fields; raises ConfigError listing them. No-op without one."""
+    if not os.path.isdir(directory):
+        return
+    try:
+        manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data",
+                                                                                  "meta"))
+    except Exception as e:  # noqa: BLE001 - a broken directory is reported by the full restore
+        logging.warning("Could not open %s to compare configs early: %s", directory, e)
+        return
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return
+        saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        check_compatible(dict(saved["meta"]), {"model": model_fields(config)}, directory)
+    finally:
+        manager.close()

@@ -62,6 +62,32 @@ def quiet_library_logs() -> None:
         handler.addFilter(_DropLibraryInfo())
 
 
+def _fail(message: str, code: int = 1) -> None:
+    """Logs `message`, prints it to stderr and exits with `code` (no traceback)."""
+    logging.error("%s", message)
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, plus a readable error for `--config.<unknown key>=...`.
+
+    ml_collections raises AttributeError/KeyError (with a traceback) for an override of a field
+    the config does not have; this names the flag and says where the fields are listed.
+    """
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        key = str(e).strip("\"'")
+        bad = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
+               and key.split("'")[0] in a.split("=", 1)[0].split(".")]
+        where = bad[0] if bad else "a --config.* flag"
+        print(f"Config error: {where} names a field the config does not have ({e}). The fields "
+              "and their meaning are listed in adc_jax/config.py (base_config); check the "
+              "spelling and the section (data, model, train, eval).", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -75,18 +101,25 @@ def main(argv: list[str]) -> None:
     if multiprocess:
         jax.distributed.initialize()
 
+    from adc_jax import checkpointing, train
     from adc_jax import config as config_lib
-    from adc_jax import train
 
     config = _CONFIG.value
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    # Everything that can be checked without data or a model fails here, before compilation.
     try:
         config_lib.validate(config, num_devices=jax.device_count())
+        checkpointing.check_workdir(config, os.path.join(workdir, "checkpoints"))
     except config_lib.ConfigError as e:
-        logging.error("%s", e)
-        print(f"Config error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+        _fail(f"Config error: {e}", code=2)
+    if jax.process_index() == 0:
+        try:
+            os.makedirs(workdir, exist_ok=True)
+            train.write_config(config, workdir)
+        except OSError as e:
+            _fail(f"Error: cannot write to the workdir {workdir}: {e}. Choose a writable "
+                  "--workdir (a directory, not a file, with free space).")
+        _also_log_to(os.path.join(workdir, "train.log"))
     logging.info("JAX %s: process %d of %d, %d local / %d global devices: %s", jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices())
@@ -94,28 +127,25 @@ def main(argv: list[str]) -> None:
                  jax.device_count(), config.train.batch_size,
                  config.train.batch_size // jax.device_count())
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        train.write_config(config, workdir)
-        _also_log_to(os.path.join(workdir, "train.log"))
         logging.info("Config (also in %s/config.json):\n%s", workdir, config)
     try:
         result = train.train_and_evaluate(config, workdir)
-    except (config_lib.ConfigError, train.NonFiniteError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as e:
-        from adc_jax.checkpointing import CheckpointError
-        if isinstance(e, CheckpointError):
-            logging.error("%s", e)
-            print(f"Error: {e}", file=sys.stderr)
-            sys.exit(1)
-        raise
-    if result and "scores" in result:
-        from adc_jax.evaluate import summary_line
-        print(f"Final eval ({result['split']}, step {result['step']}): {summary_line(result)}")
-        print(f"Results in {workdir}/eval/step_{result['step']}.json")
+    except config_lib.ConfigError as e:
+        _fail(f"Config error: {e}", code=2)
+    except (train.NonFiniteError, checkpointing.CheckpointError) as e:
+        _fail(f"Error: {e}")
+    except OSError as e:  # unreadable/unwritable data_dir or workdir, missing files
+        logging.exception("Stopped by an I/O error:")
+        _fail(f"Error: {type(e).__name__}: {e}. Check that the paths in the config and "
+              "--workdir exist and are writable.")
+    if "stopped_at" in result:
+        print(f"Stopped by {result['signal']} at step {result['stopped_at']}; the checkpoint is "
+              f"in {result['checkpoint_dir']}. Run the same command again to resume.")
+        return
+    from adc_jax.evaluate import summary_line
+    print(f"Final eval ({result['split']}, step {result['step']}): {summary_line(result)}")
+    print(f"Results in {workdir}/eval/step_{result['step']}.json")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from adc_jax import checkpointing, config as config_lib, evaluate
+from adc_jax import checkpointing, evaluate
+from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
@@ -74,14 +75,34 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
             self.tensorboard = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
 
-    def truncate_after(self, step: int) -> None:
-        """Drops lines logged after `step` (from a run that died after its last checkpoint)."""
+    def truncate_after(self, step: int, *, drop_eval_at_step: bool = False) -> None:
+        """Drops lines logged after `step` by a run that died after its last checkpoint.
+
+        With `drop_eval_at_step`, the eval line of `step` goes too (the resumed run evaluates that
+        step again). A line cut short by a kill is dropped; the file is replaced atomically.
+        """
         if not self.enabled or not os.path.exists(self.path):
             return
+        kept, dropped = [], 0
         with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                    line_step = int(record["step"])
+                except (ValueError, KeyError, TypeError):
+                    dropped += 1
+                    continue
+                is_eval = any(k.startswith("eval/") for k in record)
+                if line_step < step or (line_step == step and not (drop_eval_at_step and is_eval)):
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    dropped += 1
+        if dropped:
+            logging.info("Dropped %d line(s) of %s logged after step %d.", dropped, self.path, step)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
             f.writelines(kept)
+        os.replace(tmp, self.path)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str = "train") -> None:
         if not self.enabled:
@@ -131,7 +152,11 @@ def _summarise(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], l
 
 
 def _format_terms(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+    """'loss=nan, caption_loss=nan, ...; non-finite: loss, grad_norm' for an error message."""
+    values = {k: float(v) for k, v in sorted(metrics.items()) if k != "finite"}
+    bad = [k for k, v in values.items() if not np.isfinite(v)]
+    text = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    return text + (f"; non-finite: {', '.join(bad)}" if bad else "")
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -180,11 +205,42 @@ def multihost_sync(name: str) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains (or resumes) the run in `workdir`; returns the final evaluation result."""
+    """Trains (or resumes) the run in `workdir`; returns the final evaluation result.
+
+    When SIGTERM or Ctrl-C stops the run, it saves a checkpoint at the next step boundary and
+    returns {"stopped_at": step, "signal": name, "checkpoint_dir": ...} instead.
+
+    Raises:
+      ConfigError: a config value cannot work, or the workdir's checkpoint has another model.
+      NonFiniteError: a NaN/Inf loss or gradient with train.nonfinite="stop".
+      checkpointing.CheckpointError: a checkpoint could not be written or read.
+    """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config_lib.validate(config, num_devices=jax.device_count())
-    lead = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    # Signals are caught from here on: a preemption while the data or the model are prepared
+    # stops the run cleanly before its first step.
+    with StopRequested() as stop:
+        checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                                  keep=config.train.keep_checkpoints)
+        writer = None
+        try:
+            writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+            result = _train(config, workdir, checkpointer, writer, stop)
+        except BaseException:
+            checkpointer.close(raise_errors=False)
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+        checkpointer.close()
+    return result
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           checkpointer: checkpointing.Checkpointer, writer: MetricsWriter,
+           stop: StopRequested) -> dict[str, Any]:
+    lead = jax.process_index() == 0
     mesh = sharding_lib.create_mesh()
     builder, vocab, train_captions = prepare_data(config, workdir)
     from adc_jax.metrics.captioning import most_frequent_caption
@@ -195,11 +251,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  config.name)
     if lead:
         _log_parameter_overview(ts)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                              keep=config.train.keep_checkpoints)
     meta = checkpointing.run_meta(config, len(vocab))
-    state, data_state, start_step = checkpointing.restore_or_init(checkpointer, ts.state, meta)
+    state, data_state, start_step, saved_meta = checkpointing.restore_or_init(
+        checkpointer, ts.state, meta)
     ts.state = state
+    # Non-finite steps skipped so far (train.nonfinite="skip"), carried across resumes.
+    skipped = int(saved_meta.get("skipped_steps", 0))
 
     train_iter = iter(pipeline.train_dataset(builder.as_data_source("train"), vocab, config,
                                              process_index=jax.process_index(),
@@ -207,10 +264,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if data_state is not None:
         train_iter.set_state(data_state)
     last_data_state = train_iter.get_state()
-    writer = MetricsWriter(workdir, enabled=lead)
-    writer.truncate_after(start_step)
+    num_steps = config.train.num_steps
+
+    def is_eval_step(step: int) -> bool:
+        return bool(config.train.eval_every) and step % config.train.eval_every == 0
+
+    # An eval of the restored step may not have finished before the run died: it runs again, and
+    # its old line (if any) goes, so metrics.jsonl reads as if the run had never stopped.
+    redo_eval = start_step > 0 and (start_step == num_steps or is_eval_step(start_step))
+    writer.truncate_after(start_step, drop_eval_at_step=redo_eval)
     if start_step:
-        logging.info("Resuming from step %d.", start_step)
+        logging.info("Resuming from step %d (checkpoint in %s).", start_step,
+                     checkpointer.directory)
 
     eval_split = pipeline.load_eval_split(builder.as_data_source(config.eval.split),
                                           config.eval.max_examples)
@@ -232,13 +297,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return result
 
     def save(step: int) -> None:
-        checkpointing.save(checkpointer, step, ts.state, last_data_state, meta)
+        checkpointing.save(checkpointer, step, ts.state, last_data_state,
+                           dict(meta, skipped_steps=skipped))
 
-    num_steps = config.train.num_steps
+    def stopped(step: int) -> dict[str, Any]:
+        logging.warning("Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
+                        "again to resume.", stop.signal_name, step, checkpointer.latest_step(),
+                        checkpointer.directory)
+        return {"stopped_at": step, "signal": stop.signal_name,
+                "checkpoint_dir": checkpointer.directory}
+
+    if stop.signal_name is not None:  # asked to stop while preparing: nothing new to save
+        return stopped(start_step)
+    if redo_eval and start_step < num_steps:
+        run_eval(start_step)
+
     batches = DeviceBatches(train_iter, mesh)
     pending: list[dict[str, jax.Array]] = []
-    skipped = 0
-    result: dict[str, Any] = {}
     progress = _progress_bar(lead, start_step, num_steps)
     window_start, window_steps = time.time(), 0
     step = start_step
@@ -257,9 +332,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 checkpointer.wait()
                 raise NonFiniteError(
                     f"Non-finite loss or gradient at step {bad_step} ({terms}). The update was "
-                    f"not applied; the last good checkpoint is step "
-                    f"{checkpointer.latest_step()} in {checkpointer.directory}. Lower "
-                    "train.learning_rate or set --config.train.nonfinite=skip to skip such steps.")
+                    f"not applied and no checkpoint after it was written; the last good "
+                    f"checkpoint is step {checkpointer.latest_step()} in "
+                    f"{checkpointer.directory}. Lower train.learning_rate or train.grad_clip, "
+                    "or set --config.train.nonfinite=skip to skip such steps.")
             skipped += len(bad)
             logging.warning("Skipped %d non-finite step(s), first at step %d (%s); %d so far.",
                             len(bad), bad_step, terms, skipped)
@@ -274,44 +350,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         pending = []
         window_start, window_steps = time.time(), 0
 
-    with StopRequested() as stop:
-        try:
-            while step < num_steps:
-                batch, data_after = next(batches)
-                ts.state, metrics = train_step(ts.rng_state, ts.state, batch)
-                last_data_state = data_after
-                step += 1
-                pending.append(metrics)
-                window_steps += 1
-                if step == start_step + 1:
-                    # The first step compiles; start timing throughput after it.
-                    jax.block_until_ready(metrics)
-                    window_start, window_steps = time.time(), 0
-                if progress is not None:
-                    progress.update(1)
-                final = step == num_steps
-                stopping = stop.signal_name is not None
-                if step % config.train.log_every == 0 or final or stopping:
-                    flush_metrics(step)
-                if step % config.train.checkpoint_every == 0 or final or stopping:
-                    flush_metrics(step)
-                    save(step)
-                if stopping:
-                    checkpointer.wait()
-                    logging.warning("Stopped by %s after saving checkpoint %d in %s; run the same "
-                                    "command again to resume.", stop.signal_name, step,
-                                    checkpointer.directory)
-                    return {"stopped_at": step, "signal": stop.signal_name}
-                if config.train.eval_every and step % config.train.eval_every == 0 and not final:
-                    run_eval(step)
-        finally:
+    try:
+        while step < num_steps:
+            batch, data_after = next(batches)
+            ts.state, metrics = train_step(ts.rng_state, ts.state, batch)
+            last_data_state = data_after
+            step += 1
+            pending.append(metrics)
+            window_steps += 1
+            if step == start_step + 1:
+                # The first step compiles; start timing throughput after it.
+                jax.block_until_ready(metrics)
+                window_start, window_steps = time.time(), 0
             if progress is not None:
-                progress.close()
-        checkpointer.wait()
-        result = run_eval(step)
-        checkpointer.close()
-        writer.close()
-    return result
+                progress.update(1)
+            final = step == num_steps
+            stopping = stop.signal_name is not None
+            if step % config.train.log_every == 0 or final or stopping:
+                flush_metrics(step)
+            if step % config.train.checkpoint_every == 0 or final or stopping:
+                flush_metrics(step)
+                save(step)
+            if stopping:
+                checkpointer.wait()
+                return stopped(step)
+            if is_eval_step(step) and not final:
+                run_eval(step)
+    finally:
+        if progress is not None:
+            progress.close()
+    checkpointer.wait()
+    return run_eval(step)
 
 
 def _progress_bar(enabled: bool, start: int, total: int):

@@ -373,3 +373,37 @@ def test_pool_first_equals_plain_order_in_value_and_gradient():
         np.testing.assert_allclose(g_x_fast, g_x_plain, rtol=1e-5, atol=1e-5)
         for a, b in zip(jax.tree.leaves(g_conv_fast), jax.tree.leaves(g_conv_plain), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_first_block_with_folded_batchnorm_equals_plain_block():
+    """BatchNorm statistics from the input's patch moments give the plain block's values/grads."""
+    from adc_jax.models.byola import conv_block, first_conv_block
+
+    rngs = nnx.Rngs(5)
+    conv = nnx.Conv(1, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, rngs=rngs)
+    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])
+    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
+    bn.mean[...] = jnp.linspace(-0.1, 0.2, 6)
+    bn.var[...] = jnp.linspace(0.5, 1.5, 6)
+    x = jax.random.normal(jax.random.key(1), (3, 13, 8, 1)) * 2.0 + 0.5
+
+    for train in (True, False):
+        outs = {}
+        for name, block in (("folded", first_conv_block), ("plain", conv_block)):
+            norm = nnx.clone(bn)
+            kwargs = {} if name == "folded" else {"pool_first": False}
+
+            def loss(c, x, block=block, norm=norm, kwargs=kwargs):
+                y = block(c, norm, x, train=train, **kwargs)
+                return (y * jnp.sin(y)).sum(), y
+
+            (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(conv, x)
+            outs[name] = (y, grads, norm.mean[...], norm.var[...])
+        (y1, g1, m1, v1), (y2, g2, m2, v2) = outs["folded"], outs["plain"]
+        assert y1.shape == (3, 6, 4, 6)
+        np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

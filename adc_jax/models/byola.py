@@ -101,6 +101,57 @@ def conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool,
     return activated.max(axis=(2, 4))
 
 
+def _patch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean [9] and covariance [9, 9] of the 3x3 patches of x [B, T, F] (zero padding 1), f32."""
+    b, t, f = x.shape
+    padded = jnp.pad(x.astype(jnp.float32), ((0, 0), (1, 1), (1, 1)))
+    patches = jnp.stack([padded[:, i : i + t, j : j + f] for i in range(3) for j in range(3)],
+                        axis=-1).reshape(-1, 9)
+    n = patches.shape[0]
+    mean = jnp.mean(patches, axis=0)
+    second = jnp.einsum("nk,nl->kl", patches, patches,
+                        precision=jax.lax.Precision.HIGHEST) / n
+    return mean, second - jnp.outer(mean, mean)
+
+
+def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool
+                     ) -> jax.Array:
+    """The first block (1 input channel), with BatchNorm folded into the convolution.
+
+    The conv is linear in its 3x3 input patch p, y_c = w_c . p + b_c, so the batch statistics of
+    its output follow from the patches' mean m and covariance S without touching the C-channel
+    output: mean_c = w_c . m + b_c, var_c = w_c^T S w_c. BatchNorm is then a per-channel affine map
+    folded into the kernel and bias, ReLU commutes with max, and the block is one convolution and
+    one pooling pass over the largest activation of the network (instead of four). Same function,
+    same gradients (they flow through the statistics via w) as `conv_block`.
+
+    Args:
+      x: [B, T, F, 1]. Returns [B, T // 2, F // 2, C].
+    """
+    kernel = conv.kernel[...]  # [3, 3, 1, C], float32
+    bias = conv.bias[...]
+    w = kernel.reshape(9, -1)
+    if train:
+        m, cov = _patch_moments(x[..., 0])
+        mean = m @ w + bias
+        var = jnp.maximum(jnp.einsum("kc,kl,lc->c", w, cov, w,
+                                     precision=jax.lax.Precision.HIGHEST), 0.0)
+        mom = bn.momentum
+        bn.mean[...] = mom * bn.mean[...] + (1.0 - mom) * jax.lax.stop_gradient(mean)
+        bn.var[...] = mom * bn.var[...] + (1.0 - mom) * jax.lax.stop_gradient(var)
+    else:
+        mean, var = bn.mean[...], bn.var[...]
+    a = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
+    dtype = conv.dtype or x.dtype
+    y = jax.lax.conv_general_dilated(
+        x.astype(dtype), (kernel * a).astype(dtype), window_strides=(1, 1),
+        padding=((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y + ((bias - mean) * a + bn.bias[...]).astype(dtype)
+    batch, t, f, c = y.shape
+    windows = y[:, : t // 2 * 2, : f // 2 * 2].reshape(batch, t // 2, 2, f // 2, 2, c)
+    return jax.nn.relu(windows.max(axis=(2, 4)))
+
+
 class AudioNTT2020(nnx.Module):
     """BYOL-A's CNN encoder: normalised log-mel [B, T, n_mels] -> frame embeddings [B, T // 8, dim].
 
@@ -170,7 +221,11 @@ class AudioNTT2020(nnx.Module):
         if num_output_frames(logmel.shape[1]) < 1:
             raise ValueError(f"AudioNTT2020 needs at least 8 frames; got T={logmel.shape[1]}.")
         x = logmel[..., None].astype(self.dtype)  # [B, T, F, 1]
-        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+        if self.pool_first:  # the fast path; `pool_first=False` is the textbook order
+            x = first_conv_block(self.conv1, self.bn1, x, train=train)
+        else:
+            x = conv_block(self.conv1, self.bn1, x, train=train, pool_first=False)
+        for conv, bn in ((self.conv2, self.bn2), (self.conv3, self.bn3)):
             x = conv_block(conv, bn, x, train=train, pool_first=self.pool_first)
         b, t, f, c = x.shape  # [B, T/8, F/8, C]
         x = x.reshape(b, t, f * c)  # feature index f * C + c, as in PyTorch after its permute
