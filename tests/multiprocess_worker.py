@@ -62,8 +62,13 @@ def make_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
         length = 3 + i % 6
         tokens[i, 1 : length + 1] = rng.integers(4, VOCAB, length)
         tokens[i, length + 1] = 2
-    return {"wav1": wav1.astype(np.int16), "wav1_len": len1, "wav2": wav2.astype(np.int16),
-            "wav2_len": len2, "tokens": tokens}
+    return {
+        "wav1": wav1.astype(np.int16),
+        "wav1_len": len1,
+        "wav2": wav2.astype(np.int16),
+        "wav2_len": len2,
+        "tokens": tokens,
+    }
 
 
 def host_leaves(tree, prefix: str) -> dict[str, np.ndarray]:
@@ -73,8 +78,10 @@ def host_leaves(tree, prefix: str) -> dict[str, np.ndarray]:
 
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     values = multihost_utils.process_allgather([x for _, x in leaves], tiled=True)
-    return {f"{prefix}/{jax.tree_util.keystr(path)}": np.asarray(v)
-            for (path, _), v in zip(leaves, values, strict=True)}
+    return {
+        f"{prefix}/{jax.tree_util.keystr(path)}": np.asarray(v)
+        for (path, _), v in zip(leaves, values, strict=True)
+    }
 
 
 def run_step(out_path: str) -> None:
@@ -122,9 +129,12 @@ def main() -> None:
         # CPU collectives across processes need an implementation; gloo is jax 0.10's default,
         # named here so that an older or newer default cannot silently change the test.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=args.coordinator,
-                                   num_processes=args.num_processes, process_id=args.process_id,
-                                   initialization_timeout=120)
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=120,
+        )
     run_step(args.out)
 
 

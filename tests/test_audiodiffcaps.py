@@ -13,9 +13,10 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+import tensorflow_datasets as tfds
 
 from adc_jax.data import audiodiffcaps as adc
-from adc_jax.data import features
+from adc_jax.data import features, writer
 from adc_jax.data.audio_io import AudioError, load_audio
 
 HEADER = "key,s1_fn,s2_fn,caption_1,caption_2,caption_3,caption_4,caption_5"
@@ -125,6 +126,42 @@ def test_audio_is_16k_mono_int16_and_scene_is_set(built, fixture_dirs):
     assert t02["audio2"].shape == (8000,)  # found in AUDIO_DIR/adc_traffic/
     for e in ex["eval"].values():
         assert len(e["edit_ops"]) == 0 and e["edit_magnitudes"].shape == (0,)
+
+
+def test_splits_are_written_by_the_shared_writer(built, fixture_dirs, tmp_path, monkeypatch):
+    """No tfds SplitBuilder (which needs TensorFlow past 1 GB): the shared writer, many shards."""
+    _, csv_dir, audio_dir = fixture_dirs
+    _, expected = built
+    calls = []
+    real = writer.write_split
+
+    def spy(template, records, **kwargs):
+        calls.append(template.split)
+        return real(template, records, **{**kwargs, "shard_bytes": 50_000})  # ~2 pairs a shard
+
+    def no_tfds_writer(*args, **kwargs):
+        raise AssertionError("tfds' SplitBuilder was used")
+
+    monkeypatch.setattr(writer, "write_split", spy)
+    monkeypatch.setattr(
+        tfds.core.split_builder.SplitBuilder, "submit_split_generation", no_tfds_writer
+    )
+    builder = adc.build_audio_diff_caps(
+        str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=csv_dir, validation_fraction=0.25
+    )
+    assert sorted(calls) == ["eval", "train", "validation"]
+    assert len(builder.info.splits["train"].shard_lengths) >= 3
+    rows = adc.split_rows(adc.read_rows(csv_dir), 0.25)
+    for split, examples in expected.items():
+        source = builder.as_data_source(split)
+        # Stored in CSV order (rain before traffic).
+        assert [features.as_text(e["key"]) for e in source] == [r.key for r in rows[split]]
+        for e in source:
+            original = examples[features.as_text(e["key"])]
+            for name in ("audio1", "audio2"):
+                assert e[name].dtype == np.int16
+                np.testing.assert_array_equal(e[name], original[name])
+            assert list(e["captions"]) == list(original["captions"])
 
 
 def test_changed_csv_changes_the_fingerprint(fixture_dirs, tmp_path):

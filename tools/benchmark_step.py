@@ -149,8 +149,10 @@ def breakdown(ts, config, batch, steps: int, warmup: int) -> dict[str, float]:
     return out
 
 
-def main(argv):
-    del argv
+def run_benchmark(config, *, steps: int = 30, warmup: int = 3, vocab_size: int = 1000,
+                  caption_tokens: int = 20, peak: float | None = None, with_breakdown: bool = False,
+                  profile_dir: str | None = None) -> dict:
+    """Builds the real train step for `config` and times it; returns the result dict."""
     import jax
 
     from adc_jax import config as config_lib
@@ -158,81 +160,96 @@ def main(argv):
     from adc_jax import sharding as sharding_lib
     from adc_jax import step as step_lib
 
-    config = _CONFIG.value
-    if _BATCH.value:
-        config.train.batch_size = _BATCH.value
-    if _DTYPE.value:
-        config.model.dtype = _DTYPE.value
     config_lib.validate(config, num_devices=jax.device_count())
     mesh = sharding_lib.create_mesh()
-    ts = step_lib.create_train_state(config, _VOCAB.value, mesh)
+    ts = step_lib.create_train_state(config, vocab_size, mesh)
     batch = sharding_lib.global_batch(
-        synthetic_batch(config, config.train.batch_size, _VOCAB.value, _TOKENS.value), mesh)
+        synthetic_batch(config, config.train.batch_size, vocab_size, caption_tokens), mesh)
     train_step = step_lib.jit_train_step(ts, config, mesh)
 
-    compile_s, times, (state, _) = time_fn(train_step, (ts.rng_state, ts.state, batch),
-                                           _STEPS.value, _WARMUP.value, carry_first=True)
+    compile_s, times, (state, _) = time_fn(train_step, (ts.rng_state, ts.state, batch), steps,
+                                           warmup, carry_first=True)
     # Dispatch-pipelined throughput (no sync between steps), as in a real training loop.
-    state, metrics = train_step(ts.rng_state, state, batch)
-    jax.block_until_ready(metrics)
     start = time.perf_counter()
-    for _ in range(_STEPS.value):
+    for _ in range(steps):
         state, metrics = train_step(ts.rng_state, state, batch)
     jax.block_until_ready((state, metrics))
-    pipelined_s = (time.perf_counter() - start) / _STEPS.value
+    pipelined_s = (time.perf_counter() - start) / steps
     loss = float(metrics["loss"])
     ts.state = state
 
-    if _PROFILE.value:
-        jax.profiler.start_trace(_PROFILE.value)
+    if profile_dir:
+        jax.profiler.start_trace(profile_dir)
         for _ in range(5):
             state, metrics = train_step(ts.rng_state, state, batch)
         jax.block_until_ready(metrics)
         jax.profiler.stop_trace()
         ts.state = state
 
-    parts = breakdown(ts, config, batch, max(_STEPS.value // 2, 5), 2) if _BREAKDOWN.value else {}
+    parts = breakdown(ts, config, batch, max(steps // 2, 5), 2) if with_breakdown else {}
 
     b = config.train.batch_size
     median_s = statistics.median(times)
     step_s = min(median_s, pipelined_s)
-    fwd = flops_lib.forward_flops_per_pair(config, _VOCAB.value, _TOKENS.value - 1)
+    fwd = flops_lib.forward_flops_per_pair(config, vocab_size, caption_tokens - 1)
     flops_pair = 3 * fwd["total"]
     achieved = flops_pair * b / step_s / 1e12
     kind = jax.devices()[0].device_kind
-    peak = _PEAK.value or peak_tflops(kind, config.model.dtype)
+    peak = peak or peak_tflops(kind, config.model.dtype)
     result = {
         "config": config.name, "size": config.size, "device_kind": kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(),
-        "dtype": config.model.dtype, "global_batch": b, "steps": _STEPS.value,
+        "dtype": config.model.dtype, "global_batch": b, "steps": steps,
+        "byola_fused_blocks": bool(config.model.byola_fused_blocks),
         "compile_s": round(compile_s, 2), "median_ms_per_step": round(1000 * median_s, 3),
         "pipelined_ms_per_step": round(1000 * pipelined_s, 3),
         "pairs_per_s": round(b / step_s, 1), "gflop_per_pair": round(flops_pair / 1e9, 3),
         "gflop_per_pair_cnn": round(3 * (fwd["cnn"] + fwd["byola_head"]) / 1e9, 3),
         "achieved_tflops": round(achieved, 2), "peak_tflops": peak,
         "mfu": round(achieved / peak, 4) if peak else None, "loss": round(loss, 4),
-        "jax": jax.__version__,
+        "params": step_lib.parameter_count(ts.state), "jax": jax.__version__,
     }
     if parts:
         result["breakdown_ms"] = {k: round(v, 3) for k, v in parts.items()}
-        result["breakdown_ms"]["optimizer_and_rest"] = round(1000 * median_s - parts["loss_fwd_bwd"], 3)
+        result["breakdown_ms"]["optimizer_and_rest"] = round(
+            1000 * median_s - parts["loss_fwd_bwd"], 3)
+    return result
 
+
+def format_table(result: dict) -> str:
+    """The human-readable table of one benchmark result."""
+    peak = result["peak_tflops"]
     rows = [
-        ("device", f"{kind} x{jax.device_count()} ({jax.process_count()} process(es))"),
-        ("config", f"{config.name} ({config.size}), {config.model.dtype}"),
-        ("global batch", str(b)),
-        ("compile", f"{compile_s:.1f} s"),
-        ("median step (synced)", f"{1000 * median_s:.2f} ms"),
-        ("pipelined step", f"{1000 * pipelined_s:.2f} ms"),
-        ("pairs/s", f"{b / step_s:,.0f}"),
-        ("model GFLOP/pair (train)", f"{flops_pair / 1e9:.2f}"),
-        ("achieved TFLOP/s", f"{achieved:.2f}"),
-        ("MFU", f"{100 * achieved / peak:.1f}% of {peak:g} TFLOP/s" if peak else "n/a (no peak)"),
+        ("device", f"{result['device_kind']} x{result['device_count']} "
+                   f"({result['process_count']} process(es))"),
+        ("config", f"{result['config']} ({result['size']}), {result['dtype']}"),
+        ("global batch", str(result["global_batch"])),
+        ("compile", f"{result['compile_s']:.1f} s"),
+        ("median step (synced)", f"{result['median_ms_per_step']:.2f} ms"),
+        ("pipelined step", f"{result['pipelined_ms_per_step']:.2f} ms"),
+        ("pairs/s", f"{result['pairs_per_s']:,.0f}"),
+        ("model GFLOP/pair (train)", f"{result['gflop_per_pair']:.2f}"),
+        ("achieved TFLOP/s", f"{result['achieved_tflops']:.2f}"),
+        ("MFU", f"{100 * result['mfu']:.1f}% of {peak:g} TFLOP/s" if peak else "n/a (no peak)"),
     ]
-    for k, v in parts.items():
+    for k, v in result.get("breakdown_ms", {}).items():
         rows.append((f"  {k}", f"{v:.2f} ms"))
     width = max(len(r[0]) for r in rows)
-    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    if _BATCH.value:
+        config.train.batch_size = _BATCH.value
+    if _DTYPE.value:
+        config.model.dtype = _DTYPE.value
+    result = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
+                           vocab_size=_VOCAB.value, caption_tokens=_TOKENS.value,
+                           peak=_PEAK.value, with_breakdown=_BREAKDOWN.value,
+                           profile_dir=_PROFILE.value)
+    print(format_table(result))
     line = json.dumps(result)
     print(line)
     if _JSON_OUT.value:

@@ -273,8 +273,9 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
-        "2.0.0": "audio1/audio2 stored as raw int16 bytes (Encoding.BYTES); written by "
-        "adc_jax.data.writer (no TensorFlow for splits over 1 GB), records in CSV order.",
+        "2.0.0": "audio1/audio2 stored as raw int16 bytes (Encoding.BYTES) in uncompressed "
+        "array_record shards written by adc_jax.data.writer (no TensorFlow for splits over "
+        "1 GB); records in CSV order.",
     }
 
     # tfds looks for the builder's source through `importlib_resources` (a package that is not a

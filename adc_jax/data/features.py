@@ -46,16 +46,18 @@ def features_dict():
     """The tfds FeaturesDict of an adc_jax example (imports tfds lazily)."""
     import tensorflow_datasets as tfds
 
-    return tfds.features.FeaturesDict({
-        "key": tfds.features.Text(),
-        "audio1": _waveform(),
-        "audio2": _waveform(),
-        "captions": tfds.features.Sequence(tfds.features.Text()),
-        "scene": tfds.features.Text(),
-        "edit_ops": tfds.features.Sequence(tfds.features.Text()),
-        "edit_classes": tfds.features.Sequence(tfds.features.Text()),
-        "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "key": tfds.features.Text(),
+            "audio1": _waveform(),
+            "audio2": _waveform(),
+            "captions": tfds.features.Sequence(tfds.features.Text()),
+            "scene": tfds.features.Text(),
+            "edit_ops": tfds.features.Sequence(tfds.features.Text()),
+            "edit_classes": tfds.features.Sequence(tfds.features.Text()),
+            "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+        }
+    )
 
 
 def to_int16(wav: np.ndarray) -> np.ndarray:

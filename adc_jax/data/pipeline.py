@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -110,9 +111,7 @@ def _fill_row(row: np.ndarray, wav: np.ndarray) -> int:
     return n
 
 
-def _waveform_batch(
-    wavs: Sequence[np.ndarray], n_samples: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """[b, n_samples] int16 (each clip cropped/zero-padded) and [b] int32 valid lengths.
 
     One copy per clip, from the record straight into the batch (the same as
@@ -123,6 +122,61 @@ def _waveform_batch(
     for i, wav in enumerate(wavs):
         lengths[i] = _fill_row(out[i], wav)
     return out, lengths
+
+
+# ---------------------------------------------------------------------------------- records
+
+# The fields training reads from a record.
+_TRAIN_FIELDS = ("key", "audio1", "audio2", "captions")
+
+
+@functools.cache
+def _example_proto() -> Any:
+    """The tf.train.Example message class (tfds ships it; no TensorFlow needed)."""
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    return tf_example_pb2.Example
+
+
+def raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
+    """The serialised records under a tfds data source of the shared schema, or None.
+
+    Training decodes only the fields it needs from them (`parse_train_fields`): tfds' generic
+    decoding of all eight features costs more CPU than reading the record. None (use the decoded
+    records) for any other source: in-memory records, custom decoders, or a schema whose
+    waveforms are not stored as raw bytes.
+    """
+    raw = getattr(source, "data_source", None)
+    info = getattr(source, "dataset_info", None)
+    if raw is None or info is None or getattr(source, "decoders", None):
+        return None
+    method = getattr(source, "deserialize_method", None)
+    if method is None or method.name != "DESERIALIZE_AND_DECODE":
+        return None
+    features = info.features
+    if features is None or any(name not in features for name in _TRAIN_FIELDS):
+        return None
+    # Encoding.BYTES tensors are stored as one bytes value (serialised shape ()).
+    for name in ("audio1", "audio2"):
+        serialized = features[name].get_serialized_info()
+        if serialized.shape != () or np.dtype(features[name].np_dtype) != np.int16:
+            return None
+    return raw
+
+
+def parse_train_fields(record: bytes) -> dict[str, Any]:
+    """key, audio1, audio2 and captions of one serialised record, as tfds decodes them.
+
+    The waveforms are read-only int16 views of the record (np.frombuffer, as tfds does for
+    Encoding.BYTES); key and captions are bytes.
+    """
+    feature = _example_proto().FromString(record).features.feature
+    return {
+        "key": feature["key"].bytes_list.value[0],
+        "audio1": np.frombuffer(feature["audio1"].bytes_list.value[0], np.int16),
+        "audio2": np.frombuffer(feature["audio2"].bytes_list.value[0], np.int16),
+        "captions": list(feature["captions"].bytes_list.value),
+    }
 
 
 # ---------------------------------------------------------------------------------- captions
@@ -149,9 +203,10 @@ class CaptionStats:
 
 def read_captions(source: Sequence[dict[str, Any]]) -> tuple[list[list[str]], CaptionStats]:
     """All reference captions of a split, per pair, in stored order, and their counts (logged)."""
+    raw = raw_records(source)
     per_pair, empty_keys = [], []
     for i in range(len(source)):
-        record = source[i]
+        record = parse_train_fields(raw[i]) if raw is not None else source[i]
         captions = [as_text(c) for c in record["captions"]]
         if not captions:
             empty_keys.append(as_text(record["key"]))
@@ -232,7 +287,8 @@ def build_or_load_vocab(
 class _PrepareTrainExample:
     """(index in the repeated dataset, record) -> one training example; picklable for workers.
 
-    The waveforms stay views of the record (cropped/padded by `_TrainBatch`); only the chosen
+    The record is a decoded dict, or a serialised one (`raw_records`) that is parsed here. The
+    waveforms stay views of the record (cropped/padded by `_TrainBatch`); only the chosen
     reference caption is decoded, and its tokens are cached per caption text.
     """
 
@@ -253,7 +309,9 @@ class _PrepareTrainExample:
             self._tokens[caption] = tokens
         return tokens
 
-    def __call__(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, index: int, record: dict[str, Any] | bytes) -> dict[str, Any]:
+        if isinstance(record, bytes):
+            record = parse_train_fields(record)
         captions = record["captions"]
         # A different reference each epoch, the same one on a resumed run.
         rng = np.random.default_rng([self.seed, index])
@@ -296,7 +354,8 @@ def train_dataset(
         )
     local_batch = global_batch // process_count
     n_samples = clip_samples(config)
-    ds = grain.MapDataset.source(source)
+    raw = raw_records(source)
+    ds = grain.MapDataset.source(source if raw is None else raw)
     usable = len(ds) // process_count * process_count
     ds = ds[:usable][process_index::process_count]
     if len(ds) < local_batch:

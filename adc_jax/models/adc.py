@@ -50,8 +50,8 @@ class ADCModel(nnx.Module):
                  byola_frozen: bool, d_model: int, num_heads: int, d_ff: int,
                  encoder_layers: int, decoder_layers: int, dropout: float, attention: str,
                  sdd: str, sdd_similar_dim: int, sdd_lstm_units: int, sdd_temperature: float,
-                 max_decode_len: int, remat_cnn: bool = False, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 max_decode_len: int, remat_cnn: bool = False, byola_fused_blocks: bool = True,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
         if sdd not in ("none", "early", "late"):
             raise ValueError(f"Unknown sdd mode {sdd!r}; use 'none', 'early' or 'late'.")
         self.frontend_args = dict(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
@@ -62,7 +62,8 @@ class ADCModel(nnx.Module):
         self.byola_frozen = byola_frozen
         self.remat_cnn = remat_cnn
         self.byola = AudioNTT2020(n_mels=n_mels, channels=byola_channels, dim=byola_dim,
-                                  dropout=byola_dropout, dtype=dtype, rngs=rngs)
+                                  dropout=byola_dropout, dtype=dtype,
+                                  pool_first=byola_fused_blocks, rngs=rngs)
         self.encoder = DifferenceEncoder(byola_dim, d_model, num_heads, d_ff, encoder_layers,
                                          attention=attention, dropout=dropout, dtype=dtype,
                                          rngs=rngs)
@@ -140,5 +141,6 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
         encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, dropout=m.dropout,
         attention=m.attention, sdd=m.sdd, sdd_similar_dim=m.sdd_similar_dim,
         sdd_lstm_units=m.sdd_lstm_units, sdd_temperature=m.sdd_temperature,
-        max_decode_len=m.max_decode_len, remat_cnn=m.remat_cnn, dtype=compute_dtype(m.dtype),
+        max_decode_len=m.max_decode_len, remat_cnn=m.remat_cnn,
+        byola_fused_blocks=m.byola_fused_blocks, dtype=compute_dtype(m.dtype),
         rngs=rngs)

@@ -1,0 +1,144 @@
+"""GPU check: correctness against the CPU, then the step benchmark at paper scale.
+
+  python tools/gpu_check.py [--quick] [--extra] [--json_out=FILE]
+
+1. Correctness: the paper-scale late-SDD model, initialised identically on the CPU and the GPU,
+   computes the loss terms of one batch of 8 pairs (eval mode, so no dropout or batch-statistics
+   differences) on both backends; printed with their relative difference, once at XLA's default
+   GPU precision (TF32 matmuls/convolutions) and once at "highest" (true float32).
+2. Benchmark: `tools/benchmark_step.py`'s measurement for float32 and bfloat16 at global batch 32
+   and 128, then one table.
+With `--extra`: also bfloat16 at batch 256, the textbook conv-block order (byola_fused_blocks=False)
+for comparison, and a time breakdown (front end / CNN / loss / optimizer) at bfloat16, batch 128.
+
+Needs only jax (with a GPU backend), flax, optax, numpy and ml-collections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _loss_terms(config, vocab_size: int, batch, device) -> dict[str, float]:
+    import jax
+    from flax import nnx
+
+    from adc_jax import sharding as sharding_lib
+    from adc_jax import step as step_lib
+
+    mesh = sharding_lib.create_mesh([device])
+    ts = step_lib.create_train_state(config, vocab_size, mesh)
+    loss_cfg = step_lib.LossConfig.from_config(config)
+
+    @jax.jit
+    def terms(rng_state, state, batch):
+        model = nnx.merge(ts.graphdef, rng_state, state)["model"]
+        return step_lib.compute_loss(model, batch, loss_cfg, train=False)[1]
+
+    placed = sharding_lib.global_batch(batch, mesh)
+    return {k: float(v) for k, v in jax.device_get(terms(ts.rng_state, ts.state, placed)).items()}
+
+
+def correctness(base_config) -> list[str]:
+    import jax
+
+    from benchmark_step import synthetic_batch
+
+    config = base_config()
+    config.train.batch_size = 8
+    vocab = 1000
+    batch = synthetic_batch(config, 8, vocab, 20, seed=1)
+    cpu = _loss_terms(config, vocab, batch, jax.devices("cpu")[0])
+    lines = ["GPU vs CPU, paper-scale late_sdd, float32, 8 pairs, eval mode:"]
+    for precision in ("default", "highest"):
+        with jax.default_matmul_precision(precision):
+            gpu = _loss_terms(config, vocab, batch, jax.devices()[0])
+        for k in ("loss", "caption_loss", "similar_loss", "discrepant_loss"):
+            rel = abs(gpu[k] - cpu[k]) / max(abs(cpu[k]), 1e-12)
+            lines.append(f"  [{precision:>7}] {k:<16} cpu {cpu[k]: .6f}  gpu {gpu[k]: .6f}  "
+                         f"rel.diff {rel:.2e}")
+    return lines
+
+
+def main() -> int:
+    from adc_jax.config import base_config as paper_base
+
+    from benchmark_step import format_table, run_benchmark
+
+    quick = "--quick" in sys.argv
+    extra = "--extra" in sys.argv
+    json_out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--json_out=")), None)
+    import jax
+
+    print(f"jax {jax.__version__}; devices: {jax.devices()}", flush=True)
+
+    def late_sdd():
+        c = paper_base("paper")
+        c.name = "late_sdd"
+        return c
+
+    start = time.time()
+    try:
+        print("\n".join(correctness(late_sdd)), flush=True)
+    except Exception:  # noqa: BLE001 - keep going to the benchmark
+        traceback.print_exc()
+    print(f"[correctness took {time.time() - start:.0f} s]", flush=True)
+
+    runs = [("float32", 32, True), ("float32", 128, True), ("bfloat16", 32, True),
+            ("bfloat16", 128, True)]
+    if extra:
+        runs += [("bfloat16", 256, True), ("bfloat16", 128, False)]
+    results = []
+    for dtype, batch, fused in runs:
+        config = late_sdd()
+        config.model.dtype = dtype
+        config.train.batch_size = batch
+        config.model.byola_fused_blocks = fused
+        try:
+            r = run_benchmark(config, steps=10 if quick else 20, warmup=2)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            continue
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if json_out:
+            with open(json_out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    if extra:
+        config = late_sdd()
+        config.model.dtype = "bfloat16"
+        config.train.batch_size = 128
+        try:
+            r = run_benchmark(config, steps=10, warmup=2, with_breakdown=True)
+            print(format_table(r), flush=True)
+            print(json.dumps(r), flush=True)
+            if json_out:
+                with open(json_out, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+
+    print("\n| dtype | batch | fused CNN | ms/step | pairs/s | TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
+        print(f"| {r['dtype']} | {r['global_batch']} | {r['byola_fused_blocks']} | "
+              f"{min(r['median_ms_per_step'], r['pipelined_ms_per_step']):.2f} | "
+              f"{r['pairs_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {mfu} |")
+    if results:
+        r = results[0]
+        print(f"device: {r['device_kind']}; model {r['gflop_per_pair']:.1f} GFLOP/pair/step "
+              f"(CNN {r['gflop_per_pair_cnn']:.1f}); {r['params']:,} parameters")
+    print(f"[total {time.time() - start:.0f} s]")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
