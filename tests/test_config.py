@@ -67,8 +67,14 @@ def test_unknown_size_names_the_sizes(load_config):
 
 
 def test_command_line_size_and_override(load_config, config_path):
-    c = parse_flags(["prog", f"--config={config_path('late_sdd')}:smoke",
-                     "--config.train.batch_size=64", "--config.model.attention=full"])
+    c = parse_flags(
+        [
+            "prog",
+            f"--config={config_path('late_sdd')}:smoke",
+            "--config.train.batch_size=64",
+            "--config.model.attention=full",
+        ]
+    )
     assert c.size == "smoke"
     assert c.train.batch_size == 64
     assert c.model.attention == "full"
@@ -79,15 +85,17 @@ def test_command_line_size_and_override(load_config, config_path):
 
 def test_command_line_unknown_key_fails_at_parsing(config_path):
     with pytest.raises(Exception) as info:  # ml_collections raises AttributeError(KeyError)
-        parse_flags(["prog", f"--config={config_path('late_sdd')}:smoke",
-                     "--config.train.no_such_key=1"])
+        parse_flags(
+            ["prog", f"--config={config_path('late_sdd')}:smoke", "--config.train.no_such_key=1"]
+        )
     assert "no_such_key" in str(info.value)
 
 
 def test_command_line_wrong_type_fails_at_parsing(config_path):
     with pytest.raises(flags.IllegalFlagValueError):
-        parse_flags(["prog", f"--config={config_path('late_sdd')}:smoke",
-                     "--config.train.batch_size=many"])
+        parse_flags(
+            ["prog", f"--config={config_path('late_sdd')}:smoke", "--config.train.batch_size=many"]
+        )
 
 
 def _set(c, key: str, value) -> None:
@@ -95,23 +103,26 @@ def _set(c, key: str, value) -> None:
     c[section][field] = value
 
 
-@pytest.mark.parametrize("key, value", [
-    ("train.batch_size", -3),
-    ("train.batch_size", 0),
-    ("model.sdd", "middle"),
-    ("model.attention", "sparse"),
-    ("model.dtype", "float16"),
-    ("data.clip_seconds", 0.01),
-    ("data.clip_seconds", -1.0),
-    ("model.num_heads", 3),  # does not divide d_model=32
-    ("model.sdd_similar_dim", 32),  # leaves no discrepant channels
-    ("model.sdd_temperature", 0.0),
-    ("model.dropout", 1.0),
-    ("model.n_mels", 60),
-    ("data.max_caption_tokens", 40),  # more than the decoder's max_decode_len=32
-    ("eval.decode", "sampling"),
-    ("train.nonfinite", "ignore"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.batch_size", -3),
+        ("train.batch_size", 0),
+        ("model.sdd", "middle"),
+        ("model.attention", "sparse"),
+        ("model.dtype", "float16"),
+        ("data.clip_seconds", 0.01),
+        ("data.clip_seconds", -1.0),
+        ("model.num_heads", 3),  # does not divide d_model=32
+        ("model.sdd_similar_dim", 32),  # leaves no discrepant channels
+        ("model.sdd_temperature", 0.0),
+        ("model.dropout", 1.0),
+        ("model.n_mels", 60),
+        ("data.max_caption_tokens", 40),  # more than the decoder's max_decode_len=32
+        ("eval.decode", "sampling"),
+        ("train.nonfinite", "ignore"),
+    ],
+)
 def test_invalid_value_names_the_key(smoke_config, key, value):
     _set(smoke_config, key, value)
     # Fails with the key it was given, or (max_caption_tokens) the field it contradicts.

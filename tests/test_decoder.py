@@ -22,6 +22,8 @@ from adc_jax.models.decoder import TextDecoder, _length_penalty, beam_search, gr
 V, D, L, B, S = 13, 16, 10, 4, 6
 BEAM, ALPHA = 3, 0.6
 TRAIN_STEPS = 15  # few enough that the decoder is still unsure, so searches disagree
+# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def setup():
     graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
     tx = optax.adam(1e-2)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def train(params):
         def loss(p):
             logits = nnx.merge(graphdef, p, rest)(inputs, memory, valid, train=False)
@@ -61,7 +63,9 @@ def setup():
 def _jit(decoder, fn):
     """Jits fn(decoder, *args) with the decoder's state as an argument (no constant folding)."""
     graphdef, state = nnx.split(decoder)
-    jitted = jax.jit(lambda st, *args: fn(nnx.merge(graphdef, st), *args))
+    jitted = jax.jit(
+        lambda st, *args: fn(nnx.merge(graphdef, st), *args), compiler_options=FAST_COMPILE
+    )
     return functools.partial(jitted, state)
 
 
@@ -72,14 +76,20 @@ def fns(setup):
         "logits": _jit(decoder, lambda d, tok, mem, valid: d(tok, mem, valid, train=False)),
         "greedy_cached": _jit(decoder, functools.partial(greedy_decode, use_cache=True)),
         "greedy_uncached": _jit(decoder, functools.partial(greedy_decode, use_cache=False)),
-        "beam_cached": _jit(decoder, functools.partial(
-            beam_search, beam_size=BEAM, length_penalty=ALPHA, use_cache=True)),
-        "beam_uncached": _jit(decoder, functools.partial(
-            beam_search, beam_size=BEAM, length_penalty=ALPHA, use_cache=False)),
+        "beam_cached": _jit(
+            decoder,
+            functools.partial(beam_search, beam_size=BEAM, length_penalty=ALPHA, use_cache=True),
+        ),
+        "beam_uncached": _jit(
+            decoder,
+            functools.partial(beam_search, beam_size=BEAM, length_penalty=ALPHA, use_cache=False),
+        ),
     }
 
 
-def sequence_log_prob(logits_fn, tokens: np.ndarray, memory, valid) -> tuple[np.ndarray, np.ndarray]:
+def sequence_log_prob(
+    logits_fn, tokens: np.ndarray, memory, valid
+) -> tuple[np.ndarray, np.ndarray]:
     """Teacher-forced log-probability of generated tokens [N, L-1] (up to and with the first
     <eos>) and their lengths [N]."""
     n = tokens.shape[0]
@@ -147,7 +157,8 @@ def test_beam_scores_are_sorted_distinct_normalised_log_probs(setup, fns):
         assert len({tuple(h) for h in row}) == BEAM, row
     flat = tokens.reshape(B * BEAM, L - 1)
     log_prob, lengths = sequence_log_prob(
-        fns["logits"], flat, jnp.repeat(memory, BEAM, 0), jnp.repeat(valid, BEAM, 0))
+        fns["logits"], flat, jnp.repeat(memory, BEAM, 0), jnp.repeat(valid, BEAM, 0)
+    )
     expected = log_prob / np.asarray(_length_penalty(lengths.astype(np.float32), ALPHA))
     np.testing.assert_allclose(scores.reshape(-1), expected, rtol=1e-4, atol=1e-4)
 
@@ -186,8 +197,9 @@ def test_invalid_memory_frames_are_ignored(setup, fns):
     _, memory, valid, captions = setup
     tokens = jnp.asarray(captions[:, :-1])
     junk = jnp.where(valid[..., None], memory, 50.0)
-    np.testing.assert_allclose(fns["logits"](tokens, junk, valid),
-                               fns["logits"](tokens, memory, valid), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        fns["logits"](tokens, junk, valid), fns["logits"](tokens, memory, valid), atol=1e-5, rtol=0
+    )
 
 
 def test_cached_step_logits_equal_full_forward(setup, fns):
@@ -205,5 +217,6 @@ def test_cached_step_logits_equal_full_forward(setup, fns):
         return jnp.moveaxis(logits, 0, 1)
 
     step_logits = _jit(decoder, stepwise)(tokens, memory, valid)
-    np.testing.assert_allclose(step_logits, fns["logits"](tokens, memory, valid),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        step_logits, fns["logits"](tokens, memory, valid), rtol=1e-4, atol=1e-5
+    )

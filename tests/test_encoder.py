@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,11 +12,22 @@ from flax import nnx
 from adc_jax.models.encoder import DifferenceEncoder, encoder_attention_mask
 
 B, T, D, HEADS = 2, 5, 16, 2
+# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def make_encoder(attention: str, num_layers: int = 1) -> DifferenceEncoder:
-    return DifferenceEncoder(8, D, HEADS, 32, num_layers, attention=attention, dropout=0.0,
-                             dtype=jnp.float32, rngs=nnx.Rngs(0))
+    return DifferenceEncoder(
+        8,
+        D,
+        HEADS,
+        32,
+        num_layers,
+        attention=attention,
+        dropout=0.0,
+        dtype=jnp.float32,
+        rngs=nnx.Rngs(0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +37,7 @@ def encoders():
     for attention, layers in (("cross", 1), ("full", 1), ("cross", 2)):
         encoder = make_encoder(attention, layers)
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
         def run(p1, v1, p2, v2, encoder=encoder):
             memory, valid, weights = encoder(p1, v1, p2, v2, train=False)
             return memory, valid, weights
@@ -58,8 +70,9 @@ def reference_mask(segment_ids: np.ndarray, valid: np.ndarray, attention: str) -
 def test_mask_matches_definition(attention):
     segment_ids = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
     valid = np.array([[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
-    mask = np.asarray(encoder_attention_mask(jnp.asarray(segment_ids), jnp.asarray(valid),
-                                             attention))
+    mask = np.asarray(
+        encoder_attention_mask(jnp.asarray(segment_ids), jnp.asarray(valid), attention)
+    )
     assert mask.shape == (2, 1, 6, 6)
     np.testing.assert_array_equal(mask, reference_mask(segment_ids, valid, attention))
     # Padding keys are never attended to, whatever the query.
@@ -140,7 +153,7 @@ def test_padded_frames_get_no_attention_and_do_not_leak(encoders, inputs, attent
     memory, valid, (weights,) = run(p1, v1, p2, v2)
     np.testing.assert_array_equal(valid, np.concatenate([v1, v2], axis=1))
     weights = np.asarray(weights)
-    assert (weights[0, :, :, T + 3:] == 0).all()  # clip-2 padding of row 0
+    assert (weights[0, :, :, T + 3 :] == 0).all()  # clip-2 padding of row 0
     assert (weights[1, :, :, 3:T] == 0).all()  # clip-1 padding of row 1
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     # Whatever padding frames contain, the valid frames' outputs are the same.
@@ -149,8 +162,9 @@ def test_padded_frames_get_no_attention_and_do_not_leak(encoders, inputs, attent
     p2_junk = jnp.where(v2[..., None], p2, -noise)
     junk_memory, _, _ = run(p1_junk, v1, p2_junk, v2)
     keep = np.asarray(valid)
-    np.testing.assert_allclose(np.asarray(junk_memory)[keep], np.asarray(memory)[keep],
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(junk_memory)[keep], np.asarray(memory)[keep], atol=1e-5, rtol=0
+    )
 
 
 def test_segment_embedding_tells_the_clips_apart(encoders, inputs):

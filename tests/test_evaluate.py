@@ -154,3 +154,15 @@ def test_workdir_without_checkpoint_or_step_is_a_clear_error(run_copy, tmp_path)
         evaluate.evaluate_workdir(run_copy, checkpoint_step=999)
     with pytest.raises(evaluate.EvaluateError, match="beam_size"):
         evaluate.evaluate_workdir(run_copy, beam_size=0)
+
+
+def test_old_config_json_gets_new_fields_with_defaults():
+    from adc_jax.config import base_config
+    from adc_jax.restore import fill_config_defaults
+
+    config = base_config("smoke")
+    del config.model["n_mels"]
+    del config["eval"]
+    assert sorted(fill_config_defaults(config)) == ["eval", "model.n_mels"]
+    assert config.model.n_mels == 64 and config.eval.beam_size == 2
+    assert fill_config_defaults(config) == []

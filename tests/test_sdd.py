@@ -12,6 +12,8 @@ from adc_jax.models.sdd import SDD, info_nce, mean_cosine, reverse_valid, split_
 
 B, T, D, SIMILAR, UNITS = 4, 6, 12, 5, 4
 TEMPERATURE = 0.1
+# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @pytest.fixture(scope="module")
@@ -19,23 +21,27 @@ def sdd():
     return SDD(D, SIMILAR, UNITS, temperature=TEMPERATURE, dtype=jnp.float32, rngs=nnx.Rngs(0))
 
 
+def fast_jit(fn):
+    return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
 @pytest.fixture(scope="module")
-def losses(sdd):
-    """Jitted (latent1, valid1, latent2, valid2) -> SDD outputs dict."""
+def sdd_fn(sdd):
+    """Pure (latent1, valid1, latent2, valid2) -> SDD outputs dict, to jit or differentiate."""
     graphdef, state = nnx.split(sdd)
+    return lambda *args: nnx.merge(graphdef, state)(*args)
 
-    @jax.jit
-    def run(latent1, valid1, latent2, valid2):
-        return nnx.merge(graphdef, state)(latent1, valid1, latent2, valid2)
 
-    return run
+@pytest.fixture(scope="module")
+def losses(sdd_fn):
+    return fast_jit(sdd_fn)
 
 
 @pytest.fixture(scope="module")
 def embed(sdd):
     """Jitted (similar, discrepant, lengths) -> (e_similar, e_discrepant)."""
     graphdef, state = nnx.split(sdd.nets)
-    return jax.jit(lambda s, d, n: nnx.merge(graphdef, state)(s, d, n))
+    return fast_jit(lambda s, d, n: nnx.merge(graphdef, state)(s, d, n))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +80,7 @@ def test_similar_loss_lower_for_matched_pairs_than_shuffled(losses, latents):
     np.testing.assert_allclose(out["e_similar1"], out["e_similar2"], atol=1e-6)
 
 
-def test_discrepant_loss_falls_when_discrepant_parts_are_pushed_apart(losses, latents):
+def test_discrepant_loss_falls_when_discrepant_parts_are_pushed_apart(sdd_fn, losses, latents):
     latent1, valid, latent2, _ = latents
     s1, d1 = split_parts(latent1, SIMILAR)
     _, d2 = split_parts(latent2, SIMILAR)
@@ -85,26 +91,31 @@ def test_discrepant_loss_falls_when_discrepant_parts_are_pushed_apart(losses, la
 
     # Gradient descent on clip 2's discrepant part pushes it away from clip 1's and L_D falls.
     def l_d(d):
-        return losses(latent1, valid, with_parts(s1, d), valid)["discrepant_loss"]
+        return sdd_fn(latent1, valid, with_parts(s1, d), valid)["discrepant_loss"]
 
+    value_and_grad = fast_jit(jax.value_and_grad(l_d))
     d = d2
-    history = [float(l_d(d))]
-    for _ in range(5):
-        d = d - 2.0 * jax.grad(l_d)(d)
-        history.append(float(l_d(d)))
+    history = []
+    for _ in range(6):
+        value, grad = value_and_grad(d)
+        history.append(float(value))
+        d = d - 2.0 * grad
     assert all(b < a for a, b in zip(history, history[1:], strict=False)), history
 
 
-def test_each_loss_only_has_gradients_through_its_own_part(losses, latents):
+def test_each_loss_only_has_gradients_through_its_own_part(sdd_fn, latents):
     latent1, valid, latent2, _ = latents
 
     def grads(name):
         def loss(l1, l2):
-            return losses(l1, valid, l2, valid)[name]
-        return jax.grad(loss, argnums=(0, 1))(latent1, latent2)
+            return sdd_fn(l1, valid, l2, valid)[name]
 
-    for name, own, other in (("similar_loss", slice(0, SIMILAR), slice(SIMILAR, D)),
-                             ("discrepant_loss", slice(SIMILAR, D), slice(0, SIMILAR))):
+        return fast_jit(jax.grad(loss, argnums=(0, 1)))(latent1, latent2)
+
+    for name, own, other in (
+        ("similar_loss", slice(0, SIMILAR), slice(SIMILAR, D)),
+        ("discrepant_loss", slice(SIMILAR, D), slice(0, SIMILAR)),
+    ):
         for g in grads(name):
             g = np.asarray(g)
             assert np.abs(g[..., own]).max() > 1e-4, name
@@ -120,7 +131,8 @@ def test_each_loss_trains_its_own_embedding_net(sdd, latents):
     def grads(name):
         def loss(p):
             return nnx.merge(graphdef, p)(latent1, valid, latent2, valid)[name]
-        return jax.jit(jax.grad(loss))(params)["nets"]
+
+        return fast_jit(jax.grad(loss))(params)["nets"]
 
     g_s, g_d = grads("similar_loss"), grads("discrepant_loss")
     # The four LSTMs are stacked similar-fwd, similar-bwd, discrepant-fwd, discrepant-bwd.
@@ -171,17 +183,23 @@ def reference_lstm_mean(x: np.ndarray, w_in, w_rec, bias) -> np.ndarray:
 
 def reference_embeddings(nets, similar, discrepant, lengths):
     """Per-sequence BiLSTM + mean pooling in NumPy float64 with the module's parameters."""
-    p = {k: np.asarray(getattr(nets, k)[...], np.float64)
-         for k in ("similar_input", "discrepant_input", "recurrent", "bias")}
+    p = {
+        k: np.asarray(getattr(nets, k)[...], np.float64)
+        for k in ("similar_input", "discrepant_input", "recurrent", "bias")
+    }
     e_s, e_d = [], []
     for n, length in enumerate(lengths):
-        for part, w_in, groups, out in ((similar, p["similar_input"], (0, 1), e_s),
-                                        (discrepant, p["discrepant_input"], (2, 3), e_d)):
+        for part, w_in, groups, out in (
+            (similar, p["similar_input"], (0, 1), e_s),
+            (discrepant, p["discrepant_input"], (2, 3), e_d),
+        ):
             x = np.asarray(part[n, :length], np.float64)
-            forward = reference_lstm_mean(x, w_in[0], p["recurrent"][groups[0]],
-                                          p["bias"][groups[0]])
-            backward = reference_lstm_mean(x[::-1], w_in[1], p["recurrent"][groups[1]],
-                                           p["bias"][groups[1]])
+            forward = reference_lstm_mean(
+                x, w_in[0], p["recurrent"][groups[0]], p["bias"][groups[0]]
+            )
+            backward = reference_lstm_mean(
+                x[::-1], w_in[1], p["recurrent"][groups[1]], p["bias"][groups[1]]
+            )
             out.append(np.concatenate([forward, backward]))
     return np.stack(e_s), np.stack(e_d)
 
@@ -200,8 +218,9 @@ def test_grouped_bilstm_matches_per_sequence_reference(sdd, embed, latents):
 def test_padding_frames_do_not_change_embeddings(embed, latents):
     latent1, valid, _, _ = latents
     lengths = valid.sum(-1)
-    junk = jnp.where(valid[..., None], latent1, 100.0 * jax.random.normal(jax.random.key(9),
-                                                                         latent1.shape))
+    junk = jnp.where(
+        valid[..., None], latent1, 100.0 * jax.random.normal(jax.random.key(9), latent1.shape)
+    )
     clean = embed(*split_parts(latent1, SIMILAR), lengths)
     noisy = embed(*split_parts(junk, SIMILAR), lengths)
     for a, b in zip(clean, noisy, strict=True):
@@ -223,13 +242,12 @@ def test_info_nce_matches_numpy():
     row = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     col = logits - np.log(np.exp(logits).sum(0, keepdims=True))
     expected = -0.5 * (np.mean(np.diag(row)) + np.mean(np.diag(col)))
-    np.testing.assert_allclose(info_nce(jnp.asarray(e1), jnp.asarray(e2), 0.2), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(info_nce(jnp.asarray(e1), jnp.asarray(e2), 0.2), expected, rtol=1e-5)
     # Symmetric in its arguments and invariant to the embeddings' scale.
-    np.testing.assert_allclose(info_nce(jnp.asarray(e2), jnp.asarray(e1), 0.2), expected,
-                               rtol=1e-5)
-    np.testing.assert_allclose(info_nce(jnp.asarray(3 * e1), jnp.asarray(e2), 0.2), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(info_nce(jnp.asarray(e2), jnp.asarray(e1), 0.2), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        info_nce(jnp.asarray(3 * e1), jnp.asarray(e2), 0.2), expected, rtol=1e-5
+    )
 
 
 def test_mean_cosine_matches_numpy():

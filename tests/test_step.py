@@ -79,7 +79,7 @@ COMMON = textwrap.dedent('''
         return {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
 ''')
 
-MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent('''
+MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent("""
     import sys
 
     def main(repo_root, out_path):
@@ -103,7 +103,7 @@ MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent('''
         np.savez(out_path, **results)
 
     main(sys.argv[1], sys.argv[2])
-''')
+""")
 
 exec(COMMON)  # noqa: S102 - defines smoke_config, make_batch, flat (shared with the script)
 
@@ -120,8 +120,13 @@ def multi_device_run(tmp_path_factory):
     out_path = out_dir / "results.npz"
     flags = f"--xla_force_host_platform_device_count={N_DEVICES} --xla_backend_optimization_level=0"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
-    proc = subprocess.Popen([sys.executable, str(script), REPO_ROOT, str(out_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), REPO_ROOT, str(out_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
     def wait():
         output, _ = proc.communicate(timeout=600)
@@ -144,9 +149,9 @@ class Run:
         self.host_state = jax.device_get(self.ts.state)
         self.initial = flat(self.host_state)
         jitted = step_lib.jit_train_step(self.ts, self.config, self.mesh)
-        self.train_step = jitted.lower(self.ts.rng_state, self.ts.state,
-                                       sharding.global_batch(batch, self.mesh)
-                                       ).compile(FAST_COMPILE)
+        self.train_step = jitted.lower(
+            self.ts.rng_state, self.ts.state, sharding.global_batch(batch, self.mesh)
+        ).compile(FAST_COMPILE)
 
     def state(self, step: int = 0):
         """A fresh copy of the initial state (the step donates its input), at `step`."""
@@ -159,8 +164,9 @@ class Run:
 
     def __call__(self, batch, step: int = 0):
         """(new state as {path: array}, metrics as floats) of one step from the initial state."""
-        new_state, metrics = self.train_step(self.ts.rng_state, self.state(step),
-                                             sharding.global_batch(batch, self.mesh))
+        new_state, metrics = self.train_step(
+            self.ts.rng_state, self.state(step), sharding.global_batch(batch, self.mesh)
+        )
         return flat(new_state), {k: float(v) for k, v in metrics.items()}
 
 
@@ -185,15 +191,27 @@ STEP_KEY = "['optimizer']['step'].value"
 
 def test_step_reports_every_term_and_moves_params(f32, f32_step):
     state, metrics = f32_step
-    for key in ("loss", "caption_loss", "similar_loss", "discrepant_loss", "sdd_loss",
-                "token_accuracy", "grad_norm", "learning_rate", "finite"):
+    for key in (
+        "loss",
+        "caption_loss",
+        "similar_loss",
+        "discrepant_loss",
+        "sdd_loss",
+        "token_accuracy",
+        "grad_norm",
+        "learning_rate",
+        "finite",
+    ):
         assert np.isfinite(metrics[key]), key
     assert metrics["finite"] == 1.0
-    np.testing.assert_allclose(metrics["sdd_loss"],
-                               metrics["similar_loss"] + metrics["discrepant_loss"], rtol=1e-6)
     np.testing.assert_allclose(
-        metrics["loss"], metrics["caption_loss"] + f32.config.model.sdd_weight * metrics["sdd_loss"],
-        rtol=1e-6)
+        metrics["sdd_loss"], metrics["similar_loss"] + metrics["discrepant_loss"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        metrics["loss"],
+        metrics["caption_loss"] + f32.config.model.sdd_weight * metrics["sdd_loss"],
+        rtol=1e-6,
+    )
     assert metrics["learning_rate"] == pytest.approx(f32.config.train.learning_rate)
     assert state[STEP_KEY] == 1
     params = [k for k in state if "['model']" in k and "Param" not in k]
@@ -217,7 +235,10 @@ def test_nonfinite_loss_leaves_state_unchanged_but_counts_the_step(f32, batch):
     bad = {k: v.copy() for k, v in batch.items()}
     bad["wav1"][3, 100] = np.nan
     state, metrics = f32(bad)
-    assert metrics["finite"] == 0.0 and not np.isfinite(metrics["loss"])
+    # XLA:CPU's max (max-pooling, ReLU) may drop a NaN, so the loss can stay finite; the NaN
+    # still reaches the BatchNorm statistics and through them the gradient norm.
+    assert not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"]))
+    assert metrics["finite"] == 0.0
     assert state[STEP_KEY] == 1
     for key, value in state.items():
         if key != STEP_KEY:
@@ -232,8 +253,7 @@ def eval_loss(config, batch):
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def run(state, batch):
-        return step_lib.compute_loss(nnx.merge(graphdef, state), batch, loss_config,
-                                     train=False)[1]
+        return step_lib.compute_loss(nnx.merge(graphdef, state), batch, loss_config, train=False)[1]
 
     params = nnx.to_flat_state(nnx.state(model, nnx.Param))
     return {k: float(v) for k, v in run(state, batch).items()}, params
@@ -260,8 +280,12 @@ def test_bfloat16_step_keeps_params_and_optimizer_state_float32(batch):
     mesh = sharding.create_mesh(jax.devices()[:1])
     ts = step_lib.create_train_state(config, VOCAB, mesh)
     train_step = functools.partial(
-        step_lib.train_step, ts.graphdef, step_lib.LossConfig.from_config(config),
-        step_lib.learning_rate_schedule(config), step_lib.dropout_seed_key(config))
+        step_lib.train_step,
+        ts.graphdef,
+        step_lib.LossConfig.from_config(config),
+        step_lib.learning_rate_schedule(config),
+        step_lib.dropout_seed_key(config),
+    )
     # Shapes and dtypes of the step's outputs, traced without compiling.
     new_state, metrics = jax.eval_shape(train_step, ts.rng_state, ts.state, batch)
     before = jax.tree_util.tree_flatten_with_path(ts.state)[0]
@@ -302,8 +326,13 @@ def test_eight_devices_match_one_device(multi_device_run, f32):
     metrics = sorted(k.split("/", 2)[2] for k in results if k.startswith("1/metric/"))
     assert {"loss", "caption_loss", "similar_loss", "discrepant_loss", "grad_norm"} <= set(metrics)
     for name in metrics:
-        np.testing.assert_allclose(results[f"8/metric/{name}"], results[f"1/metric/{name}"],
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            results[f"8/metric/{name}"],
+            results[f"1/metric/{name}"],
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
     state_keys = [k.split("/", 2)[2] for k in results if k.startswith("1/state/")]
     assert len(state_keys) > 50
     lr = f32.config.train.learning_rate

@@ -151,9 +151,21 @@ def final_result(run: Run, num_steps: int) -> dict[str, Any] | None:
     return _read_json(path) if os.path.exists(path) else None
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict[str, Any]:
     """Platform, CPU count and JAX devices (probed in a subprocess so the parent never holds a GPU)."""
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+    info = {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version()}
     probe = ("import jax; d = jax.devices(); "
              "print(jax.__version__, len(d), d[0].platform, d[0].device_kind, sep='|')")
@@ -258,7 +270,8 @@ def make_table(runs: list[Run], results: dict[int, dict[str, Any]], args: argpar
         summary["most_frequent_caption"] = {"caption": baseline["caption"],
                                             **{c: _get(baseline, w) for c, w in COLUMNS}}
     any_result = next((results[i] for i in sorted(results)), None)
-    machine_lines = [f"{m.get('platform')}, {m.get('cpu_count')} CPUs, JAX {m.get('jax', '?')} "
+    machine_lines = [f"{m.get('platform')}, {m.get('cpu_count')} x {m.get('cpu', 'CPU')}, "
+                     f"JAX {m.get('jax', '?')} "
                      f"on {m.get('devices')}" for m in machines] or ["(no run recorded)"]
     notes = [f"# Ablation ({args.size} size, {num_steps} steps, seeds "
              f"{', '.join(map(str, args.seeds))})", "",

@@ -203,10 +203,9 @@ class CaptionStats:
 
 def read_captions(source: Sequence[dict[str, Any]]) -> tuple[list[list[str]], CaptionStats]:
     """All reference captions of a split, per pair, in stored order, and their counts (logged)."""
-    raw = raw_records(source)
     per_pair, empty_keys = [], []
     for i in range(len(source)):
-        record = parse_train_fields(raw[i]) if raw is not None else source[i]
+        record = source[i]
         captions = [as_text(c) for c in record["captions"]]
         if not captions:
             empty_keys.append(as_text(record["key"]))

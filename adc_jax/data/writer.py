@@ -130,31 +130,31 @@ def write_split(
             records, total=num_records, unit=" pairs", desc=desc, leave=False, mininterval=1.0
         )
     )
-    pending = next(stream, None)
     shard_lengths: list[int] = []
-    num_bytes = 0
     temp_paths = []
-    while pending is not None:
-        count = size = 0
-
-        def shard_records() -> Iterator[bytes]:
-            nonlocal pending, count, size
-            while pending is not None and size < shard_bytes:
-                record = pending
-                count, size = count + 1, size + len(record)
-                yield record
-                pending = next(stream, None)
-
-        path = template.data_dir / f".{template.split}-shard{len(temp_paths):05d}.writing"
-        writer = array_record_module.ArrayRecordWriter(os.fspath(path), ARRAY_RECORD_OPTIONS)
-        try:
-            for record in shard_records():
-                writer.write(record)
-        finally:
+    num_bytes = shard_size = 0
+    writer = None
+    try:
+        for record in stream:
+            if writer is None:  # start the next shard
+                temp_paths.append(
+                    template.data_dir / f".{template.split}-shard{len(temp_paths):05d}.writing"
+                )
+                writer = array_record_module.ArrayRecordWriter(
+                    os.fspath(temp_paths[-1]), ARRAY_RECORD_OPTIONS
+                )
+                shard_lengths.append(0)
+                shard_size = 0
+            writer.write(record)
+            shard_lengths[-1] += 1
+            shard_size += len(record)
+            num_bytes += len(record)
+            if shard_size >= shard_bytes:
+                writer.close()
+                writer = None
+    finally:
+        if writer is not None:
             writer.close()
-        temp_paths.append(path)
-        shard_lengths.append(count)
-        num_bytes += size
     if not shard_lengths:
         raise ValueError(f"No examples for split {template.split!r}: tfds cannot store it.")
     total = sum(shard_lengths)
