@@ -4,9 +4,9 @@ Used during training (`train.py` writes `workdir/eval/step_<N>.json`) and as a c
 scores any checkpoint of a workdir with the config saved beside it:
 
   python -m adc_jax.evaluate --workdir=DIR [--split=eval] [--decode=greedy|beam] [--beam_size=4]
-                             [--checkpoint_step=N]
+                             [--checkpoint_step=N] [--max_examples=N]
 
-It writes `DIR/eval/<split>_<step>_<decode>.json`, a Markdown table `<...>.md` and sample
+(`evaluate_workdir(...)` is the same from Python). It writes `DIR/eval/<split>_<step>_<decode>.json`, a Markdown table `<...>.md` and sample
 predictions beside their references `<...>_samples.txt`. Every table has a row for the
 most-frequent-caption baseline (the most frequent training caption predicted for every pair), so
 it shows what "learned nothing" scores.
@@ -25,8 +25,10 @@ the corpus BLEU-4 of the subset; subset CIDEr is the mean per-pair CIDEr compute
 the whole split, so the mean over a partition equals the split's CIDEr (CIDEr of a subset alone
 would use the subset's own idf and be 0 for a single pair).
 
-SPICE and SPIDEr are null when Stanford CoreNLP is not installed; `scores.notes.SPICE` gives the
-reason and `tools/get_spice_models.sh` installs it.
+SPICE and SPIDEr are null when Stanford CoreNLP is not installed (detected from its two jars in
+pycocoevalcap's spice/lib, see `adc_jax.metrics.captioning.spice_status`); `scores.notes.SPICE`
+gives the reason and `tools/get_spice_models.sh` installs it. A workdir without config.json,
+vocab.json or a checkpoint is a one-line error naming it (exit status 1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
   python -m adc_jax.main --config=configs/late_sdd.py:quick --workdir=workdirs/late_sdd_quick
 
 Any config field can be overridden: `--config.train.batch_size=64`. Rerunning the same command
-with the same workdir resumes from the latest checkpoint. On several hosts, run the same command
+with the same workdir resumes from the latest checkpoint. SIGTERM (preemption) or Ctrl-C saves a
+checkpoint at the next step boundary and exits with status 0. Exit status 2: a config error (an
+unknown or invalid field, or a workdir whose checkpoint has another model), reported before
+anything is built; 1: a run that failed (non-finite loss, checkpoint write, I/O). On several hosts, run the same command
 on every host (see launch/); `jax.distributed.initialize()` is called when the environment
 describes more than one process (or `--multiprocess` is given).
 """
@@ -70,13 +73,17 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, plus a readable error for `--config.<unknown key>=...`.
+    """absl's flag parsing, with readable errors (exit status 2) for bad `--config.*` flags.
 
     ml_collections raises AttributeError/KeyError (with a traceback) for an override of a field
     the config does not have; this names the flag and says where the fields are listed.
     """
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # a value of the wrong type, a missing required flag, ...
+        print(f"Flags error: {e}\nPass --helpshort or --helpfull to see the flags.",
+              file=sys.stderr)
+        sys.exit(2)
     except (AttributeError, KeyError) as e:
         key = str(e).strip("\"'")
         bad = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")

@@ -9,6 +9,13 @@
   5. logs metrics to the console (progress bar with ETA), `workdir/metrics.jsonl` and TensorBoard
      event files; evaluates every `train.eval_every` steps and at the end; checkpoints every
      `train.checkpoint_every` steps, at the end, and when SIGTERM/SIGINT asks the run to stop.
+
+Resuming is exact: a run killed at any point and started again continues from its latest complete
+checkpoint (params, optimizer state, step, grain iterator position, skipped-step count; dropout
+keys derive from the step), so its parameters and logged metrics equal those of an uninterrupted
+run. Lines of metrics.jsonl logged after that checkpoint are dropped on resume, and an eval of the
+restored step runs again. A NaN/Inf loss or gradient stops the run before any later checkpoint is
+written (`train.nonfinite="stop"`) or skips the update and counts it (`"skip"`).
 """
 
 from __future__ import annotations

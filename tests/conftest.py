@@ -95,7 +95,7 @@ app.run(main.main, flags_parser=main._parse_flags)
 
 
 class SmokeProcess:
-    """A training subprocess whose output goes to `<workdir>.log`."""
+    """A training subprocess whose output goes to `<workdir>.<n>.log`."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: str):
         self.log_path = log_path
@@ -151,6 +151,7 @@ class SmokeSetup:
                         PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.env.pop("XLA_FLAGS", None)
         self._runs = 0
+        self.processes: list[SmokeProcess] = []
 
     def config(self) -> ml_collections.ConfigDict:
         """The config of every smoke run (for in-process runs): :smoke with SMOKE_ARGS."""
@@ -176,8 +177,10 @@ class SmokeSetup:
         """Starts a run (with HOOKED_MAIN when `hooks` are given); output in <workdir>.<n>.log."""
         self._runs += 1
         full_env = dict(self.env, **(env or {}), **(hooks or {}))
-        return SmokeProcess(self.command(workdir, *extra, hooked=bool(hooks)), full_env,
-                            f"{workdir}.{self._runs}.log")
+        process = SmokeProcess(self.command(workdir, *extra, hooked=bool(hooks)), full_env,
+                               f"{workdir}.{self._runs}.log")
+        self.processes.append(process)
+        return process
 
     # -------------------------------------------------------------------- reading a workdir
 
@@ -255,6 +258,10 @@ def smoke_setup(tmp_path_factory):
         jax.config.update(name, value)
     compilation_cache.reset_cache()
     yield setup
+    for process in setup.processes:  # a failed test may leave one running (e.g. a held write)
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
     for name, value in previous.items():
         jax.config.update(name, value)
     compilation_cache.reset_cache()

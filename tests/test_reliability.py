@@ -121,6 +121,7 @@ def failed_starts(smoke_setup, reference_run, tmp_path_factory):
                      "--config.data.csv_dir=/no/csvs"], {}),
         "unknown_key": (["--config.train.no_such_key=1"], {}),
         "negative": (["--config.train.batch_size=-3"], {}),
+        "wrong_type": (["--config.train.batch_size=many"], {}),
         "model_mismatch": (["--config.model.d_model=64", "--config.model.num_heads=4"], {}),
         "workdir_is_file": ([], {}),
     }
@@ -154,6 +155,7 @@ EXPECTED_MESSAGES = {
     "dataset": ["config.data.audio_dir='/no/wavs'", "does not exist"],
     "unknown_key": ["--config.train.no_such_key", "does not have", "adc_jax/config.py"],
     "negative": ["config.train.batch_size=-3", "positive integer"],
+    "wrong_type": ["--config.train.batch_size=many", "Flags error"],
     "model_mismatch": ["different model config", "model.d_model: checkpoint=32, config=64",
                        "model.num_heads: checkpoint=2, config=4", "new --workdir"],
     "workdir_is_file": ["cannot write to the workdir", "Choose a writable --workdir"],
@@ -163,7 +165,8 @@ EXPECTED_MESSAGES = {
 @pytest.mark.parametrize("case", sorted(EXPECTED_MESSAGES))
 def test_bad_start_fails_before_building_anything(failed_starts, case):
     result = failed_starts[case]
-    assert result["rc"] != 0, result["out"][-2000:]
+    # 2: the config (or the command line) must change; 1: the workdir is unusable.
+    assert result["rc"] == (1 if case == "workdir_is_file" else 2), result["out"][-2000:]
     for text in EXPECTED_MESSAGES[case]:
         assert text in result["out"], (text, result["out"][-2000:])
     assert "Traceback" not in result["out"]

@@ -9,11 +9,11 @@ moves the parameters (with warm-up the learning rate of step 0 is 0).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from flax import nnx
 
 from adc_jax import sharding
 from adc_jax import step as step_lib
+from adc_jax.data.tokenizer import BOS, EOS
 
 VOCAB = 20
 N_DEVICES = 8
@@ -30,84 +31,90 @@ N_DEVICES = 8
 # compile time of the train step and save nothing. The results agree with level 2 to ~1e-7.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
-# Builds the same smoke config, batch and train states for every test and for the subprocess.
-COMMON = textwrap.dedent('''
-    import importlib.util
-    import os
-
-    import jax
-    import numpy as np
-
-    from adc_jax import sharding
-    from adc_jax import step as step_lib
-
-    def smoke_config(repo_root, **model_overrides):
-        path = os.path.join(repo_root, "configs", "late_sdd.py")
-        spec = importlib.util.spec_from_file_location("late_sdd_config", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config("smoke")
-        config.train.batch_size = 8
-        config.train.warmup_steps = 0
-        config.model.update(model_overrides)
-        return config
-
-    def make_batch(config, vocab_size, seed=0):
-        """Float waveforms (so a NaN can be injected), some clips shorter than the array."""
-        rng = np.random.default_rng(seed)
-        b = config.train.batch_size
-        n = int(config.data.clip_seconds * config.data.sample_rate)
-        t = np.arange(n) / config.data.sample_rate
-        tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (b, 1)) * t)
-        wav1 = 0.1 * tone + 0.05 * rng.normal(size=(b, n))
-        wav2 = 0.05 * rng.normal(size=(b, n))
-        len1 = np.full(b, n, np.int32)
-        len2 = np.where(np.arange(b) % 3 == 0, n // 2, n).astype(np.int32)
-        wav2[np.arange(n)[None, :] >= len2[:, None]] = 0.0
-        tokens = np.zeros((b, 12), np.int32)
-        tokens[:, 0] = 1
-        for i in range(b):
-            length = 3 + i % 6
-            tokens[i, 1 : length + 1] = rng.integers(4, vocab_size, length)
-            tokens[i, length + 1] = 2
-        return dict(wav1=wav1.astype(np.float32), wav2=wav2.astype(np.float32), wav1_len=len1,
-                    wav2_len=len2, tokens=tokens)
-
-    def flat(state):
-        """{path: host array} of every leaf of a state."""
-        leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
-        return {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
-''')
-
-MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent("""
-    import sys
-
-    def main(repo_root, out_path):
-        assert len(jax.devices()) == 8, jax.devices()
-        config = smoke_config(repo_root)
-        batch = make_batch(config, 20)
-        results = {}
-        for n in (1, 8):
-            mesh = sharding.create_mesh(jax.devices()[:n])
-            ts = step_lib.create_train_state(config, 20, mesh)
-            train_step = step_lib.jit_train_step(ts, config, mesh)
-            global_batch = sharding.global_batch(batch, mesh)
-            assert len(global_batch["wav1"].sharding.device_set) == n
-            state, metrics = train_step(ts.rng_state, ts.state, global_batch)
-            leaf = jax.tree_util.tree_leaves(state)[0]
-            results[f"devices_{n}/state_devices"] = np.int32(len(leaf.sharding.device_set))
-            for k, v in metrics.items():
-                results[f"{n}/metric/{k}"] = np.asarray(v)
-            for k, v in flat(state).items():
-                results[f"{n}/state/{k}"] = v
-        np.savez(out_path, **results)
-
-    main(sys.argv[1], sys.argv[2])
-""")
-
-exec(COMMON)  # noqa: S102 - defines smoke_config, make_batch, flat (shared with the script)
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(repo_root: str = REPO_ROOT, **model_overrides):
+    """`configs/late_sdd.py:smoke` with a batch of 8 pairs, no warm-up and model overrides."""
+    path = os.path.join(repo_root, "configs", "late_sdd.py")
+    spec = importlib.util.spec_from_file_location("late_sdd_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    config.train.batch_size = 8
+    config.train.warmup_steps = 0
+    config.model.update(model_overrides)
+    return config
+
+
+def make_batch(config, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Float waveforms (so a NaN can be injected), some clips shorter than the array."""
+    rng = np.random.default_rng(seed)
+    b = config.train.batch_size
+    n = int(config.data.clip_seconds * config.data.sample_rate)
+    t = np.arange(n) / config.data.sample_rate
+    tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (b, 1)) * t)
+    wav1 = 0.1 * tone + 0.05 * rng.normal(size=(b, n))
+    wav2 = 0.05 * rng.normal(size=(b, n))
+    len1 = np.full(b, n, np.int32)
+    len2 = np.where(np.arange(b) % 3 == 0, n // 2, n).astype(np.int32)
+    wav2[np.arange(n)[None, :] >= len2[:, None]] = 0.0
+    tokens = np.zeros((b, 12), np.int32)
+    tokens[:, 0] = BOS
+    for i in range(b):
+        length = 3 + i % 6
+        tokens[i, 1 : length + 1] = rng.integers(4, vocab_size, length)
+        tokens[i, length + 1] = EOS
+    return dict(
+        wav1=wav1.astype(np.float32),
+        wav2=wav2.astype(np.float32),
+        wav1_len=len1,
+        wav2_len=len2,
+        tokens=tokens,
+    )
+
+
+def flat(state) -> dict[str, np.ndarray]:
+    """{path: host array} of every leaf of a state."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
+    return {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
+
+
+# Run with 8 forced CPU devices: one train step on a 1-device and on an 8-device mesh, same
+# config, batch and initial state; saves metrics and states. argv: this file, output .npz.
+MULTI_DEVICE_SCRIPT = """
+import importlib.util
+import sys
+
+import jax
+import numpy as np
+
+from adc_jax import sharding
+from adc_jax import step as step_lib
+
+spec = importlib.util.spec_from_file_location("step_test_helpers", sys.argv[1])
+helpers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(helpers)
+
+assert len(jax.devices()) == 8, jax.devices()
+config = helpers.smoke_config()
+batch = helpers.make_batch(config, helpers.VOCAB)
+results = {}
+for n in (1, 8):
+    mesh = sharding.create_mesh(jax.devices()[:n])
+    ts = step_lib.create_train_state(config, helpers.VOCAB, mesh)
+    train_step = step_lib.jit_train_step(ts, config, mesh)
+    global_batch = sharding.global_batch(batch, mesh)
+    assert len(global_batch["wav1"].sharding.device_set) == n
+    state, metrics = train_step(ts.rng_state, ts.state, global_batch)
+    leaf = jax.tree_util.tree_leaves(state)[0]
+    results[f"devices_{n}/state_devices"] = np.int32(len(leaf.sharding.device_set))
+    for k, v in metrics.items():
+        results[f"{n}/metric/{k}"] = np.asarray(v)
+    for k, v in helpers.flat(state).items():
+        results[f"{n}/state/{k}"] = v
+np.savez(sys.argv[2], **results)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +128,7 @@ def multi_device_run(tmp_path_factory):
     flags = f"--xla_force_host_platform_device_count={N_DEVICES} --xla_backend_optimization_level=0"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     proc = subprocess.Popen(
-        [sys.executable, str(script), REPO_ROOT, str(out_path)],
+        [sys.executable, str(script), os.path.abspath(__file__), str(out_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -143,7 +150,7 @@ class Run:
     """A config's train state on one device, its jitted step and a fresh-state factory."""
 
     def __init__(self, batch, **model_overrides):
-        self.config = smoke_config(REPO_ROOT, **model_overrides)
+        self.config = smoke_config(**model_overrides)
         self.mesh = sharding.create_mesh(jax.devices()[:1])
         self.ts = step_lib.create_train_state(self.config, VOCAB, self.mesh)
         self.host_state = jax.device_get(self.ts.state)
@@ -172,7 +179,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def batch():
-    return make_batch(smoke_config(REPO_ROOT), VOCAB)
+    return make_batch(smoke_config(), VOCAB)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +267,7 @@ def eval_loss(config, batch):
 
 
 def test_bfloat16_loss_close_to_float32(f32, batch):
-    bf16_config = smoke_config(REPO_ROOT, dtype="bfloat16")
+    bf16_config = smoke_config(dtype="bfloat16")
     metrics16, params16 = eval_loss(bf16_config, batch)
     metrics32, params32 = eval_loss(f32.config, batch)
     # Same seed, same float32 parameters whatever the compute dtype.
@@ -276,7 +283,7 @@ def test_bfloat16_loss_close_to_float32(f32, batch):
 
 
 def test_bfloat16_step_keeps_params_and_optimizer_state_float32(batch):
-    config = smoke_config(REPO_ROOT, dtype="bfloat16")
+    config = smoke_config(dtype="bfloat16")
     mesh = sharding.create_mesh(jax.devices()[:1])
     ts = step_lib.create_train_state(config, VOCAB, mesh)
     train_step = functools.partial(
