@@ -213,7 +213,7 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
         c.data.num_train = 3000
         c.data.num_validation = 100
         c.data.num_eval = 200
-        c.model.byola_channels = 32
+        c.model.byola_channels = 16
         c.model.byola_dim = 256
         c.model.d_model = 128
         c.model.num_heads = 4
@@ -222,11 +222,11 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
         c.model.sdd_lstm_units = 32
         c.model.dropout = 0.1
         c.train.batch_size = 32
-        c.train.num_steps = 1500
+        c.train.num_steps = 800
         c.train.learning_rate = 1e-3
         c.train.warmup_steps = 100
         c.train.log_every = 25
-        c.train.checkpoint_every = 250
+        c.train.checkpoint_every = 200
         c.train.eval_every = 0
         c.eval.decode = "greedy"
         c.eval.batch_size = 50
