@@ -221,12 +221,16 @@ def test_step_reports_every_term_and_moves_params(f32, f32_step):
     )
     assert metrics["learning_rate"] == pytest.approx(f32.config.train.learning_rate)
     assert state[STEP_KEY] == 1
-    params = [k for k in state if "['model']" in k and "Param" not in k]
-    moved = [k for k in params if not np.array_equal(state[k], f32.initial[k])]
-    # Everything trainable moves (BYOL-A, encoder, SDD nets, decoder) and BatchNorm stats update.
-    for part in ("byola", "encoder", "sdd", "decoder"):
-        assert any(f"['{part}']" in k for k in moved), part
-    assert any("['mean']" in k for k in moved)
+    # Every parameter (BYOL-A, encoder, SDD nets, decoder) and BatchNorm statistic moves.
+    model = [k for k in state if k.startswith("['model']")]
+    assert {k.split("]")[1] + "]" for k in model} == {
+        "['byola']",
+        "['encoder']",
+        "['sdd']",
+        "['decoder']",
+    }
+    still = [k for k in model if np.array_equal(state[k], f32.initial[k])]
+    assert not still
 
 
 def test_dropout_depends_only_on_the_step(f32, batch, f32_step):
@@ -316,8 +320,9 @@ def test_frozen_byola_does_not_change(batch):
     for key in byola:  # parameters and BatchNorm statistics
         np.testing.assert_array_equal(state[key], frozen.initial[key], err_msg=key)
     rest = [k for k in state if k.startswith("['model']") and k not in byola]
-    moved = [k for k in rest if not np.array_equal(state[k], frozen.initial[k])]
-    assert len(moved) > 0.9 * len(rest)
+    assert len(rest) > 50
+    still = [k for k in rest if np.array_equal(state[k], frozen.initial[k])]
+    assert not still  # the encoder, SDD nets and decoder still train
 
 
 # Parameters whose gradient is zero in exact arithmetic: a bias before BatchNorm (the batch mean
