@@ -72,15 +72,25 @@ class StopRequested:
 
 
 class MetricsWriter:
-    """Writes scalars to `metrics.jsonl` (one object per logged step) and TensorBoard events."""
+    """Writes scalars to `metrics.jsonl` (one object per logged step) and TensorBoard events.
+
+    The TensorBoard writer opens on the first write; after `truncate_after(step)` it hides the
+    events a dead run logged after `step` (tensorboardX's purge_step), as the jsonl file does.
+    """
 
     def __init__(self, workdir: str, enabled: bool):
         self.enabled = enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
         self.tensorboard = None
-        if enabled:
+        self._purge_step: int | None = None
+
+    def _tensorboard(self):
+        if self.tensorboard is None:
             from tensorboardX import SummaryWriter
-            self.tensorboard = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+            self.tensorboard = SummaryWriter(logdir=self.tensorboard_dir,
+                                             purge_step=self._purge_step)
+        return self.tensorboard
 
     def truncate_after(self, step: int, *, drop_eval_at_step: bool = False) -> None:
         """Drops lines logged after `step` by a run that died after its last checkpoint.
@@ -88,6 +98,7 @@ class MetricsWriter:
         With `drop_eval_at_step`, the eval line of `step` goes too (the resumed run evaluates that
         step again). A line cut short by a kill is dropped; the file is replaced atomically.
         """
+        self._purge_step = step + 1
         if not self.enabled or not os.path.exists(self.path):
             return
         kept, dropped = [], 0
@@ -117,10 +128,11 @@ class MetricsWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **{f"{prefix}/{k}": v for k, v in scalars.items()}})
                     + "\n")
+        tensorboard = self._tensorboard()
         for k, v in scalars.items():
             if v is not None and np.isfinite(v):
-                self.tensorboard.add_scalar(f"{prefix}/{k}", v, step)
-        self.tensorboard.flush()
+                tensorboard.add_scalar(f"{prefix}/{k}", v, step)
+        tensorboard.flush()
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -7,9 +7,11 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import ml_collections
@@ -242,14 +244,19 @@ class SmokeSetup:
 
 
 @pytest.fixture(scope="session")
-def smoke_setup(tmp_path_factory):
-    """Builds the smoke dataset once; turns on the persistent compile cache in this process too."""
+def smoke_setup():
+    """Builds the smoke dataset once; turns on the persistent compile cache in this process too.
+
+    The runs live in their own temporary folder, not pytest's tmp_path: pytest deletes the
+    folders of older sessions when a new one starts, which would pull the dataset from under a
+    long run whenever several pytest sessions share a machine.
+    """
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
     from adc_jax.data import pipeline
 
-    setup = SmokeSetup(tmp_path_factory.mktemp("smoke_runs"))
+    setup = SmokeSetup(pathlib.Path(tempfile.mkdtemp(prefix="adc_jax_smoke_runs_")))
     pipeline.load_builder(setup.config())
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
              "jax_persistent_cache_min_entry_size_bytes")
@@ -265,6 +272,7 @@ def smoke_setup(tmp_path_factory):
     for name, value in previous.items():
         jax.config.update(name, value)
     compilation_cache.reset_cache()
+    shutil.rmtree(setup.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

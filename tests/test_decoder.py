@@ -22,8 +22,6 @@ from adc_jax.models.decoder import TextDecoder, _length_penalty, beam_search, gr
 V, D, L, B, S = 13, 16, 10, 4, 6
 BEAM, ALPHA = 3, 0.6
 TRAIN_STEPS = 15  # few enough that the decoder is still unsure, so searches disagree
-# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def setup():
     graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
     tx = optax.adam(1e-2)
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @jax.jit
     def train(params):
         def loss(p):
             logits = nnx.merge(graphdef, p, rest)(inputs, memory, valid, train=False)
@@ -63,9 +61,7 @@ def setup():
 def _jit(decoder, fn):
     """Jits fn(decoder, *args) with the decoder's state as an argument (no constant folding)."""
     graphdef, state = nnx.split(decoder)
-    jitted = jax.jit(
-        lambda st, *args: fn(nnx.merge(graphdef, st), *args), compiler_options=FAST_COMPILE
-    )
+    jitted = jax.jit(lambda st, *args: fn(nnx.merge(graphdef, st), *args))
     return functools.partial(jitted, state)
 
 

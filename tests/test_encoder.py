@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +11,6 @@ from flax import nnx
 from adc_jax.models.encoder import DifferenceEncoder, encoder_attention_mask
 
 B, T, D, HEADS = 2, 5, 16, 2
-# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def make_encoder(attention: str, num_layers: int = 1) -> DifferenceEncoder:
@@ -38,7 +34,7 @@ def encoders():
     for attention, layers in (("cross", 1), ("full", 1), ("cross", 2)):
         encoder = make_encoder(attention, layers)
 
-        @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+        @jax.jit
         def run(p1, v1, p2, v2, encoder=encoder):
             memory, valid, weights = encoder(p1, v1, p2, v2, train=False)
             return memory, valid, weights

@@ -12,17 +12,11 @@ from adc_jax.models.sdd import SDD, info_nce, mean_cosine, reverse_valid, split_
 
 B, T, D, SIMILAR, UNITS = 4, 6, 12, 5, 4
 TEMPERATURE = 0.1
-# Each jitted function here runs a few times: skip LLVM's optimisation passes (compile ~2-3x faster).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @pytest.fixture(scope="module")
 def sdd():
     return SDD(D, SIMILAR, UNITS, temperature=TEMPERATURE, dtype=jnp.float32, rngs=nnx.Rngs(0))
-
-
-def fast_jit(fn):
-    return jax.jit(fn, compiler_options=FAST_COMPILE)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +28,14 @@ def sdd_fn(sdd):
 
 @pytest.fixture(scope="module")
 def losses(sdd_fn):
-    return fast_jit(sdd_fn)
+    return jax.jit(sdd_fn)
 
 
 @pytest.fixture(scope="module")
 def embed(sdd):
     """Jitted (similar, discrepant, lengths) -> (e_similar, e_discrepant)."""
     graphdef, state = nnx.split(sdd.nets)
-    return fast_jit(lambda s, d, n: nnx.merge(graphdef, state)(s, d, n))
+    return jax.jit(lambda s, d, n: nnx.merge(graphdef, state)(s, d, n))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +87,7 @@ def test_discrepant_loss_falls_when_discrepant_parts_are_pushed_apart(sdd_fn, lo
     def l_d(d):
         return sdd_fn(latent1, valid, with_parts(s1, d), valid)["discrepant_loss"]
 
-    value_and_grad = fast_jit(jax.value_and_grad(l_d))
+    value_and_grad = jax.jit(jax.value_and_grad(l_d))
     d = d2
     history = []
     for _ in range(6):
@@ -110,7 +104,7 @@ def test_each_loss_only_has_gradients_through_its_own_part(sdd_fn, latents):
         def loss(l1, l2):
             return sdd_fn(l1, valid, l2, valid)[name]
 
-        return fast_jit(jax.grad(loss, argnums=(0, 1)))(latent1, latent2)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(latent1, latent2)
 
     for name, own, other in (
         ("similar_loss", slice(0, SIMILAR), slice(SIMILAR, D)),
@@ -132,7 +126,7 @@ def test_each_loss_trains_its_own_embedding_net(sdd, latents):
         def loss(p):
             return nnx.merge(graphdef, p)(latent1, valid, latent2, valid)[name]
 
-        return fast_jit(jax.grad(loss))(params)["nets"]
+        return jax.jit(jax.grad(loss))(params)["nets"]
 
     g_s, g_d = grads("similar_loss"), grads("discrepant_loss")
     # The four LSTMs are stacked similar-fwd, similar-bwd, discrepant-fwd, discrepant-bwd.

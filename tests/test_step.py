@@ -27,9 +27,6 @@ from adc_jax.data.tokenizer import BOS, EOS
 
 VOCAB = 20
 N_DEVICES = 8
-# Each program here runs a few times: LLVM optimisation (the default, level 2) would cost ~3x the
-# compile time of the train step and save nothing. The results agree with level 2 to ~1e-7.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,7 +122,7 @@ def multi_device_run(tmp_path_factory):
     script = out_dir / "compare.py"
     script.write_text(MULTI_DEVICE_SCRIPT)
     out_path = out_dir / "results.npz"
-    flags = f"--xla_force_host_platform_device_count={N_DEVICES} --xla_backend_optimization_level=0"
+    flags = f"--xla_force_host_platform_device_count={N_DEVICES}"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     proc = subprocess.Popen(
         [sys.executable, str(script), os.path.abspath(__file__), str(out_path)],
@@ -158,7 +155,7 @@ class Run:
         jitted = step_lib.jit_train_step(self.ts, self.config, self.mesh)
         self.train_step = jitted.lower(
             self.ts.rng_state, self.ts.state, sharding.global_batch(batch, self.mesh)
-        ).compile(FAST_COMPILE)
+        ).compile()
 
     def state(self, step: int = 0):
         """A fresh copy of the initial state (the step donates its input), at `step`."""
@@ -262,7 +259,7 @@ def eval_loss(config, batch):
     graphdef, state = nnx.split(model)
     loss_config = step_lib.LossConfig.from_config(config)
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @jax.jit
     def run(state, batch):
         return step_lib.compute_loss(nnx.merge(graphdef, state), batch, loss_config, train=False)[1]
 

@@ -92,8 +92,7 @@ def _write_lines(path, lines: list[str]) -> None:
 
 
 def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
-    writer = train.MetricsWriter(str(tmp_path), enabled=False)
-    writer.enabled = True  # the file side only; no TensorBoard writer needed
+    writer = train.MetricsWriter(str(tmp_path), enabled=True)
     lines = [json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in range(1, 6)]
     lines.insert(3, json.dumps({"step": 3, "eval/CIDEr": 0.1}) + "\n")
     _write_lines(writer.path, [*lines, '{"step": 6, "train/lo'])
