@@ -29,7 +29,7 @@ def make_encoder(attention: str, num_layers: int = 1) -> DifferenceEncoder:
 
 @pytest.fixture(scope="module")
 def encoders():
-    """Jitted eval-mode encoders: {(attention, layers): fn(p1, v1, p2, v2) -> (memory, weights)}."""
+    """Jitted eval-mode encoders: {(attention, layers): fn(p1, v1, p2, v2) -> encoder outputs}."""
     out = {}
     for attention, layers in (("cross", 1), ("full", 1), ("cross", 2)):
         encoder = make_encoder(attention, layers)
