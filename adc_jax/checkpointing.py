@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -194,11 +195,19 @@ def restore_or_init(checkpointer: Checkpointer, state, meta: dict[str, Any]
 def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
     """Fails fast (before data or model are built) when `directory` holds checkpoints of a model
     with other shape-determining fields; raises ConfigError listing them. No-op without one."""
-    if not os.path.isdir(directory):
+    # Opening a CheckpointManager involves collectives, so every process must take the same
+    # branch: process 0's view decides (another process may already see the directory that
+    # process 0's Checkpointer has just created).
+    exists = os.path.isdir(directory)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        exists = bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
+    if not exists:
         return
     try:
-        manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data",
-                                                                                  "meta"))
+        manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                        options=ocp.CheckpointManagerOptions(create=False),
+                                        item_names=("state", "data", "meta"))
     except Exception as e:  # noqa: BLE001 - a broken directory is reported by the full restore
         logging.warning("Could not open %s to compare configs early: %s", directory, e)
         return

@@ -106,7 +106,11 @@ def main(argv: list[str]) -> None:
     import jax
 
     if multiprocess:
-        jax.distributed.initialize()
+        # jax reads JAX_COORDINATOR_ADDRESS (and SLURM/TPU variables) itself, not these two.
+        env = os.environ
+        jax.distributed.initialize(
+            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
 
     from adc_jax import checkpointing, train
     from adc_jax import config as config_lib

@@ -70,6 +70,10 @@ def state_shardings(mesh: Mesh, abstract_state, rules: tuple[tuple[str, P], ...]
 
 
 def _put(x, sharding: NamedSharding) -> jax.Array:
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+        # Typed PRNG keys have no NumPy form: place their raw data, then wrap it again.
+        return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding),
+                                        impl=jax.random.key_impl(x))
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

@@ -134,7 +134,7 @@ def create_train_state(config: ml_collections.ConfigDict, vocab_size: int, mesh:
         host_state = jax.device_get(state)
     shardings = sharding_lib.state_shardings(mesh, host_state)
     placed = sharding_lib.put_state(host_state, shardings)
-    rng_state = jax.device_put(rng_state, sharding_lib.replicated(mesh))
+    rng_state = sharding_lib.put_replicated(rng_state, mesh)
     return TrainState(graphdef, rng_state, placed, shardings, vocab_size)
 
 
@@ -192,7 +192,7 @@ def compute_loss(model: ADCModel, batch: dict[str, jax.Array], loss_config: Loss
 
 
 def _select(pred: jax.Array, new, old):
-    """Leaf-wise jnp.where(pred, new, old), keeping integer counters of `new` as well."""
+    """Leaf-wise jnp.where(pred, new, old)."""
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
@@ -215,7 +215,7 @@ def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.
         return compute_loss(m, batch, loss_config, train=True)
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     optimizer.update(model, grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     _, _, new_state = nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)

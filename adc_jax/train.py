@@ -211,10 +211,32 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str):
     logging.info("Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
                  stats.num_captions, stats.num_pairs, time.time() - start,
                  stats.pairs_without_captions)
-    vocab = pipeline.build_or_load_vocab(os.path.join(workdir, "vocab.json"), stats.captions,
-                                         config.data.vocab_min_count,
-                                         config.data.max_caption_tokens)
+    # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
+    vocab_path = os.path.join(workdir, "vocab.json")
+    if jax.process_index() == 0:
+        vocab = pipeline.build_or_load_vocab(vocab_path, stats.captions,
+                                             config.data.vocab_min_count,
+                                             config.data.max_caption_tokens)
+    multihost_sync("vocab_written")
+    if jax.process_index() != 0:
+        vocab = pipeline.build_or_load_vocab(vocab_path, stats.captions,
+                                             config.data.vocab_min_count,
+                                             config.data.max_caption_tokens)
     return builder, vocab, stats.captions
+
+
+def stop_agreed(stop: StopRequested) -> bool:
+    """Whether any process has been asked to stop: the same answer on every process.
+
+    With several processes this is a collective (one int per process), so every process must
+    call it at the same points of the run; a process that stopped alone would leave the others
+    waiting in the next step's all-reduce, and its checkpoint save waiting for them.
+    """
+    requested = stop.signal_name is not None
+    if jax.process_count() == 1:
+        return requested
+    from jax.experimental import multihost_utils
+    return bool(np.max(multihost_utils.process_allgather(np.int32(requested))))
 
 
 def multihost_sync(name: str) -> None:
@@ -320,13 +342,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                            dict(meta, skipped_steps=skipped))
 
     def stopped(step: int) -> dict[str, Any]:
+        # On several processes, only some may have received the signal themselves.
+        signal_name = stop.signal_name or "a signal to another process"
         logging.warning("Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
-                        "again to resume.", stop.signal_name, step, checkpointer.latest_step(),
+                        "again to resume.", signal_name, step, checkpointer.latest_step(),
                         checkpointer.directory)
-        return {"stopped_at": step, "signal": stop.signal_name,
+        return {"stopped_at": step, "signal": signal_name,
                 "checkpoint_dir": checkpointer.directory}
 
-    if stop.signal_name is not None:  # asked to stop while preparing: nothing new to save
+    if stop_agreed(stop):  # asked to stop while preparing: nothing new to save
         return stopped(start_step)
     if redo_eval and start_step < num_steps:
         run_eval(start_step)
@@ -384,7 +408,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
             if progress is not None:
                 progress.update(1)
             final = step == num_steps
-            stopping = stop.signal_name is not None
+            # Several processes agree on stopping every log_every steps (a small collective).
+            stopping = ((jax.process_count() == 1 or step % config.train.log_every == 0)
+                        and stop_agreed(stop))
             if step % config.train.log_every == 0 or final or stopping:
                 flush_metrics(step)
             if step % config.train.checkpoint_every == 0 or final or stopping:

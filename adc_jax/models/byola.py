@@ -57,6 +57,13 @@ def num_output_frames(n_mel_frames: int) -> int:
     return t
 
 
+def _update_running_stats(bn: nnx.BatchNorm, mean: jax.Array, var: jax.Array) -> None:
+    """Exponential moving averages of the batch statistics (PyTorch momentum 0.1)."""
+    m = bn.momentum
+    bn.mean[...] = m * bn.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
+    bn.var[...] = m * bn.var[...] + (1.0 - m) * jax.lax.stop_gradient(var)
+
+
 def batch_norm_affine(bn: nnx.BatchNorm, x: jax.Array, *, train: bool
                       ) -> tuple[jax.Array, jax.Array]:
     """BatchNorm as a per-channel affine map: returns (a, b) with BN(x) = a * x + b, float32.
@@ -70,9 +77,7 @@ def batch_norm_affine(bn: nnx.BatchNorm, x: jax.Array, *, train: bool
         axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x32, axis=axes)
         var = jnp.maximum(jnp.mean(jnp.square(x32), axis=axes) - jnp.square(mean), 0.0)
-        m = bn.momentum
-        bn.mean[...] = m * bn.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
-        bn.var[...] = m * bn.var[...] + (1.0 - m) * jax.lax.stop_gradient(var)
+        _update_running_stats(bn, mean, var)
     else:
         mean, var = bn.mean[...], bn.var[...]
     a = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
@@ -136,9 +141,7 @@ def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: 
         mean = m @ w + bias
         var = jnp.maximum(jnp.einsum("kc,kl,lc->c", w, cov, w,
                                      precision=jax.lax.Precision.HIGHEST), 0.0)
-        mom = bn.momentum
-        bn.mean[...] = mom * bn.mean[...] + (1.0 - mom) * jax.lax.stop_gradient(mean)
-        bn.var[...] = mom * bn.var[...] + (1.0 - mom) * jax.lax.stop_gradient(var)
+        _update_running_stats(bn, mean, var)
     else:
         mean, var = bn.mean[...], bn.var[...]
     a = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
