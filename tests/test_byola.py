@@ -394,7 +394,7 @@ def test_first_block_with_folded_batchnorm_equals_plain_block():
             norm = nnx.clone(bn)
             kwargs = {} if name == "folded" else {"pool_first": False}
 
-            def loss(c, x, block=block, norm=norm, kwargs=kwargs):
+            def loss(c, x, block=block, norm=norm, kwargs=kwargs, train=train):
                 y = block(c, norm, x, train=train, **kwargs)
                 return (y * jnp.sin(y)).sum(), y
 

@@ -48,7 +48,6 @@ def _loss_terms(config, vocab_size: int, batch, device) -> dict[str, float]:
 
 def correctness(base_config) -> list[str]:
     import jax
-
     from benchmark_step import synthetic_batch
 
     config = base_config()
@@ -68,9 +67,9 @@ def correctness(base_config) -> list[str]:
 
 
 def main() -> int:
-    from adc_jax.config import base_config as paper_base
-
     from benchmark_step import format_table, run_benchmark
+
+    from adc_jax.config import base_config as paper_base
 
     quick = "--quick" in sys.argv
     extra = "--extra" in sys.argv
