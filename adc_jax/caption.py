@@ -72,8 +72,10 @@ class Clip:
 
     def crop_message(self) -> str:
         used = self.wav.shape[0] / self.sample_rate
-        return (f"{self.path} is {self.seconds:.2f} s long but the model was trained on "
-                f"{used:.2f} s clips: only its first {used:.2f} s are used.")
+        return (
+            f"{self.path} is {self.seconds:.2f} s long but the model was trained on "
+            f"{used:.2f} s clips: only its first {used:.2f} s are used."
+        )
 
 
 def prepare_clip(path: str, sample_rate: int, n_samples: int, min_samples: int = 1) -> Clip:
@@ -85,8 +87,10 @@ def prepare_clip(path: str, sample_rate: int, n_samples: int, min_samples: int =
     """
     wav = load_audio(path, sample_rate)
     if wav.shape[0] < min_samples:
-        raise CaptionError(f"Audio file {path!r} is {wav.shape[0] / sample_rate:.3f} s long; at "
-                           f"least {min_samples / sample_rate:.3f} s are needed.")
+        raise CaptionError(
+            f"Audio file {path!r} is {wav.shape[0] / sample_rate:.3f} s long; at "
+            f"least {min_samples / sample_rate:.3f} s are needed."
+        )
     fitted, num_valid, cropped = fit_length(wav, n_samples)
     return Clip(path, fitted, num_valid, wav.shape[0] / sample_rate, cropped, sample_rate)
 
@@ -117,11 +121,16 @@ def _encode_for_plot(graphdef, rng_state, state, batch: dict[str, Any]) -> dict[
     from flax import nnx
 
     model = nnx.merge(graphdef, rng_state, state)["model"]
-    enc = model.encode(batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"],
-                       train=False)
+    enc = model.encode(
+        batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], train=False
+    )
     attention = jnp.stack([w.astype(jnp.float32).mean(axis=1) for w in enc["attention"]], axis=1)
-    return {"attention": attention, "mel1": model.log_mel(batch["wav1"]),
-            "mel2": model.log_mel(batch["wav2"]), "valid": enc["memory_valid"]}
+    return {
+        "attention": attention,
+        "mel1": model.log_mel(batch["wav1"]),
+        "mel2": model.log_mel(batch["wav2"]),
+        "valid": enc["memory_valid"],
+    }
 
 
 class Captioner:
@@ -168,8 +177,9 @@ class Captioner:
             return self.prepare(clip)
         wav = np.asarray(clip, np.float32).reshape(-1)
         fitted, num_valid, cropped = fit_length(wav, self.n_samples)
-        return Clip("<array>", fitted, num_valid, wav.shape[0] / self.sample_rate, cropped,
-                    self.sample_rate)
+        return Clip(
+            "<array>", fitted, num_valid, wav.shape[0] / self.sample_rate, cropped, self.sample_rate
+        )
 
     def _batch(self, clip1: Clip, clip2: Clip) -> dict[str, Any]:
         """The pair as a global batch, repeated to fill every device (row 0 is the pair)."""
@@ -191,13 +201,20 @@ class Captioner:
         if key not in self._decoders:
             from adc_jax import step as step_lib
 
-            self._decoders[key] = step_lib.jit_decode(self.run.train_state, self.run.mesh,
-                                                      "beam", beam_size, length_penalty)
+            self._decoders[key] = step_lib.jit_decode(
+                self.run.train_state, self.run.mesh, "beam", beam_size, length_penalty
+            )
         return self._decoders[key]
 
-    def caption(self, clip1: Clip | str | np.ndarray, clip2: Clip | str | np.ndarray, *,
-                beam_size: int = 4, nbest: int = 3, length_penalty: float | None = None
-                ) -> list[tuple[str, float]]:
+    def caption(
+        self,
+        clip1: Clip | str | np.ndarray,
+        clip2: Clip | str | np.ndarray,
+        *,
+        beam_size: int = 4,
+        nbest: int = 3,
+        length_penalty: float | None = None,
+    ) -> list[tuple[str, float]]:
         """The `nbest` best captions of beam search for the pair, best first, with their scores.
 
         Args:
@@ -211,12 +228,15 @@ class Captioner:
         if beam_size < 1:
             raise CaptionError(f"beam_size must be >= 1, got {beam_size}.")
         if not 1 <= nbest <= beam_size:
-            raise CaptionError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest} "
-                               "(beam search keeps beam_size hypotheses).")
+            raise CaptionError(
+                f"nbest must be between 1 and beam_size={beam_size}, got {nbest} "
+                "(beam search keeps beam_size hypotheses)."
+            )
         lp = self.config.eval.length_penalty if length_penalty is None else length_penalty
         ts = self.run.train_state
         tokens, scores = self._decoder(beam_size, float(lp))(
-            ts.rng_state, ts.state, self._batch(self._as_clip(clip1), self._as_clip(clip2)))
+            ts.rng_state, ts.state, self._batch(self._as_clip(clip1), self._as_clip(clip2))
+        )
         tokens, scores = np.asarray(jax.device_get(tokens)), np.asarray(jax.device_get(scores))
         return [(self.run.vocab.decode(tokens[0, k]), float(scores[0, k])) for k in range(nbest)]
 
@@ -230,26 +250,38 @@ class Captioner:
 
         return jax.jit(functools.partial(_encode_for_plot, self.run.train_state.graphdef))
 
-    def attention(self, clip1: Clip | str | np.ndarray, clip2: Clip | str | np.ndarray
-                  ) -> AttentionMaps:
+    def attention(
+        self, clip1: Clip | str | np.ndarray, clip2: Clip | str | np.ndarray
+    ) -> AttentionMaps:
         """The encoder's head-averaged attention and the log-mels of the pair."""
         import jax
 
         ts = self.run.train_state
-        out = jax.device_get(self._encode_fn(ts.rng_state, ts.state,
-                                             self._batch(self._as_clip(clip1),
-                                                         self._as_clip(clip2))))
+        out = jax.device_get(
+            self._encode_fn(
+                ts.rng_state, ts.state, self._batch(self._as_clip(clip1), self._as_clip(clip2))
+            )
+        )
         valid = np.asarray(out["valid"][0])
         t = valid.shape[0] // 2
         hop = int(self.config.model.hop_length)
         return AttentionMaps(
             attention=np.asarray(out["attention"][0], np.float32),
-            mel1=np.asarray(out["mel1"][0], np.float32), mel2=np.asarray(out["mel2"][0], np.float32),
-            frames1=int(valid[:t].sum()), frames2=int(valid[t:].sum()),
-            frame_seconds=8 * hop / self.sample_rate, mel_seconds=hop / self.sample_rate)
+            mel1=np.asarray(out["mel1"][0], np.float32),
+            mel2=np.asarray(out["mel2"][0], np.float32),
+            frames1=int(valid[:t].sum()),
+            frames2=int(valid[t:].sum()),
+            frame_seconds=8 * hop / self.sample_rate,
+            mel_seconds=hop / self.sample_rate,
+        )
 
-    def attention_png(self, clip1: Clip | str | np.ndarray, clip2: Clip | str | np.ndarray,
-                      path: str, caption: str | None = None) -> str:
+    def attention_png(
+        self,
+        clip1: Clip | str | np.ndarray,
+        clip2: Clip | str | np.ndarray,
+        path: str,
+        caption: str | None = None,
+    ) -> str:
         """Writes the attention figure of the pair to `path` (titled by `caption`, or the best
         beam-search caption when None); returns `path`."""
         from adc_jax.plotting import plot_attention
@@ -259,10 +291,18 @@ class Captioner:
             beam = min(4, max(1, int(self.config.eval.beam_size)))
             caption = self.caption(clip1, clip2, beam_size=beam, nbest=1)[0][0]
         maps = self.attention(clip1, clip2)
-        return plot_attention(maps.attention, maps.mel1, maps.mel2, frames1=maps.frames1,
-                              frames2=maps.frames2, frame_seconds=maps.frame_seconds,
-                              mel_seconds=maps.mel_seconds, path=path, caption=caption,
-                              names=(clip1.name, clip2.name))
+        return plot_attention(
+            maps.attention,
+            maps.mel1,
+            maps.mel2,
+            frames1=maps.frames1,
+            frames2=maps.frames2,
+            frame_seconds=maps.frame_seconds,
+            mel_seconds=maps.mel_seconds,
+            path=path,
+            caption=caption,
+            names=(clip1.name, clip2.name),
+        )
 
 
 # ------------------------------------------------------------------------------------ command line
@@ -271,19 +311,30 @@ class Captioner:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m adc_jax.caption",
-        description="Caption the difference between two audio files with a trained run.")
+        description="Caption the difference between two audio files with a trained run.",
+    )
     parser.add_argument("audio1", help="first clip (any format libsndfile reads)")
     parser.add_argument("audio2", help="second clip")
     parser.add_argument("--workdir", required=True, help="workdir of a training run")
     parser.add_argument("--beam_size", type=int, default=4, help="beam size (default 4)")
-    parser.add_argument("--nbest", type=int, default=None,
-                        help="captions to print, <= beam_size (default min(3, beam_size))")
-    parser.add_argument("--length_penalty", type=float, default=None,
-                        help="GNMT length penalty alpha (default: the run's)")
-    parser.add_argument("--checkpoint_step", type=int, default=None,
-                        help="checkpoint to use (default: the latest)")
-    parser.add_argument("--attention_png", default=None,
-                        help="write the encoder attention figure to this PNG")
+    parser.add_argument(
+        "--nbest",
+        type=int,
+        default=None,
+        help="captions to print, <= beam_size (default min(3, beam_size))",
+    )
+    parser.add_argument(
+        "--length_penalty",
+        type=float,
+        default=None,
+        help="GNMT length penalty alpha (default: the run's)",
+    )
+    parser.add_argument(
+        "--checkpoint_step", type=int, default=None, help="checkpoint to use (default: the latest)"
+    )
+    parser.add_argument(
+        "--attention_png", default=None, help="write the encoder attention figure to this PNG"
+    )
     return parser
 
 
@@ -292,8 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     nbest = args.nbest if args.nbest is not None else min(3, args.beam_size)
     if args.beam_size < 1 or not 1 <= nbest <= args.beam_size:
-        print(f"Error: need 1 <= --nbest <= --beam_size, got --nbest={nbest} "
-              f"--beam_size={args.beam_size}.", file=sys.stderr)
+        print(
+            f"Error: need 1 <= --nbest <= --beam_size, got --nbest={nbest} "
+            f"--beam_size={args.beam_size}.",
+            file=sys.stderr,
+        )
         return 2
 
     from adc_jax import train
@@ -305,20 +359,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The saved config gives the sample rate and clip length: read the audio before the slow
         # model restore, so a wrong file name fails at once.
         config = train.load_config(os.path.abspath(os.path.expanduser(args.workdir)))
-        clips = [prepare_clip(p, int(config.data.sample_rate), clip_samples(config),
-                              min_clip_samples(config)) for p in (args.audio1, args.audio2)]
+        clips = [
+            prepare_clip(
+                p, int(config.data.sample_rate), clip_samples(config), min_clip_samples(config)
+            )
+            for p in (args.audio1, args.audio2)
+        ]
         for clip in clips:
             if clip.cropped:
                 print(f"Warning: {clip.crop_message()}", file=sys.stderr)
         captioner = Captioner.from_workdir(args.workdir, args.checkpoint_step)
-        results = captioner.caption(*clips, beam_size=args.beam_size, nbest=nbest,
-                                    length_penalty=args.length_penalty)
+        results = captioner.caption(
+            *clips, beam_size=args.beam_size, nbest=nbest, length_penalty=args.length_penalty
+        )
     except (AudioError, CaptionError, FileNotFoundError, ConfigError, CheckpointError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     run = captioner.run
-    print(f"{clips[0].path} -> {clips[1].path}  ({run.config.name}, step {run.step}, "
-          f"beam size {args.beam_size}):")
+    print(
+        f"{clips[0].path} -> {clips[1].path}  ({run.config.name}, step {run.step}, "
+        f"beam size {args.beam_size}):"
+    )
     shown = [(text or EMPTY_CAPTION, score) for text, score in results]
     width = min(max(len(c) for c, _ in shown), 80)
     for i, (text, score) in enumerate(shown, 1):

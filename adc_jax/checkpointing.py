@@ -38,13 +38,19 @@ class Checkpointer:
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as e:
-            raise CheckpointError(f"Cannot create the checkpoint directory {self.directory}: {e}. "
-                                  "Choose a writable --workdir.") from e
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save,
-                                               cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data", "meta"))
+            raise CheckpointError(
+                f"Cannot create the checkpoint directory {self.directory}: {e}. "
+                "Choose a writable --workdir."
+            ) from e
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data", "meta")
+        )
         # The step of the save started last and not yet confirmed on disk by `wait()`.
         self._pending: int | None = None
         self._closed = False
@@ -63,10 +69,15 @@ class Checkpointer:
         """
         self.wait()
         try:
-            self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state.to_pure_dict()),
-                data=ocp.args.JsonSave(data_state),
-                meta=ocp.args.JsonSave(dict(meta, step=step))), force=True)
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state.to_pure_dict()),
+                    data=ocp.args.JsonSave(data_state),
+                    meta=ocp.args.JsonSave(dict(meta, step=step)),
+                ),
+                force=True,
+            )
         except Exception as e:  # noqa: BLE001 - orbax wraps OS errors in several types.
             raise self._error(f"writing checkpoint {step}", e) from e
         self._pending = step
@@ -84,8 +95,9 @@ class Checkpointer:
         # (checked where it is renamed: on the primary process).
         final_dir = os.path.join(self.directory, str(step))
         if step is not None and jax.process_index() == 0 and not os.path.isdir(final_dir):
-            raise self._error(what, RuntimeError(
-                f"{final_dir} was not created (see the errors logged above)"))
+            raise self._error(
+                what, RuntimeError(f"{final_dir} was not created (see the errors logged above)")
+            )
 
     def _error(self, what: str, e: Exception) -> CheckpointError:
         try:  # Complete checkpoints are the directories named by a step (tmp ones are not).
@@ -93,11 +105,16 @@ class Checkpointer:
         except OSError:  # the directory itself may be unreadable
             complete = []
         last = max(complete) if complete else None
-        kept = (f"the previous checkpoint (step {last}) in {self.directory} is intact"
-                if last is not None else "no earlier checkpoint exists")
-        return CheckpointError(f"Failed {what} in {self.directory}: {type(e).__name__}: {e}. "
-                               f"Free disk space or fix the directory's permissions, then run the "
-                               f"same command again to resume; {kept}.")
+        kept = (
+            f"the previous checkpoint (step {last}) in {self.directory} is intact"
+            if last is not None
+            else "no earlier checkpoint exists"
+        )
+        return CheckpointError(
+            f"Failed {what} in {self.directory}: {type(e).__name__}: {e}. "
+            f"Free disk space or fix the directory's permissions, then run the "
+            f"same command again to resume; {kept}."
+        )
 
     def read_meta(self, step: int) -> dict[str, Any]:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -110,13 +127,19 @@ class Checkpointer:
         """
         pure = state.to_pure_dict()
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), pure)
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), pure
+        )
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
+                ),
+            )
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"Cannot read checkpoint {step} in {self.directory}: "
-                                  f"{type(e).__name__}: {e}") from e
+            raise CheckpointError(
+                f"Cannot read checkpoint {step} in {self.directory}: {type(e).__name__}: {e}"
+            ) from e
         new_state = jax.tree.map(lambda x: x, state)
         new_state.replace_by_pure_dict(restored["state"])
         return new_state, dict(restored["data"])
@@ -157,26 +180,32 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], directory: 
     saved_model, current_model = saved.get("model", {}), current["model"]
     for key in sorted(set(saved_model) | set(current_model)):
         if saved_model.get(key) != current_model.get(key):
-            diffs.append(f"  {key}: checkpoint={saved_model.get(key)!r}, "
-                         f"config={current_model.get(key)!r}")
+            diffs.append(
+                f"  {key}: checkpoint={saved_model.get(key)!r}, config={current_model.get(key)!r}"
+            )
     if "vocab_size" in current and saved.get("vocab_size") != current["vocab_size"]:
-        diffs.append(f"  vocab_size: checkpoint={saved.get('vocab_size')!r}, "
-                     f"current={current['vocab_size']!r}")
+        diffs.append(
+            f"  vocab_size: checkpoint={saved.get('vocab_size')!r}, "
+            f"current={current['vocab_size']!r}"
+        )
     if diffs:
         raise ConfigError(
             f"The checkpoint in {directory} was made with a different model config:\n"
             + "\n".join(diffs)
-            + "\nUse the config that made it (its workdir holds config.json), or a new --workdir.")
+            + "\nUse the config that made it (its workdir holds config.json), or a new --workdir."
+        )
 
 
-def save(checkpointer: Checkpointer, step: int, state, data_state: dict[str, Any],
-         meta: dict[str, Any]) -> None:
+def save(
+    checkpointer: Checkpointer, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]
+) -> None:
     """Saves checkpoint `step` (see Checkpointer.save)."""
     checkpointer.save(step, state, data_state, meta)
 
 
-def restore_or_init(checkpointer: Checkpointer, state, meta: dict[str, Any]
-                    ) -> tuple[Any, dict[str, Any] | None, int, dict[str, Any]]:
+def restore_or_init(
+    checkpointer: Checkpointer, state, meta: dict[str, Any]
+) -> tuple[Any, dict[str, Any] | None, int, dict[str, Any]]:
     """Restores the latest checkpoint into `state`'s structure, or keeps the fresh `state`.
 
     Returns (state, data-iterator state or None, step, saved meta or {}). Raises ConfigError when
@@ -201,13 +230,16 @@ def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
     exists = os.path.isdir(directory)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         exists = bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
     if not exists:
         return
     try:
-        manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                        options=ocp.CheckpointManagerOptions(create=False),
-                                        item_names=("state", "data", "meta"))
+        manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(create=False),
+            item_names=("state", "data", "meta"),
+        )
     except Exception as e:  # noqa: BLE001 - a broken directory is reported by the full restore
         logging.warning("Could not open %s to compare configs early: %s", directory, e)
         return

@@ -43,8 +43,10 @@ def parse_size(arg: str | None) -> str:
     """Maps the config-file argument (`late_sdd.py:quick`) to a size name."""
     size = (arg or "paper").strip().lower()
     if size not in SIZES:
-        raise ConfigError(f"Unknown config size {arg!r}: use one of {', '.join(SIZES)} "
-                          "(e.g. --config=configs/late_sdd.py:quick).")
+        raise ConfigError(
+            f"Unknown config size {arg!r}: use one of {', '.join(SIZES)} "
+            "(e.g. --config=configs/late_sdd.py:quick)."
+        )
     return size
 
 
@@ -257,7 +259,9 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
         c.eval.num_samples = 4
 
 
-def experiment_config(arg: str | None, *, name: str, attention: str, sdd: str) -> ml_collections.ConfigDict:
+def experiment_config(
+    arg: str | None, *, name: str, attention: str, sdd: str
+) -> ml_collections.ConfigDict:
     """Builds one experiment of the paper's ablation at the size given by `arg`."""
     c = base_config(parse_size(arg))
     c.name = name
@@ -276,14 +280,22 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 
 def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
     value = _get(c, key)
-    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
-           "must be a positive integer.")
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        key,
+        value,
+        "must be a positive integer.",
+    )
 
 
 def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
     value = _get(c, key)
-    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
-           "must be an integer >= 0.")
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        key,
+        value,
+        "must be an integer >= 0.",
+    )
 
 
 def _choice(c: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
@@ -325,9 +337,13 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     _positive_int(c, "data.sample_rate")
     _in_range(c, "data.clip_seconds", 0.0, 600.0, lo_open=True)
     n_samples = int(round(c.data.clip_seconds * c.data.sample_rate))
-    _check(n_samples >= min_clip_samples(c), "data.clip_seconds", c.data.clip_seconds,
-           f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
-           f"least {min_clip_samples(c) / c.data.sample_rate:.3f} s.")
+    _check(
+        n_samples >= min_clip_samples(c),
+        "data.clip_seconds",
+        c.data.clip_seconds,
+        f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
+        f"least {min_clip_samples(c) / c.data.sample_rate:.3f} s.",
+    )
     if c.data.name == "synthetic_adc":
         for key in ("data.num_train", "data.num_validation", "data.num_eval"):
             _positive_int(c, key)
@@ -335,14 +351,26 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     else:
         for key in ("data.audio_dir", "data.csv_dir"):
             value = _get(c, key)
-            _check(bool(value), key, value, "must name a directory when data.name is "
-                   "'audio_diff_caps' (e.g. --config.data.audio_dir=/path/to/wavs).")
-            _check(os.path.isdir(os.path.expanduser(value)), key, value,
-                   "directory does not exist; point it at your AudioDiffCaps copy.")
+            _check(
+                bool(value),
+                key,
+                value,
+                "must name a directory when data.name is "
+                "'audio_diff_caps' (e.g. --config.data.audio_dir=/path/to/wavs).",
+            )
+            _check(
+                os.path.isdir(os.path.expanduser(value)),
+                key,
+                value,
+                "directory does not exist; point it at your AudioDiffCaps copy.",
+            )
     _in_range(c, "data.validation_fraction", 0.0, 1.0, hi_open=True)
-    _check(isinstance(c.data.max_caption_tokens, int) and c.data.max_caption_tokens >= 3,
-           "data.max_caption_tokens", c.data.max_caption_tokens,
-           "must be an integer >= 3 (<bos>, one word, <eos>).")
+    _check(
+        isinstance(c.data.max_caption_tokens, int) and c.data.max_caption_tokens >= 3,
+        "data.max_caption_tokens",
+        c.data.max_caption_tokens,
+        "must be an integer >= 3 (<bos>, one word, <eos>).",
+    )
     _positive_int(c, "data.vocab_min_count")
     _non_negative_int(c, "data.num_workers")
     _non_negative_int(c, "data.prefetch")
@@ -351,38 +379,77 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     _choice(c, "model.dtype", DTYPES)
     _choice(c, "model.attention", ATTENTION_MODES)
     _choice(c, "model.sdd", SDD_MODES)
-    for key in ("model.n_fft", "model.win_length", "model.hop_length", "model.n_mels",
-                "model.byola_channels", "model.byola_dim", "model.d_model", "model.num_heads",
-                "model.d_ff", "model.encoder_layers", "model.decoder_layers",
-                "model.sdd_lstm_units", "model.max_decode_len"):
+    for key in (
+        "model.n_fft",
+        "model.win_length",
+        "model.hop_length",
+        "model.n_mels",
+        "model.byola_channels",
+        "model.byola_dim",
+        "model.d_model",
+        "model.num_heads",
+        "model.d_ff",
+        "model.encoder_layers",
+        "model.decoder_layers",
+        "model.sdd_lstm_units",
+        "model.max_decode_len",
+    ):
         _positive_int(c, key)
-    _check(m.win_length <= m.n_fft, "model.win_length", m.win_length,
-           f"must not exceed model.n_fft={m.n_fft}.")
-    _check(m.n_mels % 8 == 0, "model.n_mels", m.n_mels,
-           "must be a multiple of 8 (BYOL-A pools the mel axis three times by 2).")
+    _check(
+        m.win_length <= m.n_fft,
+        "model.win_length",
+        m.win_length,
+        f"must not exceed model.n_fft={m.n_fft}.",
+    )
+    _check(
+        m.n_mels % 8 == 0,
+        "model.n_mels",
+        m.n_mels,
+        "must be a multiple of 8 (BYOL-A pools the mel axis three times by 2).",
+    )
     _in_range(c, "model.f_min", 0.0, c.data.sample_rate / 2)
     _in_range(c, "model.f_max", m.f_min, c.data.sample_rate / 2, lo_open=True)
     _in_range(c, "model.norm_std", 0.0, math.inf, lo_open=True, hi_open=True)
-    _check(m.d_model % m.num_heads == 0, "model.num_heads", m.num_heads,
-           f"must divide model.d_model={m.d_model}.")
-    _check(isinstance(m.sdd_similar_dim, int) and 0 < m.sdd_similar_dim < m.d_model,
-           "model.sdd_similar_dim", m.sdd_similar_dim,
-           f"must be an integer in [1, model.d_model-1={m.d_model - 1}] so both parts are non-empty.")
+    _check(
+        m.d_model % m.num_heads == 0,
+        "model.num_heads",
+        m.num_heads,
+        f"must divide model.d_model={m.d_model}.",
+    )
+    _check(
+        isinstance(m.sdd_similar_dim, int) and 0 < m.sdd_similar_dim < m.d_model,
+        "model.sdd_similar_dim",
+        m.sdd_similar_dim,
+        f"must be an integer in [1, model.d_model-1={m.d_model - 1}] so both parts are non-empty.",
+    )
     _in_range(c, "model.sdd_temperature", 0.0, math.inf, lo_open=True, hi_open=True)
     _in_range(c, "model.sdd_weight", 0.0, math.inf, hi_open=True)
     _in_range(c, "model.dropout", 0.0, 1.0, hi_open=True)
     _in_range(c, "model.byola_dropout", 0.0, 1.0, hi_open=True)
     _in_range(c, "model.byola_lr_scale", 0.0, math.inf, hi_open=True)
     _in_range(c, "model.label_smoothing", 0.0, 1.0, hi_open=True)
-    _check(m.max_decode_len >= c.data.max_caption_tokens, "model.max_decode_len",
-           m.max_decode_len, f"must be >= data.max_caption_tokens={c.data.max_caption_tokens}.")
+    _check(
+        m.max_decode_len >= c.data.max_caption_tokens,
+        "model.max_decode_len",
+        m.max_decode_len,
+        f"must be >= data.max_caption_tokens={c.data.max_caption_tokens}.",
+    )
     if m.byola_init:
-        _check(os.path.exists(os.path.expanduser(m.byola_init)), "model.byola_init", m.byola_init,
-               "does not exist; write it with tools/convert_byola.py --input FILE.pth --output DIR.")
+        _check(
+            os.path.exists(os.path.expanduser(m.byola_init)),
+            "model.byola_init",
+            m.byola_init,
+            "does not exist; write it with tools/convert_byola.py --input FILE.pth --output DIR.",
+        )
 
     t = c.train
-    for key in ("train.batch_size", "train.num_steps", "train.log_every",
-                "train.checkpoint_every", "train.keep_checkpoints"):
+    for key in (
+        "train.batch_size",
+        "train.num_steps",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+    ):
         _positive_int(c, key)
     _non_negative_int(c, "train.warmup_steps")
     _non_negative_int(c, "train.eval_every")
@@ -392,8 +459,12 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     _in_range(c, "train.grad_clip", 0.0, math.inf, lo_open=True, hi_open=True)
     _choice(c, "train.nonfinite", NONFINITE_POLICIES)
     if m.sdd != "none":
-        _check(t.batch_size >= 2, "train.batch_size", t.batch_size,
-               "InfoNCE needs at least 2 pairs per batch when model.sdd is not 'none'.")
+        _check(
+            t.batch_size >= 2,
+            "train.batch_size",
+            t.batch_size,
+            "InfoNCE needs at least 2 pairs per batch when model.sdd is not 'none'.",
+        )
 
     _choice(c, "eval.split", ("train", "validation", "eval"))
     _positive_int(c, "eval.batch_size")
@@ -406,14 +477,29 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     if num_devices is not None:
         for key in ("train.batch_size", "eval.batch_size"):
             value = _get(c, key)
-            _check(value % num_devices == 0, key, value,
-                   f"must be divisible by the number of devices ({num_devices}); try "
-                   f"{max(num_devices, value // num_devices * num_devices)}.")
+            _check(
+                value % num_devices == 0,
+                key,
+                value,
+                f"must be divisible by the number of devices ({num_devices}); try "
+                f"{max(num_devices, value // num_devices * num_devices)}.",
+            )
 
 
 def model_fields(c: ml_collections.ConfigDict) -> dict[str, Any]:
     """The fields that determine parameter shapes (compared when restoring a checkpoint)."""
-    keys = ("n_mels", "byola_channels", "byola_dim", "d_model", "num_heads", "d_ff",
-            "encoder_layers", "decoder_layers", "sdd", "sdd_similar_dim", "sdd_lstm_units",
-            "max_decode_len")
+    keys = (
+        "n_mels",
+        "byola_channels",
+        "byola_dim",
+        "d_model",
+        "num_heads",
+        "d_ff",
+        "encoder_layers",
+        "decoder_layers",
+        "sdd",
+        "sdd_similar_dim",
+        "sdd_lstm_units",
+        "max_decode_len",
+    )
     return {f"model.{k}": c.model[k] for k in keys}

@@ -55,30 +55,106 @@ SUBSET_SCORES = ("BLEU_4", "CIDEr")
 # AudioDiffCaps' free-form captions ("a dog barking is added", "the rain becomes louder") and the
 # synthetic grammar; ambiguous words ("up", "before", "start") are left out on purpose.
 KEYWORD_GROUPS: dict[str, tuple[str, ...]] = {
-    "add": ("add", "adds", "added", "adding", "appear", "appears", "appeared", "insert",
-            "inserted", "include", "included", "introduce", "introduced"),
-    "remove": ("remove", "removes", "removed", "removing", "disappear", "disappears",
-               "disappeared", "delete", "deleted", "eliminate", "eliminated", "gone", "vanish",
-               "vanishes", "vanished", "rid", "take out"),
-    "louder": ("louder", "increase", "increases", "increased", "raise", "raised", "boost",
-               "boosted", "amplify", "amplified", "stronger", "turn up"),
-    "quieter": ("quieter", "softer", "decrease", "decreases", "decreased", "lower", "lowered",
-                "reduce", "reduced", "weaker", "fainter", "turn down"),
-    "change": ("change", "changes", "changed", "replace", "replaced", "different", "swap",
-               "swapped", "substitute", "substituted"),
+    "add": (
+        "add",
+        "adds",
+        "added",
+        "adding",
+        "appear",
+        "appears",
+        "appeared",
+        "insert",
+        "inserted",
+        "include",
+        "included",
+        "introduce",
+        "introduced",
+    ),
+    "remove": (
+        "remove",
+        "removes",
+        "removed",
+        "removing",
+        "disappear",
+        "disappears",
+        "disappeared",
+        "delete",
+        "deleted",
+        "eliminate",
+        "eliminated",
+        "gone",
+        "vanish",
+        "vanishes",
+        "vanished",
+        "rid",
+        "take out",
+    ),
+    "louder": (
+        "louder",
+        "increase",
+        "increases",
+        "increased",
+        "raise",
+        "raised",
+        "boost",
+        "boosted",
+        "amplify",
+        "amplified",
+        "stronger",
+        "turn up",
+    ),
+    "quieter": (
+        "quieter",
+        "softer",
+        "decrease",
+        "decreases",
+        "decreased",
+        "lower",
+        "lowered",
+        "reduce",
+        "reduced",
+        "weaker",
+        "fainter",
+        "turn down",
+    ),
+    "change": (
+        "change",
+        "changes",
+        "changed",
+        "replace",
+        "replaced",
+        "different",
+        "swap",
+        "swapped",
+        "substitute",
+        "substituted",
+    ),
     "earlier": ("earlier", "sooner"),
     "later": ("later", "delay", "delayed"),
 }
 
 
-def decode_split(decode_fn, rng_state, state, split: pipeline.EvalSplit,
-                 config: ml_collections.ConfigDict, mesh, vocab: Vocabulary, *,
-                 batch_size: int, nbest: int = 1) -> dict[str, list[tuple[str, float]]]:
+def decode_split(
+    decode_fn,
+    rng_state,
+    state,
+    split: pipeline.EvalSplit,
+    config: ml_collections.ConfigDict,
+    mesh,
+    vocab: Vocabulary,
+    *,
+    batch_size: int,
+    nbest: int = 1,
+) -> dict[str, list[tuple[str, float]]]:
     """Captions every pair of `split`: key -> n-best [(caption, score)], best first."""
     results: dict[str, list[tuple[str, float]]] = {}
-    for batch in pipeline.eval_batches(split, config, batch_size=batch_size,
-                                       process_index=jax.process_index(),
-                                       process_count=jax.process_count()):
+    for batch in pipeline.eval_batches(
+        split,
+        config,
+        batch_size=batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
         valid, index = batch.pop("valid"), batch.pop("index")
         tokens, scores = decode_fn(rng_state, state, sharding_lib.global_batch(batch, mesh))
         tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
@@ -87,8 +163,10 @@ def decode_split(decode_fn, rng_state, state, split: pipeline.EvalSplit,
         index = np.asarray(multihost_utils.process_allgather(index, tiled=True))
         for row in np.flatnonzero(valid):
             key = split.keys[int(index[row])]
-            results[key] = [(vocab.decode(tokens[row, k]), float(scores[row, k]))
-                            for k in range(min(nbest, tokens.shape[1]))]
+            results[key] = [
+                (vocab.decode(tokens[row, k]), float(scores[row, k]))
+                for k in range(min(nbest, tokens.shape[1]))
+            ]
     return results
 
 
@@ -104,6 +182,7 @@ def score_predictions(predictions: dict[str, str], split: pipeline.EvalSplit) ->
     out: dict[str, Any] = {"scores": score_captions(predictions, references)}
     if has_edit_labels(split):
         from adc_jax.metrics.difference import difference_accuracy
+
         labels = dict(zip(split.keys, split.edits, strict=True))
         out["difference_accuracy"] = difference_accuracy(predictions, labels)
     else:
@@ -111,8 +190,9 @@ def score_predictions(predictions: dict[str, str], split: pipeline.EvalSplit) ->
     return out
 
 
-def baseline_result(split: pipeline.EvalSplit, baseline_caption: str, cache_path: str | None
-                    ) -> dict[str, Any]:
+def baseline_result(
+    split: pipeline.EvalSplit, baseline_caption: str, cache_path: str | None
+) -> dict[str, Any]:
     """Scores of the most-frequent-caption baseline on the split (cached in `cache_path`)."""
     if cache_path and os.path.exists(cache_path):
         with open(cache_path) as f:
@@ -122,8 +202,9 @@ def baseline_result(split: pipeline.EvalSplit, baseline_caption: str, cache_path
     result = score_predictions({k: baseline_caption for k in split.keys}, split)
     result["caption"] = baseline_caption
     if cache_path and jax.process_index() == 0:
-        _write_json(cache_path, {"caption": baseline_caption, "keys": len(split.keys),
-                                 "result": result})
+        _write_json(
+            cache_path, {"caption": baseline_caption, "keys": len(split.keys), "result": result}
+        )
     return result
 
 
@@ -140,16 +221,17 @@ def _words(text: str) -> str:
 def keyword_groups(references: list[list[str]]) -> dict[str, list[int]]:
     """Indices of the pairs whose references use a word of each `KEYWORD_GROUPS` group."""
     texts = [" ".join(_words(r) for r in refs) for refs in references]
-    return {group: [i for i, t in enumerate(texts) if any(f" {w} " in t for w in keywords)]
-            for group, keywords in KEYWORD_GROUPS.items()}
+    return {
+        group: [i for i, t in enumerate(texts) if any(f" {w} " in t for w in keywords)]
+        for group, keywords in KEYWORD_GROUPS.items()
+    }
 
 
 def operation_groups(edits: list[list[tuple[str, str]]]) -> dict[str, list[int]]:
     """Indices of the pairs whose labelled edits contain each operation (synthetic data)."""
     from adc_jax.data.captions import OPERATIONS
 
-    return {op: [i for i, e in enumerate(edits) if any(o == op for o, _ in e)]
-            for op in OPERATIONS}
+    return {op: [i for i, e in enumerate(edits) if any(o == op for o, _ in e)] for op in OPERATIONS}
 
 
 class _SubsetScorer:
@@ -159,8 +241,9 @@ class _SubsetScorer:
     of the whole split (see the module docstring).
     """
 
-    def __init__(self, predictions: dict[str, str], split: pipeline.EvalSplit,
-                 baseline_caption: str):
+    def __init__(
+        self, predictions: dict[str, str], split: pipeline.EvalSplit, baseline_caption: str
+    ):
         from pycocoevalcap.cider.cider import Cider
 
         # Private helper of the metrics module: the same tokenisation and empty-caption rules as
@@ -168,16 +251,22 @@ class _SubsetScorer:
         from adc_jax.metrics.captioning import _tokenize
 
         preds = [predictions.get(k, "") for k in split.keys]
-        tokens, refs, _, _ = _tokenize(preds + [baseline_caption],
-                                       [list(r) for r in split.references] + [[baseline_caption]])
+        tokens, refs, _, _ = _tokenize(
+            preds + [baseline_caption], [list(r) for r in split.references] + [[baseline_caption]]
+        )
         self.refs = refs[:-1]
         self.hyps = {"model": tokens[:-1], "baseline": [tokens[-1]] * len(preds)}
-        self.exact = {name: self._exact(texts, split) for name, texts in
-                      (("model", preds), ("baseline", [baseline_caption] * len(preds)))}
+        self.exact = {
+            name: self._exact(texts, split)
+            for name, texts in (("model", preds), ("baseline", [baseline_caption] * len(preds)))
+        }
         gts = dict(enumerate(self.refs))
-        self.cider = {name: np.asarray(Cider().compute_score(
-            gts, {i: [h] for i, h in enumerate(hyps)})[1], np.float64)
-            for name, hyps in self.hyps.items()}
+        self.cider = {
+            name: np.asarray(
+                Cider().compute_score(gts, {i: [h] for i, h in enumerate(hyps)})[1], np.float64
+            )
+            for name, hyps in self.hyps.items()
+        }
 
     @staticmethod
     def _exact(texts: list[str], split: pipeline.EvalSplit) -> np.ndarray | None:
@@ -185,8 +274,10 @@ class _SubsetScorer:
             return None
         from adc_jax.data.captions import parse_caption
 
-        return np.asarray([parse_caption(t) == frozenset(e)
-                           for t, e in zip(texts, split.edits, strict=True)], np.float64)
+        return np.asarray(
+            [parse_caption(t) == frozenset(e) for t, e in zip(texts, split.edits, strict=True)],
+            np.float64,
+        )
 
     def scores(self, indices: list[int]) -> dict[str, Any]:
         """{"num_pairs", "model": {...}, "baseline": {...}} for the pairs at `indices`."""
@@ -197,17 +288,21 @@ class _SubsetScorer:
             if not indices:
                 out[name] = {k: None for k in SUBSET_SCORES}
                 continue
-            bleu, _ = Bleu(4).compute_score({i: self.refs[i] for i in indices},
-                                            {i: [hyps[i]] for i in indices}, verbose=0)
-            out[name] = {"BLEU_4": float(bleu[3]),
-                         "CIDEr": float(self.cider[name][indices].mean())}
+            bleu, _ = Bleu(4).compute_score(
+                {i: self.refs[i] for i in indices}, {i: [hyps[i]] for i in indices}, verbose=0
+            )
+            out[name] = {"BLEU_4": float(bleu[3]), "CIDEr": float(self.cider[name][indices].mean())}
             if self.exact[name] is not None:
                 out[name]["exact_set_accuracy"] = float(self.exact[name][indices].mean())
         return out
 
 
-def breakdown(predictions: dict[str, str], split: pipeline.EvalSplit, baseline_caption: str,
-              difference: dict[str, Any] | None = None) -> dict[str, Any]:
+def breakdown(
+    predictions: dict[str, str],
+    split: pipeline.EvalSplit,
+    baseline_caption: str,
+    difference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Scores of the model and the baseline per operation, per reference keyword and per scene.
 
     Args:
@@ -235,34 +330,57 @@ def breakdown(predictions: dict[str, str], split: pipeline.EvalSplit, baseline_c
             out["by_operation"][op] = entry
     out["by_keyword"] = {}
     for group, indices in keyword_groups(split.references).items():
-        out["by_keyword"][group] = {**scorer.scores(indices),
-                                    "keywords": list(KEYWORD_GROUPS[group])}
+        out["by_keyword"][group] = {
+            **scorer.scores(indices),
+            "keywords": list(KEYWORD_GROUPS[group]),
+        }
     scenes = sorted({s for s in split.scenes if s})
-    out["by_scene"] = {scene: scorer.scores([i for i, s in enumerate(split.scenes) if s == scene])
-                       for scene in scenes}
+    out["by_scene"] = {
+        scene: scorer.scores([i for i, s in enumerate(split.scenes) if s == scene])
+        for scene in scenes
+    }
     return out
 
 
-def evaluate(decode_fn, rng_state, state, split: pipeline.EvalSplit, split_name: str,
-             config: ml_collections.ConfigDict, mesh, vocab: Vocabulary, *, step: int,
-             decode: str, baseline_caption: str, out_prefix: str) -> dict[str, Any]:
+def evaluate(
+    decode_fn,
+    rng_state,
+    state,
+    split: pipeline.EvalSplit,
+    split_name: str,
+    config: ml_collections.ConfigDict,
+    mesh,
+    vocab: Vocabulary,
+    *,
+    step: int,
+    decode: str,
+    baseline_caption: str,
+    out_prefix: str,
+) -> dict[str, Any]:
     """Decodes and scores a split; writes `<out_prefix>.json`, `.md` and `_samples.txt`."""
     start = time.time()
-    nbest = decode_split(decode_fn, rng_state, state, split, config, mesh, vocab,
-                         batch_size=config.eval.batch_size)
+    nbest = decode_split(
+        decode_fn, rng_state, state, split, config, mesh, vocab, batch_size=config.eval.batch_size
+    )
     predictions = {k: v[0][0] for k, v in nbest.items()}
     decode_seconds = time.time() - start
     result: dict[str, Any] = {
-        "step": step, "split": split_name, "dataset": config.data.name, "decode": decode,
+        "step": step,
+        "split": split_name,
+        "dataset": config.data.name,
+        "decode": decode,
         "beam_size": config.eval.beam_size if decode == "beam" else 1,
-        "num_pairs": len(predictions), "config_name": config.name,
+        "num_pairs": len(predictions),
+        "config_name": config.name,
     }
     result.update(score_predictions(predictions, split))
     eval_dir = os.path.dirname(out_prefix)
     result["baseline"] = baseline_result(
-        split, baseline_caption, os.path.join(eval_dir, f"baseline_{split_name}.json"))
-    result["breakdown"] = breakdown(predictions, split, baseline_caption,
-                                    result.get("difference_accuracy"))
+        split, baseline_caption, os.path.join(eval_dir, f"baseline_{split_name}.json")
+    )
+    result["breakdown"] = breakdown(
+        predictions, split, baseline_caption, result.get("difference_accuracy")
+    )
     result["decode_seconds"] = round(decode_seconds, 2)
     result["total_seconds"] = round(time.time() - start, 2)
     if jax.process_index() == 0:
@@ -276,8 +394,10 @@ def evaluate(decode_fn, rng_state, state, split: pipeline.EvalSplit, split_name:
 
 def summary_line(result: dict[str, Any]) -> str:
     s = result["scores"]
-    line = (f"BLEU-4 {s['BLEU_4']:.3f}  METEOR {s['METEOR']:.3f}  ROUGE-L {s['ROUGE_L']:.3f}  "
-            f"CIDEr {s['CIDEr']:.3f}")
+    line = (
+        f"BLEU-4 {s['BLEU_4']:.3f}  METEOR {s['METEOR']:.3f}  ROUGE-L {s['ROUGE_L']:.3f}  "
+        f"CIDEr {s['CIDEr']:.3f}"
+    )
     if result.get("difference_accuracy"):
         line += f"  diff-acc {result['difference_accuracy']['exact_set_accuracy']:.3f}"
     line += f"  (baseline CIDEr {result['baseline']['scores']['CIDEr']:.3f})"
@@ -300,10 +420,12 @@ def markdown_table(result: dict[str, Any]) -> str:
             cells.append(_fmt(r["difference_accuracy"]["exact_set_accuracy"]))
         return "| " + " | ".join(cells) + " |"
 
-    lines.append(row(f"{result['config_name']} (step {result['step']}, {result['decode']})",
-                     result))
-    lines.append(row(f"most frequent caption: \"{result['baseline']['caption']}\"",
-                     result["baseline"]))
+    lines.append(
+        row(f"{result['config_name']} (step {result['step']}, {result['decode']})", result)
+    )
+    lines.append(
+        row(f'most frequent caption: "{result["baseline"]["caption"]}"', result["baseline"])
+    )
     notes = result["scores"].get("notes", {})
     if notes.get("SPICE") and result["scores"].get("SPICE") is None:
         lines.append(f"\nSPICE/SPIDEr n/a: {notes['SPICE']}")
@@ -316,28 +438,64 @@ def breakdown_tables(bd: dict[str, Any]) -> str:
     """The breakdowns of `breakdown()` as Markdown tables (model vs most-frequent baseline)."""
     sections = []
     if bd.get("by_operation"):
-        header = ["operation", "pairs", "CIDEr", "CIDEr (baseline)", "BLEU-4", "BLEU-4 (baseline)",
-                  "exact acc.", "exact acc. (baseline)", "precision", "recall", "F1"]
+        header = [
+            "operation",
+            "pairs",
+            "CIDEr",
+            "CIDEr (baseline)",
+            "BLEU-4",
+            "BLEU-4 (baseline)",
+            "exact acc.",
+            "exact acc. (baseline)",
+            "precision",
+            "recall",
+            "F1",
+        ]
         rows = []
         for op, g in bd["by_operation"].items():
             m, b = g["model"], g["baseline"]
-            rows.append([op, str(g["num_pairs"]), _fmt(m["CIDEr"]), _fmt(b["CIDEr"]),
-                         _fmt(m["BLEU_4"]), _fmt(b["BLEU_4"]), _fmt(m.get("exact_set_accuracy")),
-                         _fmt(b.get("exact_set_accuracy")), _fmt(g.get("precision")),
-                         _fmt(g.get("recall")), _fmt(g.get("f1"))])
-        sections.append("Per operation (pairs whose labelled edits contain it; precision/recall/F1 "
-                        "of that operation's edits over the whole split):\n\n"
-                        + _table(header, rows))
+            rows.append(
+                [
+                    op,
+                    str(g["num_pairs"]),
+                    _fmt(m["CIDEr"]),
+                    _fmt(b["CIDEr"]),
+                    _fmt(m["BLEU_4"]),
+                    _fmt(b["BLEU_4"]),
+                    _fmt(m.get("exact_set_accuracy")),
+                    _fmt(b.get("exact_set_accuracy")),
+                    _fmt(g.get("precision")),
+                    _fmt(g.get("recall")),
+                    _fmt(g.get("f1")),
+                ]
+            )
+        sections.append(
+            "Per operation (pairs whose labelled edits contain it; precision/recall/F1 "
+            "of that operation's edits over the whole split):\n\n" + _table(header, rows)
+        )
     for key, title, first in (
-            ("by_keyword", "By reference keyword (pairs whose references use one of the group's "
-             "words; see evaluate.KEYWORD_GROUPS):", "keywords"),
-            ("by_scene", "By scene:", "scene")):
+        (
+            "by_keyword",
+            "By reference keyword (pairs whose references use one of the group's "
+            "words; see evaluate.KEYWORD_GROUPS):",
+            "keywords",
+        ),
+        ("by_scene", "By scene:", "scene"),
+    ):
         if not bd.get(key):
             continue
         header = [first, "pairs", "CIDEr", "CIDEr (baseline)", "BLEU-4", "BLEU-4 (baseline)"]
-        rows = [[name, str(g["num_pairs"]), _fmt(g["model"]["CIDEr"]),
-                 _fmt(g["baseline"]["CIDEr"]), _fmt(g["model"]["BLEU_4"]),
-                 _fmt(g["baseline"]["BLEU_4"])] for name, g in bd[key].items()]
+        rows = [
+            [
+                name,
+                str(g["num_pairs"]),
+                _fmt(g["model"]["CIDEr"]),
+                _fmt(g["baseline"]["CIDEr"]),
+                _fmt(g["model"]["BLEU_4"]),
+                _fmt(g["baseline"]["BLEU_4"]),
+            ]
+            for name, g in bd[key].items()
+        ]
         sections.append(title + "\n\n" + _table(header, rows))
     return "\n\n".join(sections)
 
@@ -348,12 +506,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_samples(path: str, predictions: dict[str, str], split: pipeline.EvalSplit,
-                  num: int) -> None:
+def write_samples(
+    path: str, predictions: dict[str, str], split: pipeline.EvalSplit, num: int
+) -> None:
     """Writes the first `num` predictions with their references (and labels)."""
     with open(path, "w") as f:
-        for key, refs, edits in list(zip(split.keys, split.references, split.edits,
-                                         strict=True))[:num]:
+        for key, refs, edits in list(zip(split.keys, split.references, split.edits, strict=True))[
+            :num
+        ]:
             f.write(f"[{key}]\n  predicted: {predictions.get(key, '')}\n")
             for r in refs:
                 f.write(f"  reference: {r}\n")
@@ -378,8 +538,12 @@ def _define_flags():
     flags.DEFINE_string("workdir", None, "Workdir of a training run (holds config.json).")
     flags.DEFINE_enum("split", "eval", ["train", "validation", "eval"], "Split to score.")
     flags.DEFINE_enum("decode", None, ["greedy", "beam"], "Decoding (default: the run's).")
-    flags.DEFINE_integer("beam_size", None, "Beam size (default: the run's eval.beam_size); "
-                         "implies --decode=beam unless --decode is given.")
+    flags.DEFINE_integer(
+        "beam_size",
+        None,
+        "Beam size (default: the run's eval.beam_size); "
+        "implies --decode=beam unless --decode is given.",
+    )
     flags.DEFINE_float("length_penalty", None, "Beam length penalty (default: the run's).")
     flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to score (default: the latest).")
     flags.DEFINE_integer("max_examples", None, "Score only the first N pairs (default: all).")
@@ -391,10 +555,16 @@ class EvaluateError(ValueError):
     """A command-line argument of `evaluate_workdir` cannot work; the message says why."""
 
 
-def evaluate_workdir(workdir: str, *, split: str = "eval", decode: str | None = None,
-                     beam_size: int | None = None, length_penalty: float | None = None,
-                     checkpoint_step: int | None = None, max_examples: int | None = None
-                     ) -> tuple[dict[str, Any], str]:
+def evaluate_workdir(
+    workdir: str,
+    *,
+    split: str = "eval",
+    decode: str | None = None,
+    beam_size: int | None = None,
+    length_penalty: float | None = None,
+    checkpoint_step: int | None = None,
+    max_examples: int | None = None,
+) -> tuple[dict[str, Any], str]:
     """Scores a checkpoint of a training run with the config saved in its workdir.
 
     Args:
@@ -436,20 +606,35 @@ def evaluate_workdir(workdir: str, *, split: str = "eval", decode: str | None = 
     config.eval.batch_size = max(n_dev, config.eval.batch_size // n_dev * n_dev)
     builder, _, train_captions = prepare_data(config, run.workdir)
     if split not in builder.info.splits:
-        raise EvaluateError(f"The dataset of {run.workdir} has no {split!r} split; it has "
-                         f"{sorted(builder.info.splits)}.")
+        raise EvaluateError(
+            f"The dataset of {run.workdir} has no {split!r} split; it has "
+            f"{sorted(builder.info.splits)}."
+        )
     eval_split = pipeline.load_eval_split(
         builder.as_data_source(split),
-        max_examples if max_examples is not None else config.eval.max_examples)
+        max_examples if max_examples is not None else config.eval.max_examples,
+    )
     ts = run.train_state
-    decode_fn = step_lib.jit_decode(ts, run.mesh, decode, config.eval.beam_size,
-                                    config.eval.length_penalty)
+    decode_fn = step_lib.jit_decode(
+        ts, run.mesh, decode, config.eval.beam_size, config.eval.length_penalty
+    )
     out_dir = os.path.join(run.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, f"{split}_{run.step}_{decode}")
-    result = evaluate(decode_fn, ts.rng_state, ts.state, eval_split, split, config, run.mesh,
-                      run.vocab, step=run.step, decode=decode,
-                      baseline_caption=most_frequent_caption(train_captions), out_prefix=prefix)
+    result = evaluate(
+        decode_fn,
+        ts.rng_state,
+        ts.state,
+        eval_split,
+        split,
+        config,
+        run.mesh,
+        run.vocab,
+        step=run.step,
+        decode=decode,
+        baseline_caption=most_frequent_caption(train_captions),
+        out_prefix=prefix,
+    )
     return result, prefix
 
 
@@ -465,9 +650,14 @@ def main(argv: list[str]) -> None:
     f = FLAGS
     try:
         result, prefix = evaluate_workdir(
-            f.workdir, split=f.split, decode=f.decode, beam_size=f.beam_size,
-            length_penalty=f.length_penalty, checkpoint_step=f.checkpoint_step,
-            max_examples=f.max_examples)
+            f.workdir,
+            split=f.split,
+            decode=f.decode,
+            beam_size=f.beam_size,
+            length_penalty=f.length_penalty,
+            checkpoint_step=f.checkpoint_step,
+            max_examples=f.max_examples,
+        )
     except (FileNotFoundError, EvaluateError, CheckpointError, ConfigError) as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(1)

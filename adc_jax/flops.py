@@ -20,8 +20,9 @@ def _mel_frames(config: ml_collections.ConfigDict) -> int:
     return n_samples // config.model.hop_length + 1
 
 
-def forward_flops_per_pair(config: ml_collections.ConfigDict, vocab_size: int,
-                           num_tokens: int | None = None) -> dict[str, float]:
+def forward_flops_per_pair(
+    config: ml_collections.ConfigDict, vocab_size: int, num_tokens: int | None = None
+) -> dict[str, float]:
     """Forward-pass FLOPs of one pair, by component.
 
     Args:
@@ -64,14 +65,16 @@ def forward_flops_per_pair(config: ml_collections.ConfigDict, vocab_size: int,
     self_attn = 2 * length * 4 * dm * dm + 2 * 2 * length * length * dm
     cross_attn = 2 * length * 2 * dm * dm + 2 * seq * 2 * dm * dm + 2 * 2 * length * seq * dm
     ffn = 2 * length * 2 * dm * dff
-    out["decoder"] = (m.decoder_layers * (self_attn + cross_attn + ffn)
-                      + 2 * length * dm * vocab_size)
+    out["decoder"] = (
+        m.decoder_layers * (self_attn + cross_attn + ffn) + 2 * length * dm * vocab_size
+    )
     out = {k: float(v) for k, v in out.items()}
     out["total"] = sum(out.values())
     return out
 
 
-def train_flops_per_pair(config: ml_collections.ConfigDict, vocab_size: int,
-                         num_tokens: int | None = None) -> float:
+def train_flops_per_pair(
+    config: ml_collections.ConfigDict, vocab_size: int, num_tokens: int | None = None
+) -> float:
     """FLOPs of one pair in a training step: 3x the forward pass."""
     return 3.0 * forward_flops_per_pair(config, vocab_size, num_tokens)["total"]

@@ -19,20 +19,27 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py"
-                                          "[:quick|:smoke]).", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py[:quick|:smoke]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and evals.")
 _MULTIPROCESS = flags.DEFINE_bool(
-    "multiprocess", None, "Call jax.distributed.initialize() (default: when SLURM, a TPU pod or "
-    "JAX_COORDINATOR_ADDRESS says there are several processes).")
+    "multiprocess",
+    None,
+    "Call jax.distributed.initialize() (default: when SLURM, a TPU pod or "
+    "JAX_COORDINATOR_ADDRESS says there are several processes).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _several_processes() -> bool:
     env = os.environ
-    return (int(env.get("SLURM_NTASKS", "1")) > 1 or "JAX_COORDINATOR_ADDRESS" in env
-            or int(env.get("JAX_NUM_PROCESSES", "1")) > 1
-            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+    return (
+        int(env.get("SLURM_NTASKS", "1")) > 1
+        or "JAX_COORDINATOR_ADDRESS" in env
+        or int(env.get("JAX_NUM_PROCESSES", "1")) > 1
+        or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    )
 
 
 def _also_log_to(path: str) -> None:
@@ -54,7 +61,8 @@ class _DropLibraryInfo:
         import logging as std_logging
 
         return record.levelno >= std_logging.WARNING or not any(
-            part in record.pathname for part in self._NOISY)
+            part in record.pathname for part in self._NOISY
+        )
 
 
 def quiet_library_logs() -> None:
@@ -81,17 +89,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:  # a value of the wrong type, a missing required flag, ...
-        print(f"Flags error: {e}\nPass --helpshort or --helpfull to see the flags.",
-              file=sys.stderr)
+        print(
+            f"Flags error: {e}\nPass --helpshort or --helpfull to see the flags.", file=sys.stderr
+        )
         sys.exit(2)
     except (AttributeError, KeyError) as e:
         key = str(e).strip("\"'")
-        bad = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
-               and key.split("'")[0] in a.split("=", 1)[0].split(".")]
+        bad = [
+            a.split("=", 1)[0]
+            for a in argv[1:]
+            if a.startswith("--config.") and key.split("'")[0] in a.split("=", 1)[0].split(".")
+        ]
         where = bad[0] if bad else "a --config.* flag"
-        print(f"Config error: {where} names a field the config does not have ({e}). The fields "
-              "and their meaning are listed in adc_jax/config.py (base_config); check the "
-              "spelling and the section (data, model, train, eval).", file=sys.stderr)
+        print(
+            f"Config error: {where} names a field the config does not have ({e}). The fields "
+            "and their meaning are listed in adc_jax/config.py (base_config); check the "
+            "spelling and the section (data, model, train, eval).",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -110,7 +125,8 @@ def main(argv: list[str]) -> None:
         env = os.environ
         jax.distributed.initialize(
             num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
-            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+        )
 
     from adc_jax import checkpointing, train
     from adc_jax import config as config_lib
@@ -128,15 +144,26 @@ def main(argv: list[str]) -> None:
             os.makedirs(workdir, exist_ok=True)
             train.write_config(config, workdir)
         except OSError as e:
-            _fail(f"Error: cannot write to the workdir {workdir}: {e}. Choose a writable "
-                  "--workdir (a directory, not a file, with free space).")
+            _fail(
+                f"Error: cannot write to the workdir {workdir}: {e}. Choose a writable "
+                "--workdir (a directory, not a file, with free space)."
+            )
         _also_log_to(os.path.join(workdir, "train.log"))
-    logging.info("JAX %s: process %d of %d, %d local / %d global devices: %s", jax.__version__,
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count(), jax.devices())
-    logging.info("Mesh: ('data',) over %d devices; global batch %d = %d per device.",
-                 jax.device_count(), config.train.batch_size,
-                 config.train.batch_size // jax.device_count())
+    logging.info(
+        "JAX %s: process %d of %d, %d local / %d global devices: %s",
+        jax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices(),
+    )
+    logging.info(
+        "Mesh: ('data',) over %d devices; global batch %d = %d per device.",
+        jax.device_count(),
+        config.train.batch_size,
+        config.train.batch_size // jax.device_count(),
+    )
     if jax.process_index() == 0:
         logging.info("Config (also in %s/config.json):\n%s", workdir, config)
     try:
@@ -147,13 +174,18 @@ def main(argv: list[str]) -> None:
         _fail(f"Error: {e}")
     except OSError as e:  # unreadable/unwritable data_dir or workdir, missing files
         logging.exception("Stopped by an I/O error:")
-        _fail(f"Error: {type(e).__name__}: {e}. Check that the paths in the config and "
-              "--workdir exist and are writable.")
+        _fail(
+            f"Error: {type(e).__name__}: {e}. Check that the paths in the config and "
+            "--workdir exist and are writable."
+        )
     if "stopped_at" in result:
-        print(f"Stopped by {result['signal']} at step {result['stopped_at']}; the checkpoint is "
-              f"in {result['checkpoint_dir']}. Run the same command again to resume.")
+        print(
+            f"Stopped by {result['signal']} at step {result['stopped_at']}; the checkpoint is "
+            f"in {result['checkpoint_dir']}. Run the same command again to resume."
+        )
         return
     from adc_jax.evaluate import summary_line
+
     print(f"Final eval ({result['split']}, step {result['step']}): {summary_line(result)}")
     print(f"Results in {workdir}/eval/step_{result['step']}.json")
 

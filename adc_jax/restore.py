@@ -43,20 +43,25 @@ def fill_config_defaults(config: ml_collections.ConfigDict) -> list[str]:
     defaults = base_config(size if size in SIZES else "paper")
     added: list[str] = []
 
-    def merge(default: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
-              prefix: str) -> None:
+    def merge(
+        default: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, prefix: str
+    ) -> None:
         for key, value in default.items():
             if key not in saved:
                 saved[key] = value
                 added.append(prefix + key)
-            elif (isinstance(value, ml_collections.ConfigDict)
-                  and isinstance(saved[key], ml_collections.ConfigDict)):
+            elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+                saved[key], ml_collections.ConfigDict
+            ):
                 merge(value, saved[key], f"{prefix}{key}.")
 
     merge(defaults, config, "")
     if added:
-        logging.warning("config.json predates %d config field(s); using today's defaults: %s",
-                        len(added), ", ".join(f"{k}={_get(config, k)!r}" for k in added))
+        logging.warning(
+            "config.json predates %d config field(s); using today's defaults: %s",
+            len(added),
+            ", ".join(f"{k}={_get(config, k)!r}" for k in added),
+        )
     return added
 
 
@@ -81,23 +86,30 @@ def load_trained(workdir: str, step: int | None = None, mesh: Mesh | None = None
     config.model.byola_init = ""
     vocab_path = os.path.join(workdir, "vocab.json")
     if not os.path.exists(vocab_path):
-        raise FileNotFoundError(f"{vocab_path} not found: the run in {workdir} never started "
-                                "training. Train it first with python -m adc_jax.main.")
+        raise FileNotFoundError(
+            f"{vocab_path} not found: the run in {workdir} never started "
+            "training. Train it first with python -m adc_jax.main."
+        )
     vocab = Vocabulary.load(vocab_path)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
-        raise FileNotFoundError(f"No checkpoints in {workdir} (expected {ckpt_dir}). Train first, "
-                                "or pass the workdir of a trained run.")
+        raise FileNotFoundError(
+            f"No checkpoints in {workdir} (expected {ckpt_dir}). Train first, "
+            "or pass the workdir of a trained run."
+        )
     checkpointer = checkpointing.Checkpointer(ckpt_dir, keep=10**6, async_save=False)
     steps = checkpointer.all_steps()
     if not steps:
-        raise FileNotFoundError(f"No complete checkpoint in {ckpt_dir}. Train first, or pass the "
-                                "workdir of a trained run.")
+        raise FileNotFoundError(
+            f"No complete checkpoint in {ckpt_dir}. Train first, or pass the "
+            "workdir of a trained run."
+        )
     if step is None:
         step = max(steps)
     elif step not in steps:
-        raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt_dir}; available: "
-                                f"{sorted(steps)}.")
+        raise FileNotFoundError(
+            f"No checkpoint for step {step} in {ckpt_dir}; available: {sorted(steps)}."
+        )
     mesh = mesh or sharding_lib.create_mesh()
     ts = step_lib.create_train_state(config, len(vocab), mesh)
     meta = checkpointing.run_meta(config, len(vocab))

@@ -20,16 +20,15 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = "data"
 
 # (regex on "/"-joined state path, PartitionSpec). First match wins; nothing matched = replicated.
-STATE_RULES: tuple[tuple[str, P], ...] = (
-    (r".*", P()),
-)
+STATE_RULES: tuple[tuple[str, P], ...] = ((r".*", P()),)
 
 
 def create_mesh(devices: list | None = None) -> Mesh:
     """A 1-D ("data",) mesh over `devices` (default: all devices of all processes)."""
     devices = jax.devices() if devices is None else devices
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh(
+        (len(devices),), (DATA_AXIS,), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -72,8 +71,9 @@ def state_shardings(mesh: Mesh, abstract_state, rules: tuple[tuple[str, P], ...]
 def _put(x, sharding: NamedSharding) -> jax.Array:
     if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
         # Typed PRNG keys have no NumPy form: place their raw data, then wrap it again.
-        return jax.random.wrap_key_data(_put(jax.random.key_data(x), sharding),
-                                        impl=jax.random.key_impl(x))
+        return jax.random.wrap_key_data(
+            _put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x)
+        )
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
@@ -100,5 +100,7 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     global array per field whose first axis is the global batch.
     """
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+        for k, v in local_batch.items()
+    }

@@ -42,8 +42,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     t = config.train
     warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=t.learning_rate, warmup_steps=warmup,
-        decay_steps=max(t.num_steps, warmup + 1), end_value=t.learning_rate * t.final_lr_fraction)
+        init_value=0.0,
+        peak_value=t.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(t.num_steps, warmup + 1),
+        end_value=t.learning_rate * t.final_lr_fraction,
+    )
 
 
 def _decay_mask(params):
@@ -53,10 +57,12 @@ def _decay_mask(params):
 
 def _param_labels(params):
     """'byola' for parameters of the BYOL-A extractor, 'rest' for everything else."""
+
     def label(path, _):
         first = path[0]
         name = getattr(first, "key", getattr(first, "name", str(first)))
         return "byola" if str(name) == BYOLA_PREFIX else "rest"
+
     return jax.tree_util.tree_map_with_path(label, params)
 
 
@@ -66,8 +72,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     schedule = learning_rate_schedule(config)
 
     def adamw(lr):
-        return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=t.weight_decay,
-                           mask=_decay_mask)
+        return optax.adamw(
+            lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=t.weight_decay, mask=_decay_mask
+        )
 
     if m.byola_freeze:
         byola_tx = optax.set_to_zero()
@@ -108,6 +115,7 @@ def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel
     model = create_model(config, vocab_size, rngs)
     if config.model.byola_init:
         from adc_jax.models.byola import load_pretrained
+
         load_pretrained(model.byola, config.model.byola_init)
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
@@ -122,8 +130,9 @@ def abstract_train_state(config: ml_collections.ConfigDict, vocab_size: int):
     return graphdef, state
 
 
-def create_train_state(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh
-                       ) -> TrainState:
+def create_train_state(
+    config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh
+) -> TrainState:
     """Initialises the model (and BYOL-A weights if configured) and places it on the mesh.
 
     Initialisation runs on the host from `config.seed`, so every process computes the same
@@ -157,8 +166,9 @@ class LossConfig:
         return cls(float(config.model.sdd_weight), float(config.model.label_smoothing))
 
 
-def compute_loss(model: ADCModel, batch: dict[str, jax.Array], loss_config: LossConfig, *,
-                 train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+def compute_loss(
+    model: ADCModel, batch: dict[str, jax.Array], loss_config: LossConfig, *, train: bool
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss = caption cross-entropy + sdd_weight * (L_S + L_D); scalar float32 and terms.
 
     The cross-entropy is the mean over all non-padding target tokens of the global batch.
@@ -166,8 +176,9 @@ def compute_loss(model: ADCModel, batch: dict[str, jax.Array], loss_config: Loss
     tokens = batch["tokens"]
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     weights = (targets != PAD).astype(jnp.float32)
-    out = model(batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], inputs,
-                train=train)
+    out = model(
+        batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], inputs, train=train
+    )
     logits = out["logits"]
     labels = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
     if loss_config.label_smoothing:
@@ -176,14 +187,19 @@ def compute_loss(model: ADCModel, batch: dict[str, jax.Array], loss_config: Loss
     n_tokens = jnp.maximum(weights.sum(), 1.0)
     caption_loss = jnp.sum(token_ce * weights) / n_tokens
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-    metrics = {"caption_loss": caption_loss,
-               "token_accuracy": jnp.sum(correct * weights) / n_tokens}
+    metrics = {
+        "caption_loss": caption_loss,
+        "token_accuracy": jnp.sum(correct * weights) / n_tokens,
+    }
     loss = caption_loss
     if "similar_loss" in out:
         sdd_loss = out["similar_loss"] + out["discrepant_loss"]
         loss = loss + loss_config.sdd_weight * sdd_loss
-        metrics.update(similar_loss=out["similar_loss"], discrepant_loss=out["discrepant_loss"],
-                       sdd_loss=sdd_loss)
+        metrics.update(
+            similar_loss=out["similar_loss"],
+            discrepant_loss=out["discrepant_loss"],
+            sdd_loss=sdd_loss,
+        )
     metrics["loss"] = loss
     return loss, metrics
 
@@ -196,9 +212,15 @@ def _select(pred: jax.Array, new, old):
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
-def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.Schedule,
-               seed_key: jax.Array, rng_state: nnx.State, state: nnx.State,
-               batch: dict[str, jax.Array]) -> tuple[nnx.State, dict[str, jax.Array]]:
+def train_step(
+    graphdef: nnx.GraphDef,
+    loss_config: LossConfig,
+    schedule: optax.Schedule,
+    seed_key: jax.Array,
+    rng_state: nnx.State,
+    state: nnx.State,
+    batch: dict[str, jax.Array],
+) -> tuple[nnx.State, dict[str, jax.Array]]:
     """One optimiser step; pure. Returns the new state and scalar metrics.
 
     A step whose loss or gradient norm is not finite leaves the state unchanged (metrics report
@@ -222,8 +244,9 @@ def train_step(graphdef: nnx.GraphDef, loss_config: LossConfig, schedule: optax.
     new_state = _select(finite, new_state, state)
     # The step counter always advances so the data position and the rng stream stay aligned.
     new_state["optimizer"]["step"][...] = step + 1
-    metrics.update(grad_norm=grad_norm, learning_rate=schedule(step),
-                   finite=finite.astype(jnp.float32))
+    metrics.update(
+        grad_norm=grad_norm, learning_rate=schedule(step), finite=finite.astype(jnp.float32)
+    )
     return new_state, metrics
 
 
@@ -232,12 +255,20 @@ def jit_train_step(ts: TrainState, config: ml_collections.ConfigDict, mesh: Mesh
 
     The state is donated (updated in place); the batch is sharded over "data".
     """
-    fn = functools.partial(train_step, ts.graphdef, LossConfig.from_config(config),
-                           learning_rate_schedule(config), dropout_seed_key(config))
+    fn = functools.partial(
+        train_step,
+        ts.graphdef,
+        LossConfig.from_config(config),
+        learning_rate_schedule(config),
+        dropout_seed_key(config),
+    )
     replicated = sharding_lib.replicated(mesh)
-    return jax.jit(fn, donate_argnums=(1,),
-                   in_shardings=(replicated, ts.shardings, sharding_lib.batch_sharding(mesh)),
-                   out_shardings=(ts.shardings, replicated))
+    return jax.jit(
+        fn,
+        donate_argnums=(1,),
+        in_shardings=(replicated, ts.shardings, sharding_lib.batch_sharding(mesh)),
+        out_shardings=(ts.shardings, replicated),
+    )
 
 
 def dropout_seed_key(config: ml_collections.ConfigDict) -> jax.Array:
@@ -247,18 +278,30 @@ def dropout_seed_key(config: ml_collections.ConfigDict) -> jax.Array:
 # ---------------------------------------------------------------------------------- decoding
 
 
-def decode(graphdef: nnx.GraphDef, mode: str, beam_size: int, length_penalty: float,
-           rng_state: nnx.State, state: nnx.State, batch: dict[str, jax.Array]
-           ) -> tuple[jax.Array, jax.Array]:
+def decode(
+    graphdef: nnx.GraphDef,
+    mode: str,
+    beam_size: int,
+    length_penalty: float,
+    rng_state: nnx.State,
+    state: nnx.State,
+    batch: dict[str, jax.Array],
+) -> tuple[jax.Array, jax.Array]:
     """Captions a batch: tokens [B, K, L-1] int32 (K = 1 for greedy) and scores [B, K]."""
     model = nnx.merge(graphdef, rng_state, state)["model"]
-    enc = model.encode(batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"],
-                       train=False)
+    enc = model.encode(
+        batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], train=False
+    )
     if mode == "greedy":
         tokens, score = greedy_decode(model.decoder, enc["memory"], enc["memory_valid"])
         return tokens[:, None], score[:, None]
-    return beam_search(model.decoder, enc["memory"], enc["memory_valid"], beam_size=beam_size,
-                       length_penalty=length_penalty)
+    return beam_search(
+        model.decoder,
+        enc["memory"],
+        enc["memory_valid"],
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+    )
 
 
 def jit_decode(ts: TrainState, mesh: Mesh, mode: str, beam_size: int, length_penalty: float):
@@ -266,5 +309,6 @@ def jit_decode(ts: TrainState, mesh: Mesh, mode: str, beam_size: int, length_pen
     fn = functools.partial(decode, ts.graphdef, mode, beam_size, length_penalty)
     replicated = sharding_lib.replicated(mesh)
     batch_sh = sharding_lib.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(replicated, ts.shardings, batch_sh),
-                   out_shardings=(batch_sh, batch_sh))
+    return jax.jit(
+        fn, in_shardings=(replicated, ts.shardings, batch_sh), out_shardings=(batch_sh, batch_sh)
+    )

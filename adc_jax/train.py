@@ -62,8 +62,11 @@ class StopRequested:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signal_name = signal.Signals(signum).name
-        logging.warning("%s received: saving a checkpoint at the next step boundary, then "
-                        "exiting (Ctrl-C again to stop at once).", self.signal_name)
+        logging.warning(
+            "%s received: saving a checkpoint at the next step boundary, then "
+            "exiting (Ctrl-C again to stop at once).",
+            self.signal_name,
+        )
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -88,8 +91,10 @@ class MetricsWriter:
     def _tensorboard(self):
         if self.tensorboard is None:
             from tensorboardX import SummaryWriter
-            self.tensorboard = SummaryWriter(logdir=self.tensorboard_dir,
-                                             purge_step=self._purge_step)
+
+            self.tensorboard = SummaryWriter(
+                logdir=self.tensorboard_dir, purge_step=self._purge_step
+            )
         return self.tensorboard
 
     def truncate_after(self, step: int, *, drop_eval_at_step: bool = False) -> None:
@@ -126,8 +131,10 @@ class MetricsWriter:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **{f"{prefix}/{k}": v for k, v in scalars.items()}})
-                    + "\n")
+            f.write(
+                json.dumps({"step": step, **{f"{prefix}/{k}": v for k, v in scalars.items()}})
+                + "\n"
+            )
         tensorboard = self._tensorboard()
         for k, v in scalars.items():
             if v is not None and np.isfinite(v):
@@ -156,8 +163,9 @@ class DeviceBatches:
     def __next__(self):
         while len(self.queue) < self.depth:
             local = next(self.iterator)
-            self.queue.append((sharding_lib.global_batch(local, self.mesh),
-                               self.iterator.get_state()))
+            self.queue.append(
+                (sharding_lib.global_batch(local, self.mesh), self.iterator.get_state())
+            )
         return self.queue.popleft()
 
 
@@ -191,8 +199,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir? Train with "
-                                "python -m adc_jax.main --config=... --workdir=DIR first.")
+        raise FileNotFoundError(
+            f"{path} not found: is {workdir} a training workdir? Train with "
+            "python -m adc_jax.main --config=... --workdir=DIR first."
+        )
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
@@ -208,20 +218,24 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str):
     train_source = builder.as_data_source("train")
     start = time.time()
     _, stats = pipeline.read_captions(train_source)
-    logging.info("Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
-                 stats.num_captions, stats.num_pairs, time.time() - start,
-                 stats.pairs_without_captions)
+    logging.info(
+        "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
+        stats.num_captions,
+        stats.num_pairs,
+        time.time() - start,
+        stats.pairs_without_captions,
+    )
     # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
     vocab_path = os.path.join(workdir, "vocab.json")
     if jax.process_index() == 0:
-        vocab = pipeline.build_or_load_vocab(vocab_path, stats.captions,
-                                             config.data.vocab_min_count,
-                                             config.data.max_caption_tokens)
+        vocab = pipeline.build_or_load_vocab(
+            vocab_path, stats.captions, config.data.vocab_min_count, config.data.max_caption_tokens
+        )
     multihost_sync("vocab_written")
     if jax.process_index() != 0:
-        vocab = pipeline.build_or_load_vocab(vocab_path, stats.captions,
-                                             config.data.vocab_min_count,
-                                             config.data.max_caption_tokens)
+        vocab = pipeline.build_or_load_vocab(
+            vocab_path, stats.captions, config.data.vocab_min_count, config.data.max_caption_tokens
+        )
     return builder, vocab, stats.captions
 
 
@@ -236,12 +250,14 @@ def stop_agreed(stop: StopRequested) -> bool:
     if jax.process_count() == 1:
         return requested
     from jax.experimental import multihost_utils
+
     return bool(np.max(multihost_utils.process_allgather(np.int32(requested))))
 
 
 def multihost_sync(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices(name)
 
 
@@ -262,8 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Signals are caught from here on: a preemption while the data or the model are prepared
     # stops the run cleanly before its first step.
     with StopRequested() as stop:
-        checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                                  keep=config.train.keep_checkpoints)
+        checkpointer = checkpointing.Checkpointer(
+            os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
+        )
         writer = None
         try:
             writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
@@ -278,30 +295,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           checkpointer: checkpointing.Checkpointer, writer: MetricsWriter,
-           stop: StopRequested) -> dict[str, Any]:
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    checkpointer: checkpointing.Checkpointer,
+    writer: MetricsWriter,
+    stop: StopRequested,
+) -> dict[str, Any]:
     lead = jax.process_index() == 0
     mesh = sharding_lib.create_mesh()
     builder, vocab, train_captions = prepare_data(config, workdir)
     from adc_jax.metrics.captioning import most_frequent_caption
+
     baseline_caption = most_frequent_caption(train_captions)
 
     ts = step_lib.create_train_state(config, len(vocab), mesh)
-    logging.info("Model: %s parameters (%s).", f"{step_lib.parameter_count(ts.state):,}",
-                 config.name)
+    logging.info(
+        "Model: %s parameters (%s).", f"{step_lib.parameter_count(ts.state):,}", config.name
+    )
     if lead:
         _log_parameter_overview(ts)
     meta = checkpointing.run_meta(config, len(vocab))
     state, data_state, start_step, saved_meta = checkpointing.restore_or_init(
-        checkpointer, ts.state, meta)
+        checkpointer, ts.state, meta
+    )
     ts.state = state
     # Non-finite steps skipped so far (train.nonfinite="skip"), carried across resumes.
     skipped = int(saved_meta.get("skipped_steps", 0))
 
-    train_iter = iter(pipeline.train_dataset(builder.as_data_source("train"), vocab, config,
-                                             process_index=jax.process_index(),
-                                             process_count=jax.process_count()))
+    train_iter = iter(
+        pipeline.train_dataset(
+            builder.as_data_source("train"),
+            vocab,
+            config,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+    )
     if data_state is not None:
         train_iter.set_state(data_state)
     last_data_state = train_iter.get_state()
@@ -315,21 +345,34 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     redo_eval = start_step > 0 and (start_step == num_steps or is_eval_step(start_step))
     writer.truncate_after(start_step, drop_eval_at_step=redo_eval)
     if start_step:
-        logging.info("Resuming from step %d (checkpoint in %s).", start_step,
-                     checkpointer.directory)
+        logging.info(
+            "Resuming from step %d (checkpoint in %s).", start_step, checkpointer.directory
+        )
 
-    eval_split = pipeline.load_eval_split(builder.as_data_source(config.eval.split),
-                                          config.eval.max_examples)
+    eval_split = pipeline.load_eval_split(
+        builder.as_data_source(config.eval.split), config.eval.max_examples
+    )
     train_step = step_lib.jit_train_step(ts, config, mesh)
-    decode_fn = step_lib.jit_decode(ts, mesh, config.eval.decode, config.eval.beam_size,
-                                    config.eval.length_penalty)
+    decode_fn = step_lib.jit_decode(
+        ts, mesh, config.eval.decode, config.eval.beam_size, config.eval.length_penalty
+    )
 
     def run_eval(step: int) -> dict[str, Any]:
         os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
         result = evaluate.evaluate(
-            decode_fn, ts.rng_state, ts.state, eval_split, config.eval.split, config, mesh, vocab,
-            step=step, decode=config.eval.decode, baseline_caption=baseline_caption,
-            out_prefix=os.path.join(workdir, "eval", f"step_{step}"))
+            decode_fn,
+            ts.rng_state,
+            ts.state,
+            eval_split,
+            config.eval.split,
+            config,
+            mesh,
+            vocab,
+            step=step,
+            decode=config.eval.decode,
+            baseline_caption=baseline_caption,
+            out_prefix=os.path.join(workdir, "eval", f"step_{step}"),
+        )
         scalars = {k: v for k, v in result["scores"].items() if isinstance(v, float)}
         if result.get("difference_accuracy"):
             scalars["difference_accuracy"] = result["difference_accuracy"]["exact_set_accuracy"]
@@ -338,17 +381,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         return result
 
     def save(step: int) -> None:
-        checkpointing.save(checkpointer, step, ts.state, last_data_state,
-                           dict(meta, skipped_steps=skipped))
+        checkpointing.save(
+            checkpointer, step, ts.state, last_data_state, dict(meta, skipped_steps=skipped)
+        )
 
     def stopped(step: int) -> dict[str, Any]:
         # On several processes, only some may have received the signal themselves.
         signal_name = stop.signal_name or "a signal to another process"
-        logging.warning("Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
-                        "again to resume.", signal_name, step, checkpointer.latest_step(),
-                        checkpointer.directory)
-        return {"stopped_at": step, "signal": signal_name,
-                "checkpoint_dir": checkpointer.directory}
+        logging.warning(
+            "Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
+            "again to resume.",
+            signal_name,
+            step,
+            checkpointer.latest_step(),
+            checkpointer.directory,
+        )
+        return {"stopped_at": step, "signal": signal_name, "checkpoint_dir": checkpointer.directory}
 
     if stop_agreed(stop):  # asked to stop while preparing: nothing new to save
         return stopped(start_step)
@@ -378,18 +426,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                     f"not applied and no checkpoint after it was written; the last good "
                     f"checkpoint is step {checkpointer.latest_step()} in "
                     f"{checkpointer.directory}. Lower train.learning_rate or train.grad_clip, "
-                    "or set --config.train.nonfinite=skip to skip such steps.")
+                    "or set --config.train.nonfinite=skip to skip such steps."
+                )
             skipped += len(bad)
-            logging.warning("Skipped %d non-finite step(s), first at step %d (%s); %d so far.",
-                            len(bad), bad_step, terms, skipped)
+            logging.warning(
+                "Skipped %d non-finite step(s), first at step %d (%s); %d so far.",
+                len(bad),
+                bad_step,
+                terms,
+                skipped,
+            )
         elapsed = time.time() - window_start
         if window_steps:
             means["pairs_per_second"] = window_steps * config.train.batch_size / max(elapsed, 1e-9)
         means["skipped_steps"] = float(skipped)
         writer.write(step, means)
         if progress is not None:
-            progress.set_postfix(loss=f"{means['loss']:.3f}",
-                                 pairs_s=f"{means.get('pairs_per_second', 0.0):.0f}")
+            progress.set_postfix(
+                loss=f"{means['loss']:.3f}", pairs_s=f"{means.get('pairs_per_second', 0.0):.0f}"
+            )
         pending = []
         window_start, window_steps = time.time(), 0
 
@@ -409,8 +464,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                 progress.update(1)
             final = step == num_steps
             # Several processes agree on stopping every log_every steps (a small collective).
-            stopping = ((jax.process_count() == 1 or step % config.train.log_every == 0)
-                        and stop_agreed(stop))
+            stopping = (
+                jax.process_count() == 1 or step % config.train.log_every == 0
+            ) and stop_agreed(stop)
             if step % config.train.log_every == 0 or final or stopping:
                 flush_metrics(step)
             if step % config.train.checkpoint_every == 0 or final or stopping:
@@ -432,16 +488,21 @@ def _progress_bar(enabled: bool, start: int, total: int):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                smoothing=0.1)
+
+    return tqdm(
+        total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1
+    )
 
 
 def _log_parameter_overview(ts: step_lib.TrainState) -> None:
     try:
         from clu import parameter_overview
         from flax import nnx
+
         params = nnx.State(ts.state["model"]).filter(nnx.Param).to_pure_dict()
-        logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(
-            params, include_stats=False))
+        logging.info(
+            "Parameters:\n%s",
+            parameter_overview.get_parameter_overview(params, include_stats=False),
+        )
     except Exception as e:  # noqa: BLE001 - an overview must never stop training
         logging.warning("Could not print the parameter overview: %s", e)

@@ -60,8 +60,11 @@ def smoke_config():
 # per session instead of once per run. Every run uses SMOKE_ARGS (12 steps, a checkpoint every
 # 3 steps, metrics every step), so runs of any length compare line by line with the reference.
 
-SMOKE_ARGS = ("--config.train.num_steps=12", "--config.train.checkpoint_every=3",
-              "--config.train.log_every=1")
+SMOKE_ARGS = (
+    "--config.train.num_steps=12",
+    "--config.train.checkpoint_every=3",
+    "--config.train.log_every=1",
+)
 SMOKE_STEPS = 12
 
 # `python -c HOOKED_MAIN <flags>` runs adc_jax.main with two test-only hooks, off unless set:
@@ -102,8 +105,9 @@ class SmokeProcess:
     def __init__(self, args: list[str], env: dict[str, str], log_path: str):
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in finish()
-        self.popen = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         self.returncode: int | None = None
 
     @property
@@ -116,8 +120,10 @@ class SmokeProcess:
         deadline = time.time() + timeout
         while not condition():
             if self.popen.poll() is not None:
-                raise AssertionError(f"The run ended (exit {self.popen.returncode}) before the "
-                                     f"awaited moment:\n{self.output[-3000:]}")
+                raise AssertionError(
+                    f"The run ended (exit {self.popen.returncode}) before the "
+                    f"awaited moment:\n{self.output[-3000:]}"
+                )
             if time.time() > deadline:
                 self.popen.kill()
                 raise AssertionError(f"Timed out waiting:\n{self.output[-3000:]}")
@@ -134,7 +140,8 @@ class SmokeProcess:
             self.popen.kill()
             self.popen.wait()
             raise AssertionError(
-                f"The run did not finish in {timeout} s:\n{self.output[-3000:]}") from None
+                f"The run did not finish in {timeout} s:\n{self.output[-3000:]}"
+            ) from None
         finally:
             self._log.close()
         return self.returncode
@@ -147,10 +154,13 @@ class SmokeSetup:
         self.root = root
         self.data_dir = str(root / "data")
         self.cache_dir = str(root / "jax_cache")
-        self.env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=self.cache_dir,
-                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-                        PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.env = dict(
+            os.environ,
+            JAX_COMPILATION_CACHE_DIR=self.cache_dir,
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+            PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         self.env.pop("XLA_FLAGS", None)
         self._runs = 0
         self.processes: list[SmokeProcess] = []
@@ -160,7 +170,7 @@ class SmokeSetup:
         c = load_config("late_sdd", "smoke")
         c.data.data_dir = self.data_dir
         for arg in SMOKE_ARGS:
-            key, value = arg[len("--config."):].split("=")
+            key, value = arg[len("--config.") :].split("=")
             section, field = key.split(".")
             c[section][field] = int(value)
         return c
@@ -170,17 +180,31 @@ class SmokeSetup:
 
     def command(self, workdir: str, *extra: str, hooked: bool = False) -> list[str]:
         entry = ["-c", HOOKED_MAIN] if hooked else ["-m", "adc_jax.main"]
-        return [sys.executable, *entry, f"--config={config_path('late_sdd')}:smoke",
-                f"--workdir={workdir}", f"--config.data.data_dir={self.data_dir}",
-                *SMOKE_ARGS, *extra]
+        return [
+            sys.executable,
+            *entry,
+            f"--config={config_path('late_sdd')}:smoke",
+            f"--workdir={workdir}",
+            f"--config.data.data_dir={self.data_dir}",
+            *SMOKE_ARGS,
+            *extra,
+        ]
 
-    def start(self, workdir: str, *extra: str, hooks: dict[str, str] | None = None,
-              env: dict[str, str] | None = None) -> SmokeProcess:
+    def start(
+        self,
+        workdir: str,
+        *extra: str,
+        hooks: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SmokeProcess:
         """Starts a run (with HOOKED_MAIN when `hooks` are given); output in <workdir>.<n>.log."""
         self._runs += 1
         full_env = dict(self.env, **(env or {}), **(hooks or {}))
-        process = SmokeProcess(self.command(workdir, *extra, hooked=bool(hooks)), full_env,
-                               f"{workdir}.{self._runs}.log")
+        process = SmokeProcess(
+            self.command(workdir, *extra, hooked=bool(hooks)),
+            full_env,
+            f"{workdir}.{self._runs}.log",
+        )
         self.processes.append(process)
         return process
 
@@ -212,9 +236,15 @@ class SmokeSetup:
 
     def train_lines(self, workdir: str) -> dict[int, dict]:
         """step -> the train/* values logged for it, throughput (a timing) left out."""
-        return {r["step"]: {k: v for k, v in r.items()
-                            if k.startswith("train/") and k != "train/pairs_per_second"}
-                for r in self.metrics(workdir) if "train/loss" in r}
+        return {
+            r["step"]: {
+                k: v
+                for k, v in r.items()
+                if k.startswith("train/") and k != "train/pairs_per_second"
+            }
+            for r in self.metrics(workdir)
+            if "train/loss" in r
+        }
 
     def assert_same_run(self, workdir: str, reference: str) -> None:
         """Checkpoint 12 and every logged train metric equal the reference run's, bit for bit;
@@ -223,8 +253,10 @@ class SmokeSetup:
         assert got.keys() == want.keys()
         differing = [k for k in want if not np.array_equal(got[k], want[k])]
         assert not differing, f"{len(differing)} arrays differ, e.g. {differing[:3]}"
-        kinds = [(r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train")
-                 for r in self.metrics(workdir)]
+        kinds = [
+            (r["step"], "eval" if any(k.startswith("eval/") for k in r) else "train")
+            for r in self.metrics(workdir)
+        ]
         assert len(kinds) == len(set(kinds)), f"duplicate metrics lines: {kinds}"
         got_lines, want_lines = self.train_lines(workdir), self.train_lines(reference)
         assert sorted(got_lines) == sorted(want_lines) == list(range(1, SMOKE_STEPS + 1))
@@ -239,8 +271,10 @@ class SmokeSetup:
 
         with ocp.StandardCheckpointer() as ckpt:
             tree = ckpt.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
-        return {jax.tree_util.keystr(p): np.asarray(x)
-                for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+        return {
+            jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        }
 
 
 @pytest.fixture(scope="session")
@@ -258,8 +292,11 @@ def smoke_setup():
 
     setup = SmokeSetup(pathlib.Path(tempfile.mkdtemp(prefix="adc_jax_smoke_runs_")))
     pipeline.load_builder(setup.config())
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
     previous = {n: getattr(jax.config, n) for n in names}
     for name, value in zip(names, (setup.cache_dir, 0.0, 0), strict=True):
         jax.config.update(name, value)

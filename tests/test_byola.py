@@ -361,6 +361,7 @@ def test_pool_first_equals_plain_order_in_value_and_gradient():
     def run(pool_first, train):
         def f(conv, x):
             return conv_block(conv, nnx.clone(bn), x, train=train, pool_first=pool_first)
+
         y = f(conv, x)
         grads = nnx.grad(lambda c, x: (f(c, x) * jnp.cos(f(c, x))).sum(), argnums=(0, 1))(conv, x)
         return y, grads

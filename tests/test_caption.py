@@ -19,10 +19,15 @@ def audio_files(tmp_path_factory) -> dict[str, str]:
     rng = np.random.default_rng(0)
     t = np.arange(int(0.5 * 44100)) / 44100
     left = 0.4 * np.sin(2 * np.pi * 440 * t)
-    files = {"stereo": str(d / "stereo_44k_0.5s.wav"), "three": str(d / "mono_22k_3s.wav"),
-             "thirty": str(d / "mono_16k_30s.wav"), "garbage": str(d / "garbage.wav")}
-    sf.write(files["stereo"], np.stack([left, np.zeros_like(left)], axis=1), 44100,
-             subtype="PCM_16")
+    files = {
+        "stereo": str(d / "stereo_44k_0.5s.wav"),
+        "three": str(d / "mono_22k_3s.wav"),
+        "thirty": str(d / "mono_16k_30s.wav"),
+        "garbage": str(d / "garbage.wav"),
+    }
+    sf.write(
+        files["stereo"], np.stack([left, np.zeros_like(left)], axis=1), 44100, subtype="PCM_16"
+    )
     sf.write(files["three"], 0.1 * rng.standard_normal(3 * 22050), 22050)
     sf.write(files["thirty"], 0.1 * rng.standard_normal(30 * 16000), 16000)
     with open(files["garbage"], "wb") as f:
@@ -47,18 +52,28 @@ def test_long_files_are_cropped_with_a_warning(reference_run, audio_files):
         clip = captioner.prepare(audio_files["thirty"])
     assert clip.cropped and clip.num_valid == 16000 and clip.wav.shape == (16000,)
     with pytest.warns(caption.CropWarning, match=r"3\.00 s long"):
-        results = captioner.caption_files(audio_files["three"], audio_files["stereo"],
-                                          beam_size=2, nbest=2)
+        results = captioner.caption_files(
+            audio_files["three"], audio_files["stereo"], beam_size=2, nbest=2
+        )
     assert len(results) == 2 and results[0][1] >= results[1][1]
     with pytest.raises(caption.CaptionError, match="nbest"):
         captioner.caption(clip, clip, beam_size=2, nbest=3)
 
 
-def test_cli_prints_nbest_and_writes_the_attention_png(reference_run, audio_files, tmp_path,
-                                                        capsys):
+def test_cli_prints_nbest_and_writes_the_attention_png(
+    reference_run, audio_files, tmp_path, capsys
+):
     png = str(tmp_path / "attention.png")
-    rc = caption.main([f"--workdir={reference_run}", audio_files["stereo"], audio_files["thirty"],
-                       "--beam_size=4", "--nbest=3", f"--attention_png={png}"])
+    rc = caption.main(
+        [
+            f"--workdir={reference_run}",
+            audio_files["stereo"],
+            audio_files["thirty"],
+            "--beam_size=4",
+            "--nbest=3",
+            f"--attention_png={png}",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     lines = [ln for ln in out.splitlines() if ln.strip()[:2] in ("1.", "2.", "3.")]
@@ -74,10 +89,12 @@ def test_cli_prints_nbest_and_writes_the_attention_png(reference_run, audio_file
     assert 1000 <= width <= 1400 and 500 <= height <= 1000  # one encoder layer at smoke size
 
 
-@pytest.mark.parametrize("which, expected", [("missing", "does not exist"),
-                                             ("garbage", "Cannot read audio file")])
-def test_cli_bad_audio_file_is_a_one_line_error(reference_run, audio_files, tmp_path, capsys,
-                                                which, expected):
+@pytest.mark.parametrize(
+    "which, expected", [("missing", "does not exist"), ("garbage", "Cannot read audio file")]
+)
+def test_cli_bad_audio_file_is_a_one_line_error(
+    reference_run, audio_files, tmp_path, capsys, which, expected
+):
     path = str(tmp_path / "nope.wav") if which == "missing" else audio_files["garbage"]
     rc = caption.main([f"--workdir={reference_run}", audio_files["stereo"], path])
     out, err = capsys.readouterr()

@@ -21,21 +21,28 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _split(references, edits, scenes=None) -> EvalSplit:
     keys = [f"k{i}" for i in range(len(references))]
-    return EvalSplit(source=[], keys=keys, references=references, edits=edits,
-                     scenes=scenes or ["rain"] * len(keys))
+    return EvalSplit(
+        source=[],
+        keys=keys,
+        references=references,
+        edits=edits,
+        scenes=scenes or ["rain"] * len(keys),
+    )
 
 
 # ------------------------------------------------------------------------------------ unit tests
 
 
 def test_keyword_groups_read_free_form_references():
-    groups = evaluate.keyword_groups([
-        ["a dog barking is added", "the dog appears"],
-        ["the rain becomes louder"],
-        ["the horn disappeared and the car is quieter"],
-        ["turn up the siren"],
-        ["make the thunder start earlier"],  # "start" is not an "add" cue
-    ])
+    groups = evaluate.keyword_groups(
+        [
+            ["a dog barking is added", "the dog appears"],
+            ["the rain becomes louder"],
+            ["the horn disappeared and the car is quieter"],
+            ["turn up the siren"],
+            ["make the thunder start earlier"],  # "start" is not an "add" cue
+        ]
+    )
     assert groups["add"] == [0]
     assert groups["louder"] == [1, 3]
     assert groups["remove"] == [2]
@@ -45,12 +52,20 @@ def test_keyword_groups_read_free_form_references():
 
 
 def test_breakdown_per_operation_model_vs_baseline():
-    refs = [["make the dog louder", "turn up the dog"], ["remove the bells", "delete the bells"],
-            ["make the dog louder", "boost the barking"], ["add a siren", "insert a siren"]]
+    refs = [
+        ["make the dog louder", "turn up the dog"],
+        ["remove the bells", "delete the bells"],
+        ["make the dog louder", "boost the barking"],
+        ["add a siren", "insert a siren"],
+    ]
     edits = [[("louder", "dog")], [("remove", "bells")], [("louder", "dog")], [("add", "siren")]]
     split = _split(refs, edits, scenes=["rain", "rain", "traffic", "traffic"])
-    predictions = {"k0": "make the dog louder", "k1": "remove the bells",
-                   "k2": "make the dog louder", "k3": "remove the bells"}
+    predictions = {
+        "k0": "make the dog louder",
+        "k1": "remove the bells",
+        "k2": "make the dog louder",
+        "k3": "remove the bells",
+    }
     from adc_jax.metrics.difference import difference_accuracy
 
     diff = difference_accuracy(predictions, dict(zip(split.keys, edits, strict=True)))
@@ -73,8 +88,9 @@ def test_breakdown_per_operation_model_vs_baseline():
     from adc_jax.metrics.captioning import _tokenize
 
     preds, tok_refs, _, _ = _tokenize([predictions[k] for k in split.keys], refs)
-    total, _ = Cider().compute_score(dict(enumerate(tok_refs)),
-                                     {i: [p] for i, p in enumerate(preds)})
+    total, _ = Cider().compute_score(
+        dict(enumerate(tok_refs)), {i: [p] for i, p in enumerate(preds)}
+    )
     scenes = bd["by_scene"]
     assert set(scenes) == {"rain", "traffic"}
     mean = (scenes["rain"]["model"]["CIDEr"] + scenes["traffic"]["model"]["CIDEr"]) / 2
@@ -107,15 +123,28 @@ def run_copy(reference_run, tmp_path_factory) -> str:
 
 
 def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
-    proc = subprocess.run([sys.executable, "-m", "adc_jax.evaluate", f"--workdir={run_copy}"],
-                          cwd=REPO_ROOT, env=smoke_setup.env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "adc_jax.evaluate", f"--workdir={run_copy}"],
+        cwd=REPO_ROOT,
+        env=smoke_setup.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     prefix = os.path.join(run_copy, "eval", "eval_12_greedy")
     with open(prefix + ".json") as f:
         result = json.load(f)
-    assert {"step", "split", "decode", "num_pairs", "scores", "difference_accuracy", "baseline",
-            "breakdown"} <= set(result)
+    assert {
+        "step",
+        "split",
+        "decode",
+        "num_pairs",
+        "scores",
+        "difference_accuracy",
+        "baseline",
+        "breakdown",
+    } <= set(result)
     assert result["step"] == 12 and result["decode"] == "greedy" and result["num_pairs"] == 8
     for key in ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "SPIDEr"):
         assert key in result["scores"] and key in result["baseline"]["scores"]
@@ -138,8 +167,13 @@ def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
 
 
 def test_cli_error_names_a_workdir_without_config(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "adc_jax.evaluate", f"--workdir={tmp_path}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "adc_jax.evaluate", f"--workdir={tmp_path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Error:") and str(tmp_path) in last and "config.json" in last

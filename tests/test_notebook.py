@@ -30,8 +30,12 @@ def test_quickstart_notebook_runs_headless(smoke_setup, reference_run, tmp_path,
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}},
+    )
     client.execute()  # raises CellExecutionError with the cell and traceback on any error
 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]

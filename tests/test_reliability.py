@@ -112,13 +112,21 @@ def failed_starts(smoke_setup, reference_run, tmp_path_factory):
     a_file = root / "a_file"
     a_file.write_text("not a directory")
     cases = {
-        "devices": (["--config.train.batch_size=7"],
-                    {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+        "devices": (
+            ["--config.train.batch_size=7"],
+            {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        ),
         "sdd": (["--config.model.sdd=middle"], {}),
         "attention": (["--config.model.attention=local"], {}),
         "clip": (["--config.data.clip_seconds=0.05"], {}),
-        "dataset": (["--config.data.name=audio_diff_caps", "--config.data.audio_dir=/no/wavs",
-                     "--config.data.csv_dir=/no/csvs"], {}),
+        "dataset": (
+            [
+                "--config.data.name=audio_diff_caps",
+                "--config.data.audio_dir=/no/wavs",
+                "--config.data.csv_dir=/no/csvs",
+            ],
+            {},
+        ),
         "unknown_key": (["--config.train.no_such_key=1"], {}),
         "negative": (["--config.train.batch_size=-3"], {}),
         "wrong_type": (["--config.train.batch_size=many"], {}),
@@ -132,15 +140,26 @@ def failed_starts(smoke_setup, reference_run, tmp_path_factory):
         reference_config = f.read()
     procs = {}
     for name, (args, env) in cases.items():
-        procs[name] = (time.time(), subprocess.Popen(
-            smoke_setup.command(workdirs[name], *args), cwd=os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__))), env=dict(smoke_setup.env, **env),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs[name] = (
+            time.time(),
+            subprocess.Popen(
+                smoke_setup.command(workdirs[name], *args),
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                env=dict(smoke_setup.env, **env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
     results = {}
     for name, (start, proc) in procs.items():
         out, _ = proc.communicate(timeout=300)
-        results[name] = {"rc": proc.returncode, "out": out, "seconds": time.time() - start,
-                         "workdir": workdirs[name]}
+        results[name] = {
+            "rc": proc.returncode,
+            "out": out,
+            "seconds": time.time() - start,
+            "workdir": workdirs[name],
+        }
     with open(os.path.join(reference_run, "config.json")) as f:
         results["model_mismatch"]["config_after"] = f.read()
     results["model_mismatch"]["config_before"] = reference_config
@@ -156,8 +175,12 @@ EXPECTED_MESSAGES = {
     "unknown_key": ["--config.train.no_such_key", "does not have", "adc_jax/config.py"],
     "negative": ["config.train.batch_size=-3", "positive integer"],
     "wrong_type": ["--config.train.batch_size=many", "Flags error"],
-    "model_mismatch": ["different model config", "model.d_model: checkpoint=32, config=64",
-                       "model.num_heads: checkpoint=2, config=4", "new --workdir"],
+    "model_mismatch": [
+        "different model config",
+        "model.d_model: checkpoint=32, config=64",
+        "model.num_heads: checkpoint=2, config=4",
+        "new --workdir",
+    ],
     "workdir_is_file": ["cannot write to the workdir", "Choose a writable --workdir"],
 }
 
@@ -196,18 +219,21 @@ def _instrument_step(monkeypatch, *, nan_at=(), sigterm_at=None) -> None:
             step = int(jax.device_get(state["optimizer"]["step"][...])) + 1
             kept = {}
             if step in nan_at:
+
                 def poison(path, x):
                     if jax.tree_util.keystr(path) == POISONED:
                         kept["bias"] = x
                         return x * np.float32("nan")
                     return x
+
                 state = jax.tree_util.tree_map_with_path(poison, state)
                 assert kept, "no parameter named " + POISONED
             new_state, metrics = compiled(rng_state, state, batch)
             if kept:
                 new_state = jax.tree_util.tree_map_with_path(
                     lambda p, x: kept["bias"] if jax.tree_util.keystr(p) == POISONED else x,
-                    new_state)
+                    new_state,
+                )
             if step == sigterm_at:
                 signal.raise_signal(signal.SIGTERM)  # caught by train.StopRequested
             return new_state, metrics
@@ -218,7 +244,8 @@ def _instrument_step(monkeypatch, *, nan_at=(), sigterm_at=None) -> None:
 
 
 def test_nonfinite_step_stops_naming_step_and_terms_after_the_last_good_checkpoint(
-        smoke_setup, monkeypatch, tmp_path):
+    smoke_setup, monkeypatch, tmp_path
+):
     config = smoke_setup.config()
     config.train.log_every = 2  # the NaN of step 5 is seen when step 6 is logged
     _instrument_step(monkeypatch, nan_at={5})
@@ -226,8 +253,15 @@ def test_nonfinite_step_stops_naming_step_and_terms_after_the_last_good_checkpoi
     with pytest.raises(train.NonFiniteError) as info:
         train.train_and_evaluate(config, workdir)
     message = str(info.value)
-    for text in ("at step 5 ", "caption_loss=nan", "similar_loss=", "grad_norm=nan",
-                 "non-finite: ", "last good checkpoint is step 3", "nonfinite=skip"):
+    for text in (
+        "at step 5 ",
+        "caption_loss=nan",
+        "similar_loss=",
+        "grad_norm=nan",
+        "non-finite: ",
+        "last good checkpoint is step 3",
+        "nonfinite=skip",
+    ):
         assert text in message, (text, message)
     assert smoke_setup.checkpoint_steps(workdir) == [3]
     assert not tmp_checkpoint_dirs(workdir)
@@ -235,7 +269,8 @@ def test_nonfinite_step_stops_naming_step_and_terms_after_the_last_good_checkpoi
 
 
 def test_nonfinite_skip_counts_the_step_and_keeps_the_count_on_resume(
-        smoke_setup, monkeypatch, tmp_path):
+    smoke_setup, monkeypatch, tmp_path
+):
     config = smoke_setup.config()
     config.train.nonfinite = "skip"
     workdir = str(tmp_path / "run")
@@ -245,8 +280,9 @@ def test_nonfinite_skip_counts_the_step_and_keeps_the_count_on_resume(
     lines = smoke_setup.train_lines(workdir)
     assert [lines[s]["train/skipped_steps"] for s in range(1, 8)] == [0, 0, 0, 0, 1, 1, 1]
     assert all(np.isfinite(v) for v in lines[7].values())
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=3,
-                                      async_save=False)
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=3, async_save=False
+    )
     assert ckpt.read_meta(7)["skipped_steps"] == 1
     ckpt.close()
     _instrument_step(monkeypatch, sigterm_at=8)
@@ -261,7 +297,8 @@ def test_nonfinite_skip_counts_the_step_and_keeps_the_count_on_resume(
 
 
 def test_disk_full_during_a_checkpoint_is_reported_and_keeps_the_previous_one(
-        smoke_setup, monkeypatch, tmp_path):
+    smoke_setup, monkeypatch, tmp_path
+):
     from orbax.checkpoint._src.path import atomicity
 
     real_finalize = atomicity.AtomicRenameTemporaryPath.finalize
@@ -278,8 +315,14 @@ def test_disk_full_during_a_checkpoint_is_reported_and_keeps_the_previous_one(
     with pytest.raises(checkpointing.CheckpointError) as info:
         train.train_and_evaluate(config, workdir)
     message = str(info.value)
-    for text in ("checkpoint 6", "No space left on device", "Free disk space",
-                 "previous checkpoint (step 3)", "is intact", "run the same command again"):
+    for text in (
+        "checkpoint 6",
+        "No space left on device",
+        "Free disk space",
+        "previous checkpoint (step 3)",
+        "is intact",
+        "run the same command again",
+    ):
         assert text in message, (text, message)
     assert smoke_setup.checkpoint_steps(workdir) == [3]
     monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", real_finalize)
@@ -343,7 +386,8 @@ def _spice_dir_whose_java_fails(tmp_path) -> str:
 
 
 def test_silent_clips_empty_and_unknown_captions_still_score(
-        smoke_setup, reference_run, monkeypatch, tmp_path):
+    smoke_setup, reference_run, monkeypatch, tmp_path
+):
     trained = restore.load_trained(reference_run)
     config, ts, mesh, vocab = trained.config, trained.train_state, trained.mesh, trained.vocab
     real = pipeline.load_builder(config).as_data_source("eval")
@@ -351,16 +395,30 @@ def test_silent_clips_empty_and_unknown_captions_still_score(
     silent = np.zeros((n,), np.int16)
     records = [
         dict(real[0], key=b"silent_pair", audio1=silent, audio2=silent, captions=[b""]),
-        dict(real[1], key=b"unknown_words", audio1=silent, audio2=silent,
-             captions=[b"zzqx blorf wuggle"]),
+        dict(
+            real[1],
+            key=b"unknown_words",
+            audio1=silent,
+            audio2=silent,
+            captions=[b"zzqx blorf wuggle"],
+        ),
         *(real[i] for i in range(2, 5)),
     ]
     split = pipeline.load_eval_split(records)
 
-    decode_fn = step_lib.jit_decode(ts, mesh, config.eval.decode, config.eval.beam_size,
-                                  config.eval.length_penalty)
-    nbest = evaluate.decode_split(decode_fn, ts.rng_state, ts.state, split, config, mesh, vocab,
-                                  batch_size=config.eval.batch_size)
+    decode_fn = step_lib.jit_decode(
+        ts, mesh, config.eval.decode, config.eval.beam_size, config.eval.length_penalty
+    )
+    nbest = evaluate.decode_split(
+        decode_fn,
+        ts.rng_state,
+        ts.state,
+        split,
+        config,
+        mesh,
+        vocab,
+        batch_size=config.eval.batch_size,
+    )
     assert set(nbest) == set(split.keys)
     assert all(np.isfinite(score) for v in nbest.values() for _, score in v)
     predictions = {k: v[0][0] for k, v in nbest.items()}
@@ -383,9 +441,13 @@ def test_silent_clips_empty_and_unknown_captions_still_score(
     tokens = np.full((config.train.batch_size, config.data.max_caption_tokens), PAD, np.int32)
     tokens[:, : len(ids)] = ids
     b = config.train.batch_size
-    batch = {"wav1": np.zeros((b, n), np.int16), "wav2": np.zeros((b, n), np.int16),
-             "wav1_len": np.full((b,), n, np.int32), "wav2_len": np.full((b,), n, np.int32),
-             "tokens": tokens}
+    batch = {
+        "wav1": np.zeros((b, n), np.int16),
+        "wav2": np.zeros((b, n), np.int16),
+        "wav1_len": np.full((b,), n, np.int32),
+        "wav2_len": np.full((b,), n, np.int32),
+        "tokens": tokens,
+    }
     train_step = step_lib.jit_train_step(ts, config, mesh)
     _, metrics = train_step(ts.rng_state, ts.state, sharding_lib.global_batch(batch, mesh))
     metrics = jax.device_get(metrics)

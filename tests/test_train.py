@@ -30,8 +30,14 @@ def ctrl_c_run(smoke_setup):
     checkpoints_after_stop = smoke_setup.checkpoint_steps(workdir)
     second = smoke_setup.start(workdir)
     second_rc = second.finish()
-    return {"workdir": workdir, "first": first, "first_rc": first_rc, "second": second,
-            "second_rc": second_rc, "checkpoints_after_stop": checkpoints_after_stop}
+    return {
+        "workdir": workdir,
+        "first": first,
+        "first_rc": first_rc,
+        "second": second,
+        "second_rc": second_rc,
+        "checkpoints_after_stop": checkpoints_after_stop,
+    }
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(ctrl_c_run):
@@ -63,8 +69,16 @@ def test_final_eval_json_schema(ctrl_c_run, smoke_setup):
     assert "Final eval (eval, step 12)" in ctrl_c_run["second"].output
     with open(os.path.join(workdir, "eval", "step_12.json")) as f:
         result = json.load(f)
-    for key in ("step", "split", "dataset", "decode", "num_pairs", "scores",
-                "difference_accuracy", "baseline"):
+    for key in (
+        "step",
+        "split",
+        "dataset",
+        "decode",
+        "num_pairs",
+        "scores",
+        "difference_accuracy",
+        "baseline",
+    ):
         assert key in result, key
     assert (result["step"], result["split"], result["dataset"]) == (12, "eval", "synthetic_adc")
     assert result["decode"] == "greedy" and result["num_pairs"] == 8
@@ -107,7 +121,13 @@ def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
 
 
 def test_nonfinite_message_names_the_bad_terms():
-    text = train._format_terms({"loss": np.float32("nan"), "caption_loss": np.float32("nan"),
-                                "similar_loss": np.float32(1.5), "finite": np.float32(0)})
+    text = train._format_terms(
+        {
+            "loss": np.float32("nan"),
+            "caption_loss": np.float32("nan"),
+            "similar_loss": np.float32(1.5),
+            "finite": np.float32(0),
+        }
+    )
     assert "caption_loss=nan" in text and "similar_loss=1.5" in text and "finite=" not in text
     assert text.endswith("non-finite: caption_loss, loss")

@@ -79,7 +79,7 @@ class Run:
 
 
 def parse_list(text: str, kind: type) -> list:
-    """"0,1" -> [0, 1]; "" -> []."""
+    """ "0,1" -> [0, 1]; "" -> []."""
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
@@ -88,21 +88,34 @@ def plan(args: argparse.Namespace) -> list[Run]:
     runs = []
     for seed in args.seeds:
         for exp in args.experiments:
-            runs.append(Run(exp, exp, seed, None, os.path.join(args.workdir_root, exp,
-                                                               f"seed{seed}")))
+            runs.append(
+                Run(exp, exp, seed, None, os.path.join(args.workdir_root, exp, f"seed{seed}"))
+            )
         if "late_sdd" in args.experiments:
             for lam in args.lambdas:
                 name = f"late_sdd_lambda{lam:g}"
-                runs.append(Run(name, "late_sdd", seed, lam,
-                                os.path.join(args.workdir_root, name, f"seed{seed}")))
+                runs.append(
+                    Run(
+                        name,
+                        "late_sdd",
+                        seed,
+                        lam,
+                        os.path.join(args.workdir_root, name, f"seed{seed}"),
+                    )
+                )
     return runs
 
 
 def command(run: Run, args: argparse.Namespace) -> list[str]:
     """The `python -m adc_jax.main` command line of a run."""
-    cmd = [sys.executable, "-m", "adc_jax.main",
-           f"--config={os.path.join(REPO_ROOT, 'configs', run.experiment)}.py:{args.size}",
-           f"--workdir={run.workdir}", f"--config.seed={run.seed}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adc_jax.main",
+        f"--config={os.path.join(REPO_ROOT, 'configs', run.experiment)}.py:{args.size}",
+        f"--workdir={run.workdir}",
+        f"--config.seed={run.seed}",
+    ]
     if run.sdd_weight is not None:
         cmd.append(f"--config.model.sdd_weight={run.sdd_weight}")
     if args.steps is not None:
@@ -137,16 +150,21 @@ def final_result(run: Run, num_steps: int) -> dict[str, Any] | None:
     if not os.path.exists(config_path):
         return None
     config = _read_json(config_path)
-    found = {"train.num_steps": config["train"]["num_steps"], "seed": config["seed"],
-             "name": config["name"]}
+    found = {
+        "train.num_steps": config["train"]["num_steps"],
+        "seed": config["seed"],
+        "name": config["name"],
+    }
     wanted = {"train.num_steps": num_steps, "seed": run.seed, "name": run.experiment}
     if run.sdd_weight is not None:
         found["model.sdd_weight"] = config["model"]["sdd_weight"]
         wanted["model.sdd_weight"] = run.sdd_weight
     diffs = [f"{k}={found[k]!r} (wanted {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
     if diffs:
-        raise AblationError(f"{run.workdir} holds a run with other settings: {', '.join(diffs)}. "
-                            "Use another --workdir_root or delete that workdir.")
+        raise AblationError(
+            f"{run.workdir} holds a run with other settings: {', '.join(diffs)}. "
+            "Use another --workdir_root or delete that workdir."
+        )
     path = os.path.join(run.workdir, "eval", f"step_{num_steps}.json")
     return _read_json(path) if os.path.exists(path) else None
 
@@ -165,14 +183,26 @@ def _cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """Platform, CPU count and JAX devices (probed in a subprocess so the parent never holds a GPU)."""
-    info = {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version()}
-    probe = ("import jax; d = jax.devices(); "
-             "print(jax.__version__, len(d), d[0].platform, d[0].device_kind, sep='|')")
+    info = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    probe = (
+        "import jax; d = jax.devices(); "
+        "print(jax.__version__, len(d), d[0].platform, d[0].device_kind, sep='|')"
+    )
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             timeout=300, env=env, cwd=REPO_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=REPO_ROOT,
+        )
         version, count, plat, kind = out.stdout.strip().splitlines()[-1].split("|")
         info.update(jax=version, devices=f"{count} x {kind} ({plat})")
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as e:
@@ -184,14 +214,18 @@ def _time_record_path(run: Run) -> str:
     return os.path.join(run.workdir, "ablation_time.json")
 
 
-def execute(run: Run, args: argparse.Namespace, machine: dict[str, Any], index: int,
-            total: int) -> None:
+def execute(
+    run: Run, args: argparse.Namespace, machine: dict[str, Any], index: int, total: int
+) -> None:
     """Trains (or resumes) one run; appends its wall time to its ablation_time.json."""
     os.makedirs(run.workdir, exist_ok=True)
     cmd = command(run, args)
     log_path = os.path.join(run.workdir, "ablation_run.log")
-    print(f"[{index}/{total}] {run.name} seed {run.seed}: training in {run.workdir} "
-          f"(log: {log_path})", flush=True)
+    print(
+        f"[{index}/{total}] {run.name} seed {run.seed}: training in {run.workdir} "
+        f"(log: {log_path})",
+        flush=True,
+    )
     start = time.time()
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
@@ -200,16 +234,24 @@ def execute(run: Run, args: argparse.Namespace, machine: dict[str, Any], index: 
     seconds = time.time() - start
     record_path = _time_record_path(run)
     record = _read_json(record_path) if os.path.exists(record_path) else {"attempts": []}
-    record["attempts"].append({"seconds": round(seconds, 1), "exit_code": proc.returncode,
-                               "machine": machine, "finished_at": time.strftime("%F %T")})
+    record["attempts"].append(
+        {
+            "seconds": round(seconds, 1),
+            "exit_code": proc.returncode,
+            "machine": machine,
+            "finished_at": time.strftime("%F %T"),
+        }
+    )
     with open(record_path, "w") as f:
         json.dump(record, f, indent=2)
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-15:])
-        raise AblationError(f"{run.name} seed {run.seed} failed (exit {proc.returncode}) after "
-                            f"{seconds:.0f} s; last lines of {log_path}:\n{tail}\nFix the cause "
-                            "and rerun the same command to resume.")
+        raise AblationError(
+            f"{run.name} seed {run.seed} failed (exit {proc.returncode}) after "
+            f"{seconds:.0f} s; last lines of {log_path}:\n{tail}\nFix the cause "
+            "and rerun the same command to resume."
+        )
     print(f"[{index}/{total}] {run.name} seed {run.seed}: done in {seconds:.0f} s", flush=True)
 
 
@@ -234,8 +276,9 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
-def make_table(runs: list[Run], results: dict[int, dict[str, Any]], args: argparse.Namespace,
-               num_steps: int) -> tuple[str, dict[str, Any]]:
+def make_table(
+    runs: list[Run], results: dict[int, dict[str, Any]], args: argparse.Namespace, num_steps: int
+) -> tuple[str, dict[str, Any]]:
     """The Markdown table and the JSON summary of the finished runs."""
     rows: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
@@ -250,65 +293,98 @@ def make_table(runs: list[Run], results: dict[int, dict[str, Any]], args: argpar
                     machines.append(attempt["machine"])
     header = ["system", "seeds", *[c for c, _ in COLUMNS]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    summary: dict[str, Any] = {"size": args.size, "num_steps": num_steps, "seeds": args.seeds,
-                               "machines": machines, "total_run_seconds": round(total_seconds, 1),
-                               "systems": {}}
+    summary: dict[str, Any] = {
+        "size": args.size,
+        "num_steps": num_steps,
+        "seeds": args.seeds,
+        "machines": machines,
+        "total_run_seconds": round(total_seconds, 1),
+        "systems": {},
+    }
     for name, indices in rows.items():
         done = [i for i in indices if i in results]
         label = runs[indices[0]].label()
         per_seed = {runs[i].seed: {c: _get(results[i], w) for c, w in COLUMNS} for i in done}
         summary["systems"][name] = {"label": label, "per_seed": per_seed}
         cells = [label, f"{len(done)}/{len(indices)}"]
-        cells += [_mean_std([per_seed[runs[i].seed][c] for i in done]) if done else "not run"
-                  for c, _ in COLUMNS]
+        cells += [
+            _mean_std([per_seed[runs[i].seed][c] for i in done]) if done else "not run"
+            for c, _ in COLUMNS
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     baseline = next((results[i]["baseline"] for i in sorted(results)), None)
     if baseline is not None:
         cells = [f"most frequent caption: \u201c{baseline['caption']}\u201d", "-"]
         cells += [_mean_std([_get(baseline, w)]) for _, w in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-        summary["most_frequent_caption"] = {"caption": baseline["caption"],
-                                            **{c: _get(baseline, w) for c, w in COLUMNS}}
+        summary["most_frequent_caption"] = {
+            "caption": baseline["caption"],
+            **{c: _get(baseline, w) for c, w in COLUMNS},
+        }
     any_result = next((results[i] for i in sorted(results)), None)
-    machine_lines = [f"{m.get('platform')}, {m.get('cpu_count')} x {m.get('cpu', 'CPU')}, "
-                     f"JAX {m.get('jax', '?')} "
-                     f"on {m.get('devices')}" for m in machines] or ["(no run recorded)"]
-    notes = [f"# Ablation ({args.size} size, {num_steps} steps, seeds "
-             f"{', '.join(map(str, args.seeds))})", "",
-             f"- Machine: {'; '.join(machine_lines)}",
-             f"- Total run time: {_duration(total_seconds)} (sum of the runs' wall-clock times)",
-             f"- Workdirs: {args.workdir_root}/<system>/seed<S>"]
+    machine_lines = [
+        f"{m.get('platform')}, {m.get('cpu_count')} x {m.get('cpu', 'CPU')}, "
+        f"JAX {m.get('jax', '?')} "
+        f"on {m.get('devices')}"
+        for m in machines
+    ] or ["(no run recorded)"]
+    notes = [
+        f"# Ablation ({args.size} size, {num_steps} steps, seeds "
+        f"{', '.join(map(str, args.seeds))})",
+        "",
+        f"- Machine: {'; '.join(machine_lines)}",
+        f"- Total run time: {_duration(total_seconds)} (sum of the runs' wall-clock times)",
+        f"- Workdirs: {args.workdir_root}/<system>/seed<S>",
+    ]
     if any_result is not None:
-        notes.append(f"- Split: {any_result['split']} of {any_result['dataset']} "
-                     f"({any_result['num_pairs']} pairs), {any_result['decode']} decoding")
+        notes.append(
+            f"- Split: {any_result['split']} of {any_result['dataset']} "
+            f"({any_result['num_pairs']} pairs), {any_result['decode']} decoding"
+        )
         spice_note = any_result["scores"].get("notes", {}).get("SPICE")
         if any_result["scores"].get("SPICE") is None and spice_note:
             notes.append(f"- SPIDEr n/a: {spice_note}")
-    notes += ["- Cells: mean ± sample standard deviation over seeds; \"seeds\" counts finished "
-              "runs.", ""]
+    notes += [
+        '- Cells: mean ± sample standard deviation over seeds; "seeds" counts finished runs.',
+        "",
+    ]
     return "\n".join(notes + lines) + "\n", summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="quick", choices=("paper", "quick", "smoke"))
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
-    parser.add_argument("--lambdas", default="0.5,2.0",
-                        help="sdd_weight values of the late_sdd sweep ('' for none)")
-    parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
-                        help="comma-separated subset of " + ",".join(EXPERIMENTS))
-    parser.add_argument("--workdir_root", default=None,
-                        help="where the runs go (default: workdirs/ablation_<size>)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="override train.num_steps of every run")
+    parser.add_argument(
+        "--lambdas", default="0.5,2.0", help="sdd_weight values of the late_sdd sweep ('' for none)"
+    )
+    parser.add_argument(
+        "--experiments",
+        default=",".join(EXPERIMENTS),
+        help="comma-separated subset of " + ",".join(EXPERIMENTS),
+    )
+    parser.add_argument(
+        "--workdir_root", default=None, help="where the runs go (default: workdirs/ablation_<size>)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override train.num_steps of every run"
+    )
     parser.add_argument("--data_dir", default=None, help="override data.data_dir")
-    parser.add_argument("--override", action="append", default=[],
-                        help="extra config override for every run, e.g. "
-                             "--override=config.eval.decode=beam (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra config override for every run, e.g. "
+        "--override=config.eval.decode=beam (repeatable)",
+    )
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
-    parser.add_argument("--table_only", action="store_true",
-                        help="write the table of the finished runs without training")
+    parser.add_argument(
+        "--table_only",
+        action="store_true",
+        help="write the table of the finished runs without training",
+    )
     args = parser.parse_args(argv)
     args.seeds = parse_list(args.seeds, int)
     args.lambdas = parse_list(args.lambdas, float)
@@ -319,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     args.experiments = [e for e in EXPERIMENTS if e in args.experiments]  # table order
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
-    args.workdir_root = os.path.abspath(os.path.expanduser(
-        args.workdir_root or os.path.join("workdirs", f"ablation_{args.size}")))
+    args.workdir_root = os.path.abspath(
+        os.path.expanduser(args.workdir_root or os.path.join("workdirs", f"ablation_{args.size}"))
+    )
 
     num_steps = requested_steps(args)
     runs = plan(args)
@@ -338,17 +415,22 @@ def main(argv: list[str] | None = None) -> int:
                 todo.append(i)
             else:
                 results[i] = result
-        print(f"Ablation in {args.workdir_root}: {len(runs)} runs, {len(results)} finished "
-              f"(skipped), {len(todo)} to run.", flush=True)
+        print(
+            f"Ablation in {args.workdir_root}: {len(runs)} runs, {len(results)} finished "
+            f"(skipped), {len(todo)} to run.",
+            flush=True,
+        )
         if todo and not args.table_only:
             machine = machine_info()
             for n, i in enumerate(todo, 1):
                 execute(runs[i], args, machine, n, len(todo))
                 result = final_result(runs[i], num_steps)
                 if result is None:
-                    raise AblationError(f"{runs[i].workdir} finished without "
-                                        f"eval/step_{num_steps}.json (was it stopped?); rerun "
-                                        "to resume.")
+                    raise AblationError(
+                        f"{runs[i].workdir} finished without "
+                        f"eval/step_{num_steps}.json (was it stopped?); rerun "
+                        "to resume."
+                    )
                 results[i] = result
     except AblationError as e:
         print(f"Error: {e}", file=sys.stderr)
@@ -365,8 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         print("No finished run yet: nothing to tabulate.")
         return 0
     print(table)
-    print(f"Wrote {args.workdir_root}/ablation.md and ablation.json "
-          f"(this invocation: {_duration(time.time() - start)}).")
+    print(
+        f"Wrote {args.workdir_root}/ablation.md and ablation.json "
+        f"(this invocation: {_duration(time.time() - start)})."
+    )
     return 0
 
 

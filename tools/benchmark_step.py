@@ -82,8 +82,9 @@ def synthetic_batch(config, batch_size: int, vocab_size: int, caption_tokens: in
     }
 
 
-def time_fn(fn, args, steps: int, warmup: int, carry_first: bool = False
-            ) -> tuple[float, list, object]:
+def time_fn(
+    fn, args, steps: int, warmup: int, carry_first: bool = False
+) -> tuple[float, list, object]:
     """(compile seconds, per-step seconds, last output).
 
     With `carry_first`, output[0] is fed back as args[1] (a donated train state).
@@ -134,6 +135,7 @@ def breakdown(ts, config, batch, steps: int, warmup: int) -> dict[str, float]:
 
         def f(byola):
             return byola(logmel, train=True).astype(jnp.float32).mean()
+
         return nnx.grad(f)(m.byola)
 
     @jax.jit
@@ -142,16 +144,27 @@ def breakdown(ts, config, batch, steps: int, warmup: int) -> dict[str, float]:
         return nnx.grad(lambda mm: step_lib.compute_loss(mm, batch, loss_cfg, train=True)[0])(m)
 
     out = {}
-    for name, fn in (("frontend_fwd", frontend), ("frontend_cnn_fwd_bwd", cnn),
-                     ("loss_fwd_bwd", loss)):
+    for name, fn in (
+        ("frontend_fwd", frontend),
+        ("frontend_cnn_fwd_bwd", cnn),
+        ("loss_fwd_bwd", loss),
+    ):
         _, times, _ = time_fn(fn, (ts.rng_state, ts.state, batch), steps, warmup)
         out[name] = 1000 * statistics.median(times)
     return out
 
 
-def run_benchmark(config, *, steps: int = 30, warmup: int = 3, vocab_size: int = 1000,
-                  caption_tokens: int = 20, peak: float | None = None, with_breakdown: bool = False,
-                  profile_dir: str | None = None) -> dict:
+def run_benchmark(
+    config,
+    *,
+    steps: int = 30,
+    warmup: int = 3,
+    vocab_size: int = 1000,
+    caption_tokens: int = 20,
+    peak: float | None = None,
+    with_breakdown: bool = False,
+    profile_dir: str | None = None,
+) -> dict:
     """Builds the real train step for `config` and times it; returns the result dict."""
     import jax
 
@@ -164,11 +177,13 @@ def run_benchmark(config, *, steps: int = 30, warmup: int = 3, vocab_size: int =
     mesh = sharding_lib.create_mesh()
     ts = step_lib.create_train_state(config, vocab_size, mesh)
     batch = sharding_lib.global_batch(
-        synthetic_batch(config, config.train.batch_size, vocab_size, caption_tokens), mesh)
+        synthetic_batch(config, config.train.batch_size, vocab_size, caption_tokens), mesh
+    )
     train_step = step_lib.jit_train_step(ts, config, mesh)
 
-    compile_s, times, (state, _) = time_fn(train_step, (ts.rng_state, ts.state, batch), steps,
-                                           warmup, carry_first=True)
+    compile_s, times, (state, _) = time_fn(
+        train_step, (ts.rng_state, ts.state, batch), steps, warmup, carry_first=True
+    )
     # Dispatch-pipelined throughput (no sync between steps), as in a real training loop.
     start = time.perf_counter()
     for _ in range(steps):
@@ -197,22 +212,33 @@ def run_benchmark(config, *, steps: int = 30, warmup: int = 3, vocab_size: int =
     kind = jax.devices()[0].device_kind
     peak = peak or peak_tflops(kind, config.model.dtype)
     result = {
-        "config": config.name, "size": config.size, "device_kind": kind,
-        "device_count": jax.device_count(), "process_count": jax.process_count(),
-        "dtype": config.model.dtype, "global_batch": b, "steps": steps,
+        "config": config.name,
+        "size": config.size,
+        "device_kind": kind,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "dtype": config.model.dtype,
+        "global_batch": b,
+        "steps": steps,
         "byola_fused_blocks": bool(config.model.byola_fused_blocks),
-        "compile_s": round(compile_s, 2), "median_ms_per_step": round(1000 * median_s, 3),
+        "compile_s": round(compile_s, 2),
+        "median_ms_per_step": round(1000 * median_s, 3),
         "pipelined_ms_per_step": round(1000 * pipelined_s, 3),
-        "pairs_per_s": round(b / step_s, 1), "gflop_per_pair": round(flops_pair / 1e9, 3),
+        "pairs_per_s": round(b / step_s, 1),
+        "gflop_per_pair": round(flops_pair / 1e9, 3),
         "gflop_per_pair_cnn": round(3 * (fwd["cnn"] + fwd["byola_head"]) / 1e9, 3),
-        "achieved_tflops": round(achieved, 2), "peak_tflops": peak,
-        "mfu": round(achieved / peak, 4) if peak else None, "loss": round(loss, 4),
-        "params": step_lib.parameter_count(ts.state), "jax": jax.__version__,
+        "achieved_tflops": round(achieved, 2),
+        "peak_tflops": peak,
+        "mfu": round(achieved / peak, 4) if peak else None,
+        "loss": round(loss, 4),
+        "params": step_lib.parameter_count(ts.state),
+        "jax": jax.__version__,
     }
     if parts:
         result["breakdown_ms"] = {k: round(v, 3) for k, v in parts.items()}
         result["breakdown_ms"]["optimizer_and_rest"] = round(
-            1000 * median_s - parts["loss_fwd_bwd"], 3)
+            1000 * median_s - parts["loss_fwd_bwd"], 3
+        )
     return result
 
 
@@ -220,8 +246,11 @@ def format_table(result: dict) -> str:
     """The human-readable table of one benchmark result."""
     peak = result["peak_tflops"]
     rows = [
-        ("device", f"{result['device_kind']} x{result['device_count']} "
-                   f"({result['process_count']} process(es))"),
+        (
+            "device",
+            f"{result['device_kind']} x{result['device_count']} "
+            f"({result['process_count']} process(es))",
+        ),
         ("config", f"{result['config']} ({result['size']}), {result['dtype']}"),
         ("global batch", str(result["global_batch"])),
         ("compile", f"{result['compile_s']:.1f} s"),
@@ -245,10 +274,16 @@ def main(argv):
         config.train.batch_size = _BATCH.value
     if _DTYPE.value:
         config.model.dtype = _DTYPE.value
-    result = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
-                           vocab_size=_VOCAB.value, caption_tokens=_TOKENS.value,
-                           peak=_PEAK.value, with_breakdown=_BREAKDOWN.value,
-                           profile_dir=_PROFILE.value)
+    result = run_benchmark(
+        config,
+        steps=_STEPS.value,
+        warmup=_WARMUP.value,
+        vocab_size=_VOCAB.value,
+        caption_tokens=_TOKENS.value,
+        peak=_PEAK.value,
+        with_breakdown=_BREAKDOWN.value,
+        profile_dir=_PROFILE.value,
+    )
     print(format_table(result))
     line = json.dumps(result)
     print(line)

@@ -61,8 +61,10 @@ def correctness(base_config) -> list[str]:
             gpu = _loss_terms(config, vocab, batch, jax.devices()[0])
         for k in ("loss", "caption_loss", "similar_loss", "discrepant_loss"):
             rel = abs(gpu[k] - cpu[k]) / max(abs(cpu[k]), 1e-12)
-            lines.append(f"  [{precision:>7}] {k:<16} cpu {cpu[k]: .6f}  gpu {gpu[k]: .6f}  "
-                         f"rel.diff {rel:.2e}")
+            lines.append(
+                f"  [{precision:>7}] {k:<16} cpu {cpu[k]: .6f}  gpu {gpu[k]: .6f}  "
+                f"rel.diff {rel:.2e}"
+            )
     return lines
 
 
@@ -90,8 +92,12 @@ def main() -> int:
         traceback.print_exc()
     print(f"[correctness took {time.time() - start:.0f} s]", flush=True)
 
-    runs = [("float32", 32, True), ("float32", 128, True), ("bfloat16", 32, True),
-            ("bfloat16", 128, True)]
+    runs = [
+        ("float32", 32, True),
+        ("float32", 128, True),
+        ("bfloat16", 32, True),
+        ("bfloat16", 128, True),
+    ]
     if extra:
         runs += [("bfloat16", 256, True), ("bfloat16", 128, False)]
     results = []
@@ -128,13 +134,17 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
-        print(f"| {r['dtype']} | {r['global_batch']} | {r['byola_fused_blocks']} | "
-              f"{min(r['median_ms_per_step'], r['pipelined_ms_per_step']):.2f} | "
-              f"{r['pairs_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {mfu} |")
+        print(
+            f"| {r['dtype']} | {r['global_batch']} | {r['byola_fused_blocks']} | "
+            f"{min(r['median_ms_per_step'], r['pipelined_ms_per_step']):.2f} | "
+            f"{r['pairs_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {mfu} |"
+        )
     if results:
         r = results[0]
-        print(f"device: {r['device_kind']}; model {r['gflop_per_pair']:.1f} GFLOP/pair/step "
-              f"(CNN {r['gflop_per_pair_cnn']:.1f}); {r['params']:,} parameters")
+        print(
+            f"device: {r['device_kind']}; model {r['gflop_per_pair']:.1f} GFLOP/pair/step "
+            f"(CNN {r['gflop_per_pair_cnn']:.1f}); {r['params']:,} parameters"
+        )
     print(f"[total {time.time() - start:.0f} s]")
     return 0 if results else 1
 

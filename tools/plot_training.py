@@ -21,15 +21,17 @@ from adc_jax.plotting import plot_training  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", help="workdir of a training run (holds metrics.jsonl)")
-    parser.add_argument("--output", default=None,
-                        help="PNG to write (default: WORKDIR/plots/training.png)")
+    parser.add_argument(
+        "--output", default=None, help="PNG to write (default: WORKDIR/plots/training.png)"
+    )
     parser.add_argument("--dpi", type=int, default=100)
     args = parser.parse_args(argv)
     workdir = os.path.abspath(os.path.expanduser(args.workdir))
     output = args.output or os.path.join(workdir, "plots", "training.png")
     try:
-        path = plot_training(os.path.join(workdir, "metrics.jsonl"), output, title=workdir,
-                             dpi=args.dpi)
+        path = plot_training(
+            os.path.join(workdir, "metrics.jsonl"), output, title=workdir, dpi=args.dpi
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -65,6 +65,7 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
             def loss(m, *xs):
                 y = fn(m, *xs)
                 return jnp.sum(jnp.asarray(y, jnp.float32) ** 2) * 1e-6
+
             m = nnx.merge(graphdef, state)
             return nnx.grad(loss, argnums=tuple(range(len(xs) + 1)))(m, *xs)
 
@@ -72,17 +73,23 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
 
     b = model.byola
     x = logmel[..., None].astype(cdt)
-    grad_time("cnn block 1", b, lambda m, x: byola_lib.first_conv_block(m.conv1, m.bn1, x,
-                                                                       train=True), x)
-    grad_time("cnn block 1 (textbook order)", b,
-              lambda m, x: byola_lib.conv_block(m.conv1, m.bn1, x, train=True, pool_first=False),
-              x)
+    grad_time(
+        "cnn block 1", b, lambda m, x: byola_lib.first_conv_block(m.conv1, m.bn1, x, train=True), x
+    )
+    grad_time(
+        "cnn block 1 (textbook order)",
+        b,
+        lambda m, x: byola_lib.conv_block(m.conv1, m.bn1, x, train=True, pool_first=False),
+        x,
+    )
     x1 = byola_lib.first_conv_block(b.conv1, b.bn1, x, train=True)
-    grad_time("cnn block 2", b, lambda m, x: byola_lib.conv_block(m.conv2, m.bn2, x,
-                                                                 train=True), x1)
+    grad_time(
+        "cnn block 2", b, lambda m, x: byola_lib.conv_block(m.conv2, m.bn2, x, train=True), x1
+    )
     x2 = byola_lib.conv_block(b.conv2, b.bn2, x1, train=True)
-    grad_time("cnn block 3", b, lambda m, x: byola_lib.conv_block(m.conv3, m.bn3, x,
-                                                                 train=True), x2)
+    grad_time(
+        "cnn block 3", b, lambda m, x: byola_lib.conv_block(m.conv3, m.bn3, x, train=True), x2
+    )
     x3 = byola_lib.conv_block(b.conv3, b.bn3, x2, train=True)
     flat = x3.reshape(x3.shape[0], x3.shape[1], -1)
 
@@ -102,17 +109,25 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
     grad_time("encoder (proj + layers)", model.encoder, encode, feats)
     latent = jax.random.normal(key, (batch, frames, config.model.d_model), cdt)
     if model.sdd is not None:
-        grad_time("sdd (bilstm + losses)", model.sdd,
-                  lambda m, a, c: m(a, valid, c, valid)["similar_loss"]
-                  + m(a, valid, c, valid)["discrepant_loss"], latent, latent)
+        grad_time(
+            "sdd (bilstm + losses)",
+            model.sdd,
+            lambda m, a, c: (
+                m(a, valid, c, valid)["similar_loss"] + m(a, valid, c, valid)["discrepant_loss"]
+            ),
+            latent,
+            latent,
+        )
     tokens = jax.random.randint(key, (batch, config.data.max_caption_tokens - 1), 4, vocab)
     memory = jax.random.normal(key, (batch, 2 * frames, config.model.d_model), cdt)
     mvalid = jnp.ones((batch, 2 * frames), bool)
 
     def decode(m, mem):
         logits = m(tokens, mem, mvalid, train=True)
-        return jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None],
-                                                                   -1)[..., 0]
+        return (
+            jax.nn.logsumexp(logits, -1)
+            - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0]
+        )
 
     grad_time("decoder + cross-entropy", model.decoder, decode, memory)
     return out
@@ -133,8 +148,17 @@ def main() -> int:
     for k, v in out.items():
         print(f"  {k:<26} {v:8.2f} ms  {100 * v / total:5.1f}%")
     print(f"  {'sum':<26} {total:8.2f} ms   [{time.time() - start:.0f} s]")
-    print(json.dumps({"device_kind": jax.devices()[0].device_kind, "size": size, "batch": batch,
-                      "dtype": dtype, "ms": {k: round(v, 3) for k, v in out.items()}}))
+    print(
+        json.dumps(
+            {
+                "device_kind": jax.devices()[0].device_kind,
+                "size": size,
+                "batch": batch,
+                "dtype": dtype,
+                "ms": {k: round(v, 3) for k, v in out.items()},
+            }
+        )
+    )
     return 0
 
 

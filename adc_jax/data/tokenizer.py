@@ -42,8 +42,9 @@ class Vocabulary:
     def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         """Vocabulary of every word seen at least min_count times, most frequent first."""
         counts = collections.Counter(w for c in captions for w in words(c))
-        kept = sorted((w for w, n in counts.items() if n >= min_count),
-                      key=lambda w: (-counts[w], w))
+        kept = sorted(
+            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
+        )
         return cls(list(SPECIAL_TOKENS) + kept)
 
     def encode(self, text: str, max_tokens: int) -> tuple[list[int], bool]:

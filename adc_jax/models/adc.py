@@ -44,33 +44,100 @@ def valid_frames(wav_len: jax.Array, hop_length: int) -> jax.Array:
 class ADCModel(nnx.Module):
     """BYOL-A features -> difference encoder (+ SDD) -> caption decoder."""
 
-    def __init__(self, *, vocab_size: int, sample_rate: int, n_fft: int, win_length: int,
-                 hop_length: int, n_mels: int, f_min: float, f_max: float, norm_mean: float,
-                 norm_std: float, byola_channels: int, byola_dim: int, byola_dropout: float,
-                 byola_frozen: bool, d_model: int, num_heads: int, d_ff: int,
-                 encoder_layers: int, decoder_layers: int, dropout: float, attention: str,
-                 sdd: str, sdd_similar_dim: int, sdd_lstm_units: int, sdd_temperature: float,
-                 max_decode_len: int, remat_cnn: bool = False, byola_fused_blocks: bool = True,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        sample_rate: int,
+        n_fft: int,
+        win_length: int,
+        hop_length: int,
+        n_mels: int,
+        f_min: float,
+        f_max: float,
+        norm_mean: float,
+        norm_std: float,
+        byola_channels: int,
+        byola_dim: int,
+        byola_dropout: float,
+        byola_frozen: bool,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        dropout: float,
+        attention: str,
+        sdd: str,
+        sdd_similar_dim: int,
+        sdd_lstm_units: int,
+        sdd_temperature: float,
+        max_decode_len: int,
+        remat_cnn: bool = False,
+        byola_fused_blocks: bool = True,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         if sdd not in ("none", "early", "late"):
             raise ValueError(f"Unknown sdd mode {sdd!r}; use 'none', 'early' or 'late'.")
-        self.frontend_args = dict(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
-                                  hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max,
-                                  mean=norm_mean, std=norm_std)
+        self.frontend_args = dict(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            f_min=f_min,
+            f_max=f_max,
+            mean=norm_mean,
+            std=norm_std,
+        )
         self.hop_length = hop_length
         self.sdd_mode = sdd
         self.byola_frozen = byola_frozen
         self.remat_cnn = remat_cnn
-        self.byola = AudioNTT2020(n_mels=n_mels, channels=byola_channels, dim=byola_dim,
-                                  dropout=byola_dropout, dtype=dtype,
-                                  pool_first=byola_fused_blocks, rngs=rngs)
-        self.encoder = DifferenceEncoder(byola_dim, d_model, num_heads, d_ff, encoder_layers,
-                                         attention=attention, dropout=dropout, dtype=dtype,
-                                         rngs=rngs)
-        self.sdd = (SDD(d_model, sdd_similar_dim, sdd_lstm_units, temperature=sdd_temperature,
-                        dtype=dtype, rngs=rngs) if sdd != "none" else None)
-        self.decoder = TextDecoder(vocab_size, d_model, num_heads, d_ff, decoder_layers,
-                                   max_decode_len, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.byola = AudioNTT2020(
+            n_mels=n_mels,
+            channels=byola_channels,
+            dim=byola_dim,
+            dropout=byola_dropout,
+            dtype=dtype,
+            pool_first=byola_fused_blocks,
+            rngs=rngs,
+        )
+        self.encoder = DifferenceEncoder(
+            byola_dim,
+            d_model,
+            num_heads,
+            d_ff,
+            encoder_layers,
+            attention=attention,
+            dropout=dropout,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.sdd = (
+            SDD(
+                d_model,
+                sdd_similar_dim,
+                sdd_lstm_units,
+                temperature=sdd_temperature,
+                dtype=dtype,
+                rngs=rngs,
+            )
+            if sdd != "none"
+            else None
+        )
+        self.decoder = TextDecoder(
+            vocab_size,
+            d_model,
+            num_heads,
+            d_ff,
+            decoder_layers,
+            max_decode_len,
+            dropout=dropout,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def log_mel(self, wav: jax.Array) -> jax.Array:
         """Waveforms [B, N] (int16 full scale or float in [-1, 1]) -> log-mel [B, T_mel, M] f32."""
@@ -78,12 +145,15 @@ class ADCModel(nnx.Module):
             wav = wav.astype(jnp.float32) / INT16_SCALE
         return frontend.log_mel(wav.astype(jnp.float32), **self.frontend_args)
 
-    def clip_features(self, wav: jax.Array, wav_len: jax.Array, *, train: bool
-                      ) -> tuple[jax.Array, jax.Array]:
+    def clip_features(
+        self, wav: jax.Array, wav_len: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
         """Waveforms [B, N], valid sample counts [B] -> frame features [B, T, d], valid [B, T]."""
         byola_train = train and not self.byola_frozen
         if self.remat_cnn:
-            features = nnx.remat(lambda m, x: m(x, train=byola_train))(self.byola, self.log_mel(wav))
+            features = nnx.remat(lambda m, x: m(x, train=byola_train))(
+                self.byola, self.log_mel(wav)
+            )
         else:
             features = self.byola(self.log_mel(wav), train=byola_train)
         if self.byola_frozen:
@@ -92,8 +162,9 @@ class ADCModel(nnx.Module):
         valid = jnp.arange(features.shape[1])[None, :] < n_valid[:, None]
         return features, valid
 
-    def encode(self, wav1: jax.Array, len1: jax.Array, wav2: jax.Array, len2: jax.Array, *,
-               train: bool) -> dict[str, jax.Array | list]:
+    def encode(
+        self, wav1: jax.Array, len1: jax.Array, wav2: jax.Array, len2: jax.Array, *, train: bool
+    ) -> dict[str, jax.Array | list]:
         """Encodes a batch of pairs.
 
         Args:
@@ -103,8 +174,11 @@ class ADCModel(nnx.Module):
           [B, H, 2T, 2T]), and, when SDD is on, "similar_loss" and "discrepant_loss" scalars.
         """
         batch = wav1.shape[0]
-        features, valid = self.clip_features(jnp.concatenate([wav1, wav2], axis=0),
-                                             jnp.concatenate([len1, len2], axis=0), train=train)
+        features, valid = self.clip_features(
+            jnp.concatenate([wav1, wav2], axis=0),
+            jnp.concatenate([len1, len2], axis=0),
+            train=train,
+        )
         projected = self.encoder.project(features)
         p1, p2 = projected[:batch], projected[batch:]
         v1, v2 = valid[:batch], valid[batch:]
@@ -118,8 +192,16 @@ class ADCModel(nnx.Module):
         out.update(memory=memory, memory_valid=memory_valid, attention=attention)
         return out
 
-    def __call__(self, wav1: jax.Array, len1: jax.Array, wav2: jax.Array, len2: jax.Array,
-                 tokens: jax.Array, *, train: bool) -> dict[str, jax.Array | list]:
+    def __call__(
+        self,
+        wav1: jax.Array,
+        len1: jax.Array,
+        wav2: jax.Array,
+        len2: jax.Array,
+        tokens: jax.Array,
+        *,
+        train: bool,
+    ) -> dict[str, jax.Array | list]:
         """Teacher-forced forward pass: `encode` outputs plus "logits" [B, L, V] float32.
 
         tokens: [B, L] decoder inputs (<bos> w1 w2 ...).
@@ -133,14 +215,34 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
     """Builds the model described by `config.model` (and the data's sample rate)."""
     m = config.model
     return ADCModel(
-        vocab_size=vocab_size, sample_rate=config.data.sample_rate, n_fft=m.n_fft,
-        win_length=m.win_length, hop_length=m.hop_length, n_mels=m.n_mels, f_min=m.f_min,
-        f_max=m.f_max, norm_mean=m.norm_mean, norm_std=m.norm_std,
-        byola_channels=m.byola_channels, byola_dim=m.byola_dim, byola_dropout=m.byola_dropout,
-        byola_frozen=m.byola_freeze, d_model=m.d_model, num_heads=m.num_heads, d_ff=m.d_ff,
-        encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, dropout=m.dropout,
-        attention=m.attention, sdd=m.sdd, sdd_similar_dim=m.sdd_similar_dim,
-        sdd_lstm_units=m.sdd_lstm_units, sdd_temperature=m.sdd_temperature,
-        max_decode_len=m.max_decode_len, remat_cnn=m.remat_cnn,
-        byola_fused_blocks=m.byola_fused_blocks, dtype=compute_dtype(m.dtype),
-        rngs=rngs)
+        vocab_size=vocab_size,
+        sample_rate=config.data.sample_rate,
+        n_fft=m.n_fft,
+        win_length=m.win_length,
+        hop_length=m.hop_length,
+        n_mels=m.n_mels,
+        f_min=m.f_min,
+        f_max=m.f_max,
+        norm_mean=m.norm_mean,
+        norm_std=m.norm_std,
+        byola_channels=m.byola_channels,
+        byola_dim=m.byola_dim,
+        byola_dropout=m.byola_dropout,
+        byola_frozen=m.byola_freeze,
+        d_model=m.d_model,
+        num_heads=m.num_heads,
+        d_ff=m.d_ff,
+        encoder_layers=m.encoder_layers,
+        decoder_layers=m.decoder_layers,
+        dropout=m.dropout,
+        attention=m.attention,
+        sdd=m.sdd,
+        sdd_similar_dim=m.sdd_similar_dim,
+        sdd_lstm_units=m.sdd_lstm_units,
+        sdd_temperature=m.sdd_temperature,
+        max_decode_len=m.max_decode_len,
+        remat_cnn=m.remat_cnn,
+        byola_fused_blocks=m.byola_fused_blocks,
+        dtype=compute_dtype(m.dtype),
+        rngs=rngs,
+    )

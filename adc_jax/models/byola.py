@@ -64,8 +64,9 @@ def _update_running_stats(bn: nnx.BatchNorm, mean: jax.Array, var: jax.Array) ->
     bn.var[...] = m * bn.var[...] + (1.0 - m) * jax.lax.stop_gradient(var)
 
 
-def batch_norm_affine(bn: nnx.BatchNorm, x: jax.Array, *, train: bool
-                      ) -> tuple[jax.Array, jax.Array]:
+def batch_norm_affine(
+    bn: nnx.BatchNorm, x: jax.Array, *, train: bool
+) -> tuple[jax.Array, jax.Array]:
     """BatchNorm as a per-channel affine map: returns (a, b) with BN(x) = a * x + b, float32.
 
     In training, the statistics are the batch's (one pass: E[x] and E[x^2], reduced in float32 over
@@ -84,8 +85,9 @@ def batch_norm_affine(bn: nnx.BatchNorm, x: jax.Array, *, train: bool
     return a, bn.bias[...] - mean * a
 
 
-def conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool,
-               pool_first: bool = True) -> jax.Array:
+def conv_block(
+    conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool, pool_first: bool = True
+) -> jax.Array:
     """Conv 3x3 -> BatchNorm -> ReLU -> MaxPool 2x2 (floor): [B, T, F, C_in] -> [B, T/2, F/2, C].
 
     With `pool_first`, the 2x2 max is taken before the BatchNorm affine map and the ReLU. That is
@@ -110,17 +112,16 @@ def _patch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean [9] and covariance [9, 9] of the 3x3 patches of x [B, T, F] (zero padding 1), f32."""
     b, t, f = x.shape
     padded = jnp.pad(x.astype(jnp.float32), ((0, 0), (1, 1), (1, 1)))
-    patches = jnp.stack([padded[:, i : i + t, j : j + f] for i in range(3) for j in range(3)],
-                        axis=-1).reshape(-1, 9)
+    patches = jnp.stack(
+        [padded[:, i : i + t, j : j + f] for i in range(3) for j in range(3)], axis=-1
+    ).reshape(-1, 9)
     n = patches.shape[0]
     mean = jnp.mean(patches, axis=0)
-    second = jnp.einsum("nk,nl->kl", patches, patches,
-                        precision=jax.lax.Precision.HIGHEST) / n
+    second = jnp.einsum("nk,nl->kl", patches, patches, precision=jax.lax.Precision.HIGHEST) / n
     return mean, second - jnp.outer(mean, mean)
 
 
-def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool
-                     ) -> jax.Array:
+def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Array:
     """The first block (1 input channel), with BatchNorm folded into the convolution.
 
     The conv is linear in its 3x3 input patch p, y_c = w_c . p + b_c, so the batch statistics of
@@ -139,16 +140,21 @@ def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: 
     if train:
         m, cov = _patch_moments(x[..., 0])
         mean = m @ w + bias
-        var = jnp.maximum(jnp.einsum("kc,kl,lc->c", w, cov, w,
-                                     precision=jax.lax.Precision.HIGHEST), 0.0)
+        var = jnp.maximum(
+            jnp.einsum("kc,kl,lc->c", w, cov, w, precision=jax.lax.Precision.HIGHEST), 0.0
+        )
         _update_running_stats(bn, mean, var)
     else:
         mean, var = bn.mean[...], bn.var[...]
     a = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
     dtype = conv.dtype or x.dtype
     y = jax.lax.conv_general_dilated(
-        x.astype(dtype), (kernel * a).astype(dtype), window_strides=(1, 1),
-        padding=((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x.astype(dtype),
+        (kernel * a).astype(dtype),
+        window_strides=(1, 1),
+        padding=((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     y = y + ((bias - mean) * a + bn.bias[...]).astype(dtype)
     batch, t, f, c = y.shape
     windows = y[:, : t // 2 * 2, : f // 2 * 2].reshape(batch, t // 2, 2, f // 2, 2, c)

@@ -28,22 +28,31 @@ Cache = dict[str, jax.Array]
 class DecoderLayer(nnx.Module):
     """Pre-LN layer: causal self-attention, cross-attention, feed-forward."""
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, *, dropout: float, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, d_model: int, num_heads: int, d_ff: int, *, dropout: float, dtype, rngs: nnx.Rngs
+    ):
         self.self_norm = layer_norm(d_model, dtype, rngs)
-        self.self_attention = MultiHeadAttention(d_model, num_heads, dropout=dropout, dtype=dtype,
-                                                 rngs=rngs)
+        self.self_attention = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, dtype=dtype, rngs=rngs
+        )
         self.cross_norm = layer_norm(d_model, dtype, rngs)
-        self.cross_attention = MultiHeadAttention(d_model, num_heads, dropout=dropout,
-                                                  dtype=dtype, rngs=rngs)
+        self.cross_attention = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, dtype=dtype, rngs=rngs
+        )
         self.ffn_norm = layer_norm(d_model, dtype, rngs)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-    def __call__(self, x: jax.Array, self_kv: tuple[jax.Array, jax.Array] | None,
-                 self_mask: jax.Array, cross_kv: tuple[jax.Array, jax.Array],
-                 cross_mask: jax.Array, *, train: bool
-                 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]:
+    def __call__(
+        self,
+        x: jax.Array,
+        self_kv: tuple[jax.Array, jax.Array] | None,
+        self_mask: jax.Array,
+        cross_kv: tuple[jax.Array, jax.Array],
+        cross_mask: jax.Array,
+        *,
+        train: bool,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]:
         """One layer.
 
         Args:
@@ -60,8 +69,9 @@ class DecoderLayer(nnx.Module):
         keys, values = new_kv if self_kv is None else self_kv
         y, _ = self.self_attention.attend(y, keys, values, self_mask, train=train)
         x = x + self.dropout(y, deterministic=not train)
-        y, cross_weights = self.cross_attention.attend(self.cross_norm(x), *cross_kv, cross_mask,
-                                                       train=train)
+        y, cross_weights = self.cross_attention.attend(
+            self.cross_norm(x), *cross_kv, cross_mask, train=train
+        )
         x = x + self.dropout(y, deterministic=not train)
         x = x + self.dropout(self.ffn(self.ffn_norm(x), train=train), deterministic=not train)
         return x, new_kv, cross_weights
@@ -70,24 +80,43 @@ class DecoderLayer(nnx.Module):
 class TextDecoder(nnx.Module):
     """Transformer decoder over word tokens, attending to the difference encoder's memory."""
 
-    def __init__(self, vocab_size: int, d_model: int, num_heads: int, d_ff: int, num_layers: int,
-                 max_len: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        num_layers: int,
+        max_len: int,
+        *,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
         self.d_model = d_model
         self.max_len = max_len
         self.dtype = dtype
-        self.embedding = nnx.Embed(vocab_size, d_model, dtype=dtype, param_dtype=jnp.float32,
-                                   embedding_init=nnx.initializers.normal(d_model ** -0.5),
-                                   rngs=rngs)
+        self.embedding = nnx.Embed(
+            vocab_size,
+            d_model,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=nnx.initializers.normal(d_model**-0.5),
+            rngs=rngs,
+        )
         self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.layers = nnx.List([
-            DecoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
-            for _ in range(num_layers)])
+        self.layers = nnx.List(
+            [
+                DecoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
+                for _ in range(num_layers)
+            ]
+        )
         self.final_norm = layer_norm(d_model, dtype, rngs)
 
     def _embed(self, tokens: jax.Array, positions: jax.Array, *, train: bool) -> jax.Array:
         """tokens [B, L] int, positions [L] int -> [B, L, D]."""
         table = jnp.asarray(sinusoidal_positions(self.max_len, self.d_model), self.dtype)
-        x = self.embedding(tokens) * jnp.asarray(self.d_model ** 0.5, self.dtype)
+        x = self.embedding(tokens) * jnp.asarray(self.d_model**0.5, self.dtype)
         return self.input_dropout(x + table[positions][None], deterministic=not train)
 
     def _logits(self, x: jax.Array) -> jax.Array:
@@ -98,8 +127,9 @@ class TextDecoder(nnx.Module):
         """Each layer's cross-attention keys/values of memory [B, S, D]: [B, S, H, E] each."""
         return [layer.cross_attention.project_kv(memory) for layer in self.layers]
 
-    def __call__(self, tokens: jax.Array, memory: jax.Array, memory_valid: jax.Array, *,
-                 train: bool) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, memory: jax.Array, memory_valid: jax.Array, *, train: bool
+    ) -> jax.Array:
         """Teacher-forced logits.
 
         Args:
@@ -122,9 +152,14 @@ class TextDecoder(nnx.Module):
         shape = (len(self.layers), batch, self.max_len, first.num_heads, first.head_dim)
         return {"keys": jnp.zeros(shape, self.dtype), "values": jnp.zeros(shape, self.dtype)}
 
-    def step(self, token: jax.Array, position: jax.Array, cache: Cache,
-             cross_kv: list[tuple[jax.Array, jax.Array]], memory_valid: jax.Array
-             ) -> tuple[jax.Array, Cache]:
+    def step(
+        self,
+        token: jax.Array,
+        position: jax.Array,
+        cache: Cache,
+        cross_kv: list[tuple[jax.Array, jax.Array]],
+        memory_valid: jax.Array,
+    ) -> tuple[jax.Array, Cache]:
         """One cached decoding step (inference only).
 
         Args:
@@ -144,8 +179,9 @@ class TextDecoder(nnx.Module):
             layer_values = jax.lax.dynamic_update_slice_in_dim(values[i], v_new, position, axis=1)
             keys = keys.at[i].set(layer_keys)
             values = values.at[i].set(layer_values)
-            x, _, _ = layer(x, (layer_keys, layer_values), self_mask, cross_kv[i], cross_mask,
-                            train=False)
+            x, _, _ = layer(
+                x, (layer_keys, layer_values), self_mask, cross_kv[i], cross_mask, train=False
+            )
         return self._logits(x)[:, 0], {"keys": keys, "values": values}
 
 
@@ -154,8 +190,9 @@ class TextDecoder(nnx.Module):
 StepFn = Callable[[jax.Array, jax.Array, object], tuple[jax.Array, object]]
 
 
-def _step_fn(decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, use_cache: bool
-             ) -> tuple[StepFn, object]:
+def _step_fn(
+    decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, use_cache: bool
+) -> tuple[StepFn, object]:
     """Returns step(seqs [N, L], t, cache) -> (logits [N, V] for position t+1, cache), cache0."""
     if use_cache:
         cross = decoder.cross_kv(memory)
@@ -172,8 +209,9 @@ def _step_fn(decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, u
     return step_uncached, {}
 
 
-def greedy_decode(decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, *,
-                  use_cache: bool = True) -> tuple[jax.Array, jax.Array]:
+def greedy_decode(
+    decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, *, use_cache: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """Greedy decoding.
 
     Args:
@@ -206,9 +244,15 @@ def _length_penalty(length: jax.Array, alpha: float) -> jax.Array:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def beam_search(decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, *,
-                beam_size: int, length_penalty: float = 0.6, use_cache: bool = True
-                ) -> tuple[jax.Array, jax.Array]:
+def beam_search(
+    decoder: TextDecoder,
+    memory: jax.Array,
+    memory_valid: jax.Array,
+    *,
+    beam_size: int,
+    length_penalty: float = 0.6,
+    use_cache: bool = True,
+) -> tuple[jax.Array, jax.Array]:
     """Beam search keeping `beam_size` live and `beam_size` finished hypotheses per example.
 
     Finished hypotheses are scored by log-probability / ((5 + length) / 6) ** length_penalty
@@ -245,8 +289,9 @@ def beam_search(decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array
         is_eos = token == EOS
 
         # Hypotheses that end here join the finished set (t + 1 tokens generated, <eos> included).
-        new_finished = jnp.where(is_eos, top_scores / _length_penalty(t + 1.0, length_penalty),
-                                 neg_inf)
+        new_finished = jnp.where(
+            is_eos, top_scores / _length_penalty(t + 1.0, length_penalty), neg_inf
+        )
         pool_scores = jnp.concatenate([finished_score, new_finished], axis=1)
         pool_seqs = jnp.concatenate([finished, seqs], axis=1)
         finished_score, keep = jax.lax.top_k(pool_scores, k)

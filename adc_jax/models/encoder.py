@@ -42,17 +42,20 @@ def encoder_attention_mask(segment_ids: jax.Array, valid: jax.Array, attention: 
 class EncoderLayer(nnx.Module):
     """Pre-LayerNorm transformer encoder layer."""
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, *, dropout: float, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, d_model: int, num_heads: int, d_ff: int, *, dropout: float, dtype, rngs: nnx.Rngs
+    ):
         self.attention_norm = layer_norm(d_model, dtype, rngs)
-        self.attention = MultiHeadAttention(d_model, num_heads, dropout=dropout, dtype=dtype,
-                                            rngs=rngs)
+        self.attention = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, dtype=dtype, rngs=rngs
+        )
         self.ffn_norm = layer_norm(d_model, dtype, rngs)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool
-                 ) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
         """x [B, L, D], mask [B, 1, L, L] -> (x [B, L, D], attention weights [B, H, L, L])."""
         y = self.attention_norm(x)
         y, weights = self.attention(y, y, mask, train=train)
@@ -64,29 +67,52 @@ class EncoderLayer(nnx.Module):
 class DifferenceEncoder(nnx.Module):
     """Projects two clips' frames, joins them and runs CAC (or full) encoder layers."""
 
-    def __init__(self, feature_dim: int, d_model: int, num_heads: int, d_ff: int,
-                 num_layers: int, *, attention: str, dropout: float, dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        feature_dim: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        num_layers: int,
+        *,
+        attention: str,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
         if attention not in ("cross", "full"):
             raise ValueError(f"Unknown attention mode {attention!r}; use 'cross' or 'full'.")
         self.attention_mode = attention
         self.d_model = d_model
         self.dtype = dtype
-        self.input_projection = nnx.Linear(feature_dim, d_model, dtype=dtype,
-                                           param_dtype=jnp.float32, rngs=rngs)
-        self.segment_embedding = nnx.Embed(2, d_model, dtype=dtype, param_dtype=jnp.float32,
-                                           rngs=rngs)
+        self.input_projection = nnx.Linear(
+            feature_dim, d_model, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+        )
+        self.segment_embedding = nnx.Embed(
+            2, d_model, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+        )
         self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.layers = nnx.List([
-            EncoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
-            for _ in range(num_layers)])
+        self.layers = nnx.List(
+            [
+                EncoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
+                for _ in range(num_layers)
+            ]
+        )
         self.final_norm = layer_norm(d_model, dtype, rngs)
 
     def project(self, frames: jax.Array) -> jax.Array:
         """Frame features [B, T, F] -> [B, T, D] (the "early" SDD acts on this)."""
         return self.input_projection(frames)
 
-    def __call__(self, projected1: jax.Array, valid1: jax.Array, projected2: jax.Array,
-                 valid2: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, list]:
+    def __call__(
+        self,
+        projected1: jax.Array,
+        valid1: jax.Array,
+        projected2: jax.Array,
+        valid2: jax.Array,
+        *,
+        train: bool,
+    ) -> tuple[jax.Array, jax.Array, list]:
         """Encodes a pair of projected clips.
 
         Args:
@@ -103,8 +129,9 @@ class DifferenceEncoder(nnx.Module):
         x2 = projected2 + positions[None] + segment[1]
         x = self.input_dropout(jnp.concatenate([x1, x2], axis=1), deterministic=not train)
         valid = jnp.concatenate([valid1, valid2], axis=1)
-        segment_ids = jnp.concatenate([jnp.zeros((batch, frames), jnp.int32),
-                                       jnp.ones((batch, frames), jnp.int32)], axis=1)
+        segment_ids = jnp.concatenate(
+            [jnp.zeros((batch, frames), jnp.int32), jnp.ones((batch, frames), jnp.int32)], axis=1
+        )
         mask = encoder_attention_mask(segment_ids, valid, self.attention_mode)
         all_weights = []
         for layer in self.layers:

@@ -40,8 +40,9 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
-        dense = functools.partial(nnx.LinearGeneral, dtype=dtype, param_dtype=jnp.float32,
-                                  rngs=rngs)
+        dense = functools.partial(
+            nnx.LinearGeneral, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+        )
         self.query = dense(d_model, (num_heads, self.head_dim))
         self.key = dense(d_model, (num_heads, self.head_dim))
         self.value = dense(d_model, (num_heads, self.head_dim))
@@ -52,8 +53,9 @@ class MultiHeadAttention(nnx.Module):
         """x [B, S, D] -> keys, values [B, S, H, K] (what the decoder caches)."""
         return self.key(x), self.value(x)
 
-    def attend(self, x_q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array,
-               *, train: bool) -> tuple[jax.Array, jax.Array]:
+    def attend(
+        self, x_q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
         """Attends queries from x_q [B, L, D] to precomputed keys/values [B, S, H, K].
 
         Args:
@@ -61,7 +63,7 @@ class MultiHeadAttention(nnx.Module):
         Returns:
           output [B, L, D] and attention weights [B, H, L, S] float32.
         """
-        q = self.query(x_q) * (self.head_dim ** -0.5)
+        q = self.query(x_q) * (self.head_dim**-0.5)
         logits = jnp.einsum("blhk,bshk->bhls", q, keys).astype(jnp.float32)
         logits = jnp.where(mask, logits, MASK_VALUE)
         weights = jax.nn.softmax(logits, axis=-1)
@@ -69,8 +71,9 @@ class MultiHeadAttention(nnx.Module):
         context = jnp.einsum("bhls,bshk->blhk", dropped.astype(values.dtype), values)
         return self.out(context), weights
 
-    def __call__(self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array, *, train: bool
-                 ) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
         """x_q [B, L, D], x_kv [B, S, D], mask [B, 1|H, L, S] -> ([B, L, D], [B, H, L, S])."""
         keys, values = self.project_kv(x_kv)
         return self.attend(x_q, keys, values, mask, train=train)

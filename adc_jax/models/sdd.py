@@ -40,8 +40,7 @@ def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
 class SDDEmbeddingNets(nnx.Module):
     """The similar and discrepant BiLSTM + mean-pool embedding nets, run as one grouped scan."""
 
-    def __init__(self, similar_dim: int, discrepant_dim: int, units: int, *, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(self, similar_dim: int, discrepant_dim: int, units: int, *, dtype, rngs: nnx.Rngs):
         self.units = units
         self.dtype = dtype
         init = nnx.initializers.lecun_normal()
@@ -50,14 +49,16 @@ class SDDEmbeddingNets(nnx.Module):
         self.similar_input = nnx.Param(init(rngs.params(), (2, similar_dim, 4 * units)))
         self.discrepant_input = nnx.Param(init(rngs.params(), (2, discrepant_dim, 4 * units)))
         # Recurrent kernels of the four LSTMs (similar fwd/bwd, discrepant fwd/bwd): [4, U, 4U].
-        self.recurrent = nnx.Param(jnp.stack(
-            [orth(rngs.params(), (units, 4 * units)) for _ in range(4)]))
+        self.recurrent = nnx.Param(
+            jnp.stack([orth(rngs.params(), (units, 4 * units)) for _ in range(4)])
+        )
         # Biases [4, 4U]; the forget-gate bias starts at 1.
         bias = jnp.zeros((4, 4, units)).at[:, 1].set(1.0).reshape(4, 4 * units)
         self.bias = nnx.Param(bias)
 
-    def __call__(self, similar: jax.Array, discrepant: jax.Array, lengths: jax.Array
-                 ) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, similar: jax.Array, discrepant: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         """Embeds the parts of a batch of clips.
 
         Args:
@@ -71,10 +72,17 @@ class SDDEmbeddingNets(nnx.Module):
         w_s = self.similar_input[...].astype(cdt)
         w_d = self.discrepant_input[...].astype(cdt)
         # Input projections for every time step at once: [G, N, T, 4U].
-        xs = jnp.stack([
-            similar.astype(cdt) @ w_s[0], sim_rev.astype(cdt) @ w_s[1],
-            discrepant.astype(cdt) @ w_d[0], dis_rev.astype(cdt) @ w_d[1],
-        ]).astype(jnp.float32) + self.bias[...][:, None, None, :]
+        xs = (
+            jnp.stack(
+                [
+                    similar.astype(cdt) @ w_s[0],
+                    sim_rev.astype(cdt) @ w_s[1],
+                    discrepant.astype(cdt) @ w_d[0],
+                    dis_rev.astype(cdt) @ w_d[1],
+                ]
+            ).astype(jnp.float32)
+            + self.bias[...][:, None, None, :]
+        )
         xs = jnp.moveaxis(xs, 2, 0)  # [T, G, N, 4U]
         steps_valid = jnp.arange(xs.shape[0])[:, None] < lengths[None, :]  # [T, N]
         recurrent = self.recurrent[...].astype(cdt)
@@ -127,17 +135,27 @@ def mean_cosine(e1: jax.Array, e2: jax.Array) -> jax.Array:
 class SDD(nnx.Module):
     """Splits the latents of both clips and computes the SDD losses."""
 
-    def __init__(self, d_model: int, similar_dim: int, lstm_units: int, *, temperature: float,
-                 dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        d_model: int,
+        similar_dim: int,
+        lstm_units: int,
+        *,
+        temperature: float,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
         if not 0 < similar_dim < d_model:
             raise ValueError(f"similar_dim={similar_dim} must be in [1, {d_model - 1}]")
         self.similar_dim = similar_dim
         self.temperature = temperature
-        self.nets = SDDEmbeddingNets(similar_dim, d_model - similar_dim, lstm_units,
-                                     dtype=dtype, rngs=rngs)
+        self.nets = SDDEmbeddingNets(
+            similar_dim, d_model - similar_dim, lstm_units, dtype=dtype, rngs=rngs
+        )
 
-    def __call__(self, latent1: jax.Array, valid1: jax.Array, latent2: jax.Array,
-                 valid2: jax.Array) -> dict[str, jax.Array]:
+    def __call__(
+        self, latent1: jax.Array, valid1: jax.Array, latent2: jax.Array, valid2: jax.Array
+    ) -> dict[str, jax.Array]:
         """SDD losses of a batch of pairs.
 
         Args:
@@ -157,6 +175,8 @@ class SDD(nnx.Module):
         return {
             "similar_loss": info_nce(e_s1, e_s2, self.temperature),
             "discrepant_loss": mean_cosine(e_d1, e_d2),
-            "e_similar1": e_s1, "e_similar2": e_s2,
-            "e_discrepant1": e_d1, "e_discrepant2": e_d2,
+            "e_similar1": e_s1,
+            "e_similar2": e_s2,
+            "e_discrepant1": e_d1,
+            "e_discrepant2": e_d2,
         }
