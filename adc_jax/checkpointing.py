@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import nnx
 
 from adc_jax.config import ConfigError, model_fields
 
@@ -72,7 +73,7 @@ class Checkpointer:
             self.manager.save(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state.to_pure_dict()),
+                    state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
                     data=ocp.args.JsonSave(data_state),
                     meta=ocp.args.JsonSave(dict(meta, step=step)),
                 ),
@@ -125,7 +126,7 @@ class Checkpointer:
 
         Returns the restored state (an nnx.State like `state`) and the saved data-iterator state.
         """
-        pure = state.to_pure_dict()
+        pure = nnx.to_pure_dict(state)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), pure
         )
@@ -141,7 +142,7 @@ class Checkpointer:
                 f"Cannot read checkpoint {step} in {self.directory}: {type(e).__name__}: {e}"
             ) from e
         new_state = jax.tree.map(lambda x: x, state)
-        new_state.replace_by_pure_dict(restored["state"])
+        nnx.replace_by_pure_dict(new_state, restored["state"])
         return new_state, dict(restored["data"])
 
     def close(self, *, raise_errors: bool = True) -> None:

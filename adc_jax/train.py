@@ -499,7 +499,7 @@ def _log_parameter_overview(ts: step_lib.TrainState) -> None:
         from clu import parameter_overview
         from flax import nnx
 
-        params = nnx.State(ts.state["model"]).filter(nnx.Param).to_pure_dict()
+        params = nnx.to_pure_dict(nnx.State(ts.state["model"]).filter(nnx.Param))
         logging.info(
             "Parameters:\n%s",
             parameter_overview.get_parameter_overview(params, include_stats=False),
