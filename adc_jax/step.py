@@ -105,10 +105,6 @@ class TrainState:
     shardings: Any
     vocab_size: int
 
-    @property
-    def step(self) -> int:
-        return int(jax.device_get(self.state["optimizer"]["step"][...]))
-
 
 def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel, nnx.Optimizer]:
     rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
@@ -122,12 +118,6 @@ def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel
 
 def _split(model: ADCModel, optimizer: nnx.Optimizer):
     return nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
-
-
-def abstract_train_state(config: ml_collections.ConfigDict, vocab_size: int):
-    """(graphdef, abstract state) without allocating anything: for restoring checkpoints."""
-    graphdef, _, state = _split(*nnx.eval_shape(lambda: _build(config, vocab_size)))
-    return graphdef, state
 
 
 def create_train_state(

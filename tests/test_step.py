@@ -355,3 +355,24 @@ def test_eight_devices_match_one_device(multi_device_run, f32):
         scale = max(1.0, float(np.abs(one).max(initial=0)))
         np.testing.assert_allclose(eight, one, rtol=0, atol=1e-5 * scale, err_msg=key)
     assert noisy == 3 + 3  # conv1-3 biases; key biases of the encoder layer and 2 decoder ones
+
+
+def test_remat_cnn_gives_the_same_loss_and_gradient_norm():
+    """`model.remat_cnn` recomputes the CNN in the backward pass: same function, same gradients."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    from benchmark_step import synthetic_batch
+
+    from adc_jax import sharding as sharding_lib
+    from adc_jax import step as step_lib
+    from adc_jax.config import base_config
+
+    mesh = sharding_lib.create_mesh(jax.devices()[:1])
+    results = []
+    for remat in (False, True):
+        config = base_config("smoke")
+        config.model.remat_cnn = remat
+        ts = step_lib.create_train_state(config, 50, mesh)
+        batch = sharding_lib.global_batch(synthetic_batch(config, 8, 50, 10), mesh)
+        _, metrics = step_lib.jit_train_step(ts, config, mesh)(ts.rng_state, ts.state, batch)
+        results.append((float(metrics["loss"]), float(metrics["grad_norm"])))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)

@@ -60,17 +60,9 @@ def load_builder(config: ml_collections.ConfigDict):
     """The prepared tfds builder of `config.data` (built on first use)."""
     d = config.data
     if d.name == "synthetic_adc":
-        from adc_jax.data.synthetic import build_synthetic
+        from adc_jax.data.synthetic import build_synthetic, params_from_config
 
-        return build_synthetic(
-            data_dir(config),
-            num_train=d.num_train,
-            num_validation=d.num_validation,
-            num_eval=d.num_eval,
-            clip_seconds=d.clip_seconds,
-            seed=d.synth_seed,
-            sample_rate=d.sample_rate,
-        )
+        return build_synthetic(data_dir(config), **params_from_config(d))
     if d.name == "audio_diff_caps":
         from adc_jax.data.audiodiffcaps import build_audio_diff_caps
 
