@@ -279,7 +279,7 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 
 
 def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = _get(c, key)
+    value = get_field(c, key)
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
         key,
@@ -289,7 +289,7 @@ def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
 
 
 def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = _get(c, key)
+    value = get_field(c, key)
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value >= 0,
         key,
@@ -299,12 +299,12 @@ def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
 
 
 def _choice(c: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
-    value = _get(c, key)
+    value = get_field(c, key)
     _check(value in choices, key, value, f"must be one of {', '.join(map(repr, choices))}.")
 
 
 def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
-    value = _get(c, key)
+    value = get_field(c, key)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
@@ -313,7 +313,8 @@ def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
     _check(ok, key, value, f"must be a number in {lo_s}{lo}, {hi}{hi_s}.")
 
 
-def _get(c: ml_collections.ConfigDict, key: str) -> Any:
+def get_field(c: ml_collections.ConfigDict, key: str) -> Any:
+    """The value of a dotted field name: get_field(c, "model.d_model")."""
     node = c
     for part in key.split("."):
         node = node[part]
@@ -350,7 +351,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         _non_negative_int(c, "data.synth_seed")
     else:
         for key in ("data.audio_dir", "data.csv_dir"):
-            value = _get(c, key)
+            value = get_field(c, key)
             _check(
                 bool(value),
                 key,
@@ -476,7 +477,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
 
     if num_devices is not None:
         for key in ("train.batch_size", "eval.batch_size"):
-            value = _get(c, key)
+            value = get_field(c, key)
             _check(
                 value % num_devices == 0,
                 key,

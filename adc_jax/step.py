@@ -103,10 +103,12 @@ class TrainState:
     rng_state: nnx.State
     state: nnx.State
     shardings: Any
-    vocab_size: int
 
 
-def _build(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[ADCModel, nnx.Optimizer]:
+def build_model_and_optimizer(
+    config: ml_collections.ConfigDict, vocab_size: int
+) -> tuple[ADCModel, nnx.Optimizer]:
+    """The model (BYOL-A weights loaded if configured) and its optimizer, from config.seed."""
     rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
     model = create_model(config, vocab_size, rngs)
     if config.model.byola_init:
@@ -129,12 +131,12 @@ def create_train_state(
     values; each device then takes its slice according to `sharding.STATE_RULES`.
     """
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        graphdef, rng_state, state = _split(*_build(config, vocab_size))
+        graphdef, rng_state, state = _split(*build_model_and_optimizer(config, vocab_size))
         host_state = jax.device_get(state)
     shardings = sharding_lib.state_shardings(mesh, host_state)
     placed = sharding_lib.put_state(host_state, shardings)
     rng_state = sharding_lib.put_replicated(rng_state, mesh)
-    return TrainState(graphdef, rng_state, placed, shardings, vocab_size)
+    return TrainState(graphdef, rng_state, placed, shardings)
 
 
 def parameter_count(state: nnx.State) -> int:

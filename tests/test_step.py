@@ -255,7 +255,7 @@ def test_nonfinite_loss_leaves_state_unchanged_but_counts_the_step(f32, batch):
 
 def eval_loss(config, batch):
     """Eval-mode (no dropout, BatchNorm running stats) loss terms of a fresh model of config."""
-    model = step_lib._build(config, VOCAB)[0]
+    model = step_lib.build_model_and_optimizer(config, VOCAB)[0]
     graphdef, state = nnx.split(model)
     loss_config = step_lib.LossConfig.from_config(config)
 
