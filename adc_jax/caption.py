@@ -33,9 +33,20 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from adc_jax.data.audio_io import AudioError, fit_length, load_audio
+from adc_jax import rundir
+from adc_jax import sharding as sharding_lib
+from adc_jax import step as step_lib
+from adc_jax.checkpointing import CheckpointError
+from adc_jax.config import ConfigError, min_clip_samples
+from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data.pipeline import clip_samples
+from adc_jax.data.waveform import fit_length
+from adc_jax.plotting import plot_attention
 
 # Shown instead of a caption with no words (the model emitted <eos> at once).
 EMPTY_CAPTION = "(empty caption)"
@@ -117,9 +128,6 @@ class AttentionMaps:
 
 def _encode_for_plot(graphdef, rng_state, state, batch: dict[str, Any]) -> dict[str, Any]:
     """Head-averaged encoder attention [B, layers, 2T, 2T], log-mels and frame validity."""
-    import jax.numpy as jnp
-    from flax import nnx
-
     model = nnx.merge(graphdef, rng_state, state)["model"]
     enc = model.encode(
         batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], train=False
@@ -136,11 +144,8 @@ def _encode_for_plot(graphdef, rng_state, state, batch: dict[str, Any]) -> dict[
 class Captioner:
     """A trained run ready to caption pairs of clips (decoders are compiled once per setting)."""
 
-    def __init__(self, run):
-        """`run`: an `adc_jax.restore.TrainedRun` (see `from_workdir`)."""
-        from adc_jax.config import min_clip_samples
-        from adc_jax.data.pipeline import clip_samples
-
+    def __init__(self, run: rundir.TrainedRun):
+        """`run`: a restored checkpoint (see `from_workdir`)."""
         self.run = run
         self.config = run.config
         self.sample_rate = int(self.config.data.sample_rate)
@@ -155,9 +160,7 @@ class Captioner:
         Raises:
           FileNotFoundError: no config, vocabulary or checkpoint in `workdir`.
         """
-        from adc_jax.restore import load_trained
-
-        return cls(load_trained(workdir, step))
+        return cls(rundir.load_trained(workdir, step))
 
     @property
     def clip_seconds(self) -> float:
@@ -183,10 +186,6 @@ class Captioner:
 
     def _batch(self, clip1: Clip, clip2: Clip) -> dict[str, Any]:
         """The pair as a global batch, repeated to fill every device (row 0 is the pair)."""
-        import jax
-
-        from adc_jax import sharding as sharding_lib
-
         rows = jax.device_count()
         local = {
             "wav1": np.repeat(clip1.wav[None], rows, 0).astype(np.float32),
@@ -199,8 +198,6 @@ class Captioner:
     def _decoder(self, beam_size: int, length_penalty: float):
         key = (beam_size, length_penalty)
         if key not in self._decoders:
-            from adc_jax import step as step_lib
-
             self._decoders[key] = step_lib.jit_decode(
                 self.run.train_state, self.run.mesh, "beam", beam_size, length_penalty
             )
@@ -223,8 +220,6 @@ class Captioner:
           nbest: captions returned, 1 <= nbest <= beam_size.
           length_penalty: GNMT alpha (default: the run's eval.length_penalty).
         """
-        import jax
-
         if beam_size < 1:
             raise CaptionError(f"beam_size must be >= 1, got {beam_size}.")
         if not 1 <= nbest <= beam_size:
@@ -246,16 +241,12 @@ class Captioner:
 
     @functools.cached_property
     def _encode_fn(self):
-        import jax
-
         return jax.jit(functools.partial(_encode_for_plot, self.run.train_state.graphdef))
 
     def attention(
         self, clip1: Clip | str | np.ndarray, clip2: Clip | str | np.ndarray
     ) -> AttentionMaps:
         """The encoder's head-averaged attention and the log-mels of the pair."""
-        import jax
-
         ts = self.run.train_state
         out = jax.device_get(
             self._encode_fn(
@@ -284,8 +275,6 @@ class Captioner:
     ) -> str:
         """Writes the attention figure of the pair to `path` (titled by `caption`, or the best
         beam-search caption when None); returns `path`."""
-        from adc_jax.plotting import plot_attention
-
         clip1, clip2 = self._as_clip(clip1), self._as_clip(clip2)
         if caption is None:
             beam = min(4, max(1, int(self.config.eval.beam_size)))
@@ -350,15 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from adc_jax import train
-    from adc_jax.checkpointing import CheckpointError
-    from adc_jax.config import ConfigError, min_clip_samples
-    from adc_jax.data.pipeline import clip_samples
-
     try:
         # The saved config gives the sample rate and clip length: read the audio before the slow
         # model restore, so a wrong file name fails at once.
-        config = train.load_config(os.path.abspath(os.path.expanduser(args.workdir)))
+        config = rundir.read_config(os.path.abspath(os.path.expanduser(args.workdir)))
         clips = [
             prepare_clip(
                 p, int(config.data.sample_rate), clip_samples(config), min_clip_samples(config)

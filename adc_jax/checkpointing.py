@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a training run, behind `save` and `restore_or_init`.
+"""Orbax checkpoints of a training run: `Checkpointer` (save, restore) and `restore_or_init`.
 
 A checkpoint `workdir/checkpoints/<step>/` holds three items:
   state: params, BatchNorm statistics and optimizer state (the step counter included);
@@ -10,6 +10,11 @@ it when complete, so a run killed in the middle of a save never reads a half-wri
 back (the next run deletes the leftover); saves are asynchronous (training continues while the
 previous step is written), and a failed write surfaces as `CheckpointError` at the next save or
 `wait()`, naming the step that failed and the last complete checkpoint.
+
+Every restore goes through `Checkpointer.restore`, which compares the checkpoint's meta with the
+config first: resuming a run (`restore_or_init`), loading a trained run for evaluation
+(`adc_jax.rundir.load_trained`) and the early check of a workdir before anything is built
+(`check_workdir`, meta only).
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from adc_jax import multihost
 from adc_jax.config import ConfigError, model_fields
+
+ITEMS = ("state", "data", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -32,26 +39,34 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    """Saves and restores training checkpoints in `directory` (keeps the last `keep`)."""
+    """Saves and restores training checkpoints in `directory`.
 
-    def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+    Args:
+      directory: where the step directories go; created unless `create` is False.
+      keep: the number of most recent checkpoints kept (None: all).
+      async_save: write checkpoints in the background while training goes on.
+      create: False opens an existing directory only (to read it).
+    """
+
+    def __init__(
+        self, directory: str, *, keep: int | None, async_save: bool = True, create: bool = True
+    ):
         self.directory = os.path.abspath(os.path.expanduser(directory))
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(
-                f"Cannot create the checkpoint directory {self.directory}: {e}. "
-                "Choose a writable --workdir."
-            ) from e
+        if create:
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+            except OSError as e:
+                raise CheckpointError(
+                    f"Cannot create the checkpoint directory {self.directory}: {e}. "
+                    "Choose a writable --workdir."
+                ) from e
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            create=True,
+            create=create,
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=create,
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data", "meta")
-        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         # The step of the save started last and not yet confirmed on disk by `wait()`.
         self._pending: int | None = None
         self._closed = False
@@ -118,14 +133,28 @@ class Checkpointer:
         )
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        """The meta saved with checkpoint `step` (model fields, vocabulary size, step, ...)."""
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(
+                f"Cannot read checkpoint {step} in {self.directory}: {type(e).__name__}: {e}"
+            ) from e
         return dict(restored["meta"])
 
-    def restore(self, step: int, state) -> tuple[Any, dict[str, Any]]:
+    def restore(
+        self, step: int, state, expected: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Restores checkpoint `step` into the structure and shardings of `state`.
 
-        Returns the restored state (an nnx.State like `state`) and the saved data-iterator state.
+        The saved meta is compared with `expected` (a `run_meta`) before anything else is read.
+        Returns the restored state (an nnx.State like `state`), the saved data-iterator state and
+        the saved meta.
         """
+        saved_meta = self.read_meta(step)
+        check_compatible(saved_meta, expected, self.directory)
         pure = nnx.to_pure_dict(state)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), pure
@@ -143,7 +172,8 @@ class Checkpointer:
             ) from e
         new_state = jax.tree.map(lambda x: x, state)
         nnx.replace_by_pure_dict(new_state, restored["state"])
-        return new_state, dict(restored["data"])
+        logging.info("Restored checkpoint %d from %s", step, self.directory)
+        return new_state, dict(restored["data"]), saved_meta
 
     def close(self, *, raise_errors: bool = True) -> None:
         """Waits for pending saves and releases orbax's threads.
@@ -197,13 +227,6 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], directory: 
         )
 
 
-def save(
-    checkpointer: Checkpointer, step: int, state, data_state: dict[str, Any], meta: dict[str, Any]
-) -> None:
-    """Saves checkpoint `step` (see Checkpointer.save)."""
-    checkpointer.save(step, state, data_state, meta)
-
-
 def restore_or_init(
     checkpointer: Checkpointer, state, meta: dict[str, Any]
 ) -> tuple[Any, dict[str, Any] | None, int, dict[str, Any]]:
@@ -215,10 +238,7 @@ def restore_or_init(
     step = checkpointer.latest_step()
     if step is None:
         return state, None, 0, {}
-    saved_meta = checkpointer.read_meta(step)
-    check_compatible(saved_meta, meta, checkpointer.directory)
-    restored, data_state = checkpointer.restore(step, state)
-    logging.info("Restored checkpoint %d from %s", step, checkpointer.directory)
+    restored, data_state, saved_meta = checkpointer.restore(step, state, meta)
     return restored, data_state, step, saved_meta
 
 
@@ -228,27 +248,17 @@ def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
     # Opening a CheckpointManager involves collectives, so every process must take the same
     # branch: process 0's view decides (another process may already see the directory that
     # process 0's Checkpointer has just created).
-    exists = os.path.isdir(directory)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        exists = bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
-    if not exists:
+    if not multihost.first_process_says(os.path.isdir(directory)):
         return
     try:
-        manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(create=False),
-            item_names=("state", "data", "meta"),
-        )
+        checkpointer = Checkpointer(directory, keep=None, async_save=False, create=False)
     except Exception as e:  # noqa: BLE001 - a broken directory is reported by the full restore
         logging.warning("Could not open %s to compare configs early: %s", directory, e)
         return
     try:
-        step = manager.latest_step()
-        if step is None:
-            return
-        saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        check_compatible(dict(saved["meta"]), {"model": model_fields(config)}, directory)
+        step = checkpointer.latest_step()
+        if step is not None:
+            saved = checkpointer.read_meta(step)
+            check_compatible(saved, {"model": model_fields(config)}, directory)
     finally:
-        manager.close()
+        checkpointer.close()

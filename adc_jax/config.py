@@ -15,6 +15,7 @@ bad value fails before anything is built or compiled.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Any
@@ -122,9 +123,6 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.model.byola_dropout = 0.3
     # BYOL-A: directory written by tools/convert_byola.py to initialise from; "" = random init.
     c.model.byola_init = ""
-    # BYOL-A: conv blocks with BatchNorm folded into conv 1 and pooling before the BN affine
-    # (the same function as the textbook order, fewer passes); measured slower on an H200.
-    c.model.byola_fused_blocks = False
     # BYOL-A: keep the CNN and head fixed during training.
     c.model.byola_freeze = False
     # BYOL-A: learning-rate multiplier for the BYOL-A parameters when fine-tuning.
@@ -313,6 +311,15 @@ def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
     _check(ok, key, value, f"must be a number in {lo_s}{lo}, {hi}{hi_s}.")
 
 
+def has_field(c: ml_collections.ConfigDict, key: str) -> bool:
+    """Whether the dotted field name exists: has_field(c, "model.d_model")."""
+    try:
+        get_field(c, key)
+    except (KeyError, AttributeError, TypeError):
+        return False
+    return True
+
+
 def get_field(c: ml_collections.ConfigDict, key: str) -> Any:
     """The value of a dotted field name: get_field(c, "model.d_model")."""
     node = c
@@ -325,6 +332,71 @@ def min_clip_samples(c: ml_collections.ConfigDict) -> int:
     """Fewest samples that give at least one frame after BYOL-A's three 2x2 poolings."""
     # Centred STFT: n_frames = n_samples // hop + 1; three poolings need 8 frames.
     return 7 * c.model.hop_length
+
+
+# The files of a converted BYOL-A directory (`config.model.byola_init`), written by
+# tools/convert_byola.py: the arrays, and their shapes (n_mels, channels, dim) and source.
+BYOLA_PARAMS_FILE = "params.npz"
+BYOLA_META_FILE = "meta.json"
+# meta.json field -> the config field it must equal.
+_BYOLA_META_FIELDS = {
+    "n_mels": "model.n_mels",
+    "channels": "model.byola_channels",
+    "dim": "model.byola_dim",
+}
+
+
+def _check_byola_init(c: ml_collections.ConfigDict) -> None:
+    """model.byola_init must be converted weights whose shapes (its meta.json) fit the model."""
+    value = c.model.byola_init
+    convert = "tools/convert_byola.py --input FILE.pth --output DIR"
+    path = os.path.expanduser(value)
+    _check(
+        os.path.exists(path), "model.byola_init", value, f"does not exist; write it with {convert}."
+    )
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    params_path = os.path.join(folder, BYOLA_PARAMS_FILE)
+    meta_path = os.path.join(folder, BYOLA_META_FILE)
+    _check(
+        os.path.isfile(params_path),
+        "model.byola_init",
+        value,
+        f"holds no {BYOLA_PARAMS_FILE}; write the directory with {convert}.",
+    )
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+        raise ConfigError(
+            f"config.model.byola_init={value!r} is invalid: cannot read {meta_path} ({e}). It is "
+            f"written beside the weights; re-run {convert}."
+        ) from e
+    lacking = [
+        k for k in _BYOLA_META_FIELDS if not isinstance(meta, dict) or type(meta.get(k)) is not int
+    ]
+    _check(
+        not lacking,
+        "model.byola_init",
+        value,
+        f"{meta_path} lacks the integer field(s) {', '.join(lacking)}; re-run {convert}.",
+    )
+    wrong = [
+        (key, meta[k], get_field(c, key))
+        for k, key in _BYOLA_META_FIELDS.items()
+        if meta[k] != get_field(c, key)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"config.model.byola_init={value!r} holds BYOL-A weights of another shape than the "
+            "config's: "
+            + "; ".join(
+                f"{key} is {got} in {meta_path} but {want} in the config"
+                for key, got, want in wrong
+            )
+            + ". To use these weights, set "
+            + " ".join(f"--config.{key}={got}" for key, got, _ in wrong)
+            + " (or convert weights of the configured shape)."
+        )
 
 
 def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
@@ -436,12 +508,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         f"must be >= data.max_caption_tokens={c.data.max_caption_tokens}.",
     )
     if m.byola_init:
-        _check(
-            os.path.exists(os.path.expanduser(m.byola_init)),
-            "model.byola_init",
-            m.byola_init,
-            "does not exist; write it with tools/convert_byola.py --input FILE.pth --output DIR.",
-        )
+        _check_byola_init(c)
 
     t = c.train
     for key in (

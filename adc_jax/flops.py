@@ -71,10 +71,3 @@ def forward_flops_per_pair(
     out = {k: float(v) for k, v in out.items()}
     out["total"] = sum(out.values())
     return out
-
-
-def train_flops_per_pair(
-    config: ml_collections.ConfigDict, vocab_size: int, num_tokens: int | None = None
-) -> float:
-    """FLOPs of one pair in a training step: 3x the forward pass."""
-    return 3.0 * forward_flops_per_pair(config, vocab_size, num_tokens)["total"]

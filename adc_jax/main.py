@@ -13,11 +13,16 @@ describes more than one process (or `--multiprocess` is given).
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from adc_jax import checkpointing, report, rundir, train
+from adc_jax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:quick|:smoke]).", lock_config=True
@@ -44,8 +49,6 @@ def _several_processes() -> bool:
 
 def _also_log_to(path: str) -> None:
     """Keeps the console log and appends the same records to `path`."""
-    import logging as std_logging
-
     handler = std_logging.FileHandler(path)
     handler.addFilter(_DropLibraryInfo())
     handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -58,8 +61,6 @@ class _DropLibraryInfo:
     _NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/array_record/")
 
     def filter(self, record) -> bool:
-        import logging as std_logging
-
         return record.levelno >= std_logging.WARNING or not any(
             part in record.pathname for part in self._NOISY
         )
@@ -67,8 +68,6 @@ class _DropLibraryInfo:
 
 def quiet_library_logs() -> None:
     """Keeps the console readable: only adc_jax's own INFO lines, everyone's warnings."""
-    import logging as std_logging
-
     for handler in std_logging.getLogger().handlers + [logging.get_absl_handler()]:
         handler.addFilter(_DropLibraryInfo())
 
@@ -84,7 +83,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with readable errors (exit status 2) for bad `--config.*` flags.
 
     ml_collections raises AttributeError/KeyError (with a traceback) for an override of a field
-    the config does not have; this names the flag and says where the fields are listed.
+    the config does not have; this names the flag (found by looking each `--config.*` override
+    up in the loaded config) and says where the fields are listed.
     """
     try:
         return flags.FLAGS(argv)
@@ -93,16 +93,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
             f"Flags error: {e}\nPass --helpshort or --helpfull to see the flags.", file=sys.stderr
         )
         sys.exit(2)
-    except (AttributeError, KeyError) as e:
-        key = str(e).strip("\"'")
-        bad = [
-            a.split("=", 1)[0]
-            for a in argv[1:]
-            if a.startswith("--config.") and key.split("'")[0] in a.split("=", 1)[0].split(".")
+    except (AttributeError, KeyError):
+        config = flags.FLAGS["config"].value  # loaded before the overrides are applied
+        overrides = [a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+        unknown = [
+            name
+            for name in overrides
+            if config is None or not config_lib.has_field(config, name[len("config.") :])
         ]
-        where = bad[0] if bad else "a --config.* flag"
+        where = f"--{unknown[0]}" if unknown else "a --config.* flag"
         print(
-            f"Config error: {where} names a field the config does not have ({e}). The fields "
+            f"Config error: {where} names a field the config does not have. The fields "
             "and their meaning are listed in adc_jax/config.py (base_config); check the "
             "spelling and the section (data, model, train, eval).",
             file=sys.stderr,
@@ -117,9 +118,6 @@ def main(argv: list[str]) -> None:
     multiprocess = _MULTIPROCESS.value
     if multiprocess is None:
         multiprocess = _several_processes()
-
-    import jax
-
     if multiprocess:
         # jax reads JAX_COORDINATOR_ADDRESS (and SLURM/TPU variables) itself, not these two.
         env = os.environ
@@ -128,21 +126,18 @@ def main(argv: list[str]) -> None:
             process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
         )
 
-    from adc_jax import checkpointing, train
-    from adc_jax import config as config_lib
-
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     # Everything that can be checked without data or a model fails here, before compilation.
     try:
         config_lib.validate(config, num_devices=jax.device_count())
-        checkpointing.check_workdir(config, os.path.join(workdir, "checkpoints"))
+        checkpointing.check_workdir(config, rundir.checkpoint_dir(workdir))
     except config_lib.ConfigError as e:
         _fail(f"Config error: {e}", code=2)
     if jax.process_index() == 0:
         try:
             os.makedirs(workdir, exist_ok=True)
-            train.write_config(config, workdir)
+            rundir.write_config(config, workdir)
         except OSError as e:
             _fail(
                 f"Error: cannot write to the workdir {workdir}: {e}. Choose a writable "
@@ -184,9 +179,7 @@ def main(argv: list[str]) -> None:
             f"in {result['checkpoint_dir']}. Run the same command again to resume."
         )
         return
-    from adc_jax.evaluate import summary_line
-
-    print(f"Final eval ({result['split']}, step {result['step']}): {summary_line(result)}")
+    print(f"Final eval ({result['split']}, step {result['step']}): {report.summary_line(result)}")
     print(f"Results in {workdir}/eval/step_{result['step']}.json")
 
 

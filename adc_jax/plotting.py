@@ -26,6 +26,8 @@ import numpy as np
 
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (selected before pyplot is first imported)."""
+    # Imported here, not at the top: importing this module must not select a backend for the
+    # whole process (a notebook that imports adc_jax.caption keeps its inline backend).
     import matplotlib
 
     if "matplotlib.pyplot" not in __import__("sys").modules:
@@ -67,7 +69,7 @@ def plot_attention(
       `path`.
     """
     plt = _pyplot()
-    from matplotlib import gridspec
+    from matplotlib import gridspec  # after _pyplot(), for the same reason
 
     attention = np.asarray(attention, np.float32)
     if attention.ndim != 3 or attention.shape[1] != attention.shape[2]:

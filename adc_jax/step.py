@@ -114,7 +114,7 @@ def build_model_and_optimizer(
     if config.model.byola_init:
         from adc_jax.models.byola import load_pretrained
 
-        load_pretrained(model.byola, config.model.byola_init)
+        load_pretrained(model.byola, config.model.byola_init, frozen=config.model.byola_freeze)
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
 

@@ -2,13 +2,17 @@
 
 `train_and_evaluate(config, workdir)`:
   1. validates the config (before anything is built or compiled);
-  2. builds the dataset on first use and the vocabulary from the training captions;
-  3. initialises the model or restores the latest checkpoint in `workdir/checkpoints` (same step,
-     optimizer state and data position);
-  4. runs the jitted, donated train step over a ("data",) mesh of every device;
-  5. logs metrics to the console (progress bar with ETA), `workdir/metrics.jsonl` and TensorBoard
-     event files; evaluates every `train.eval_every` steps and at the end; checkpoints every
-     `train.checkpoint_every` steps, at the end, and when SIGTERM/SIGINT asks the run to stop.
+  2. builds the dataset on first use and the vocabulary from the training captions
+     (`rundir.prepare_data`);
+  3. `restore_or_init`: initialises the model, or restores the latest checkpoint in
+     `workdir/checkpoints` (same step, optimizer state and data position);
+  4. `StepLoop.run`: the jitted, donated train step over a ("data",) mesh of every device, with
+     the periodic actions: `log` (console progress bar with ETA, `workdir/metrics.jsonl` and
+     TensorBoard events through `MetricsWriter`), `save` (a checkpoint every
+     `train.checkpoint_every` steps and at the end), `PeriodicEval` (every `train.eval_every`
+     steps and at the end);
+  5. shutdown: SIGTERM/SIGINT (`StopRequested`) ends the loop at the next step boundary with a
+     checkpoint (`StepLoop.stopped`); pending checkpoint writes finish before it returns.
 
 Resuming is exact: a run killed at any point and started again continues from its latest complete
 checkpoint (params, optimizer state, step, grain iterator position, skipped-step count; dropout
@@ -21,6 +25,7 @@ written (`train.nonfinite="stop"`) or skips the update and counts it (`"skip"`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import signal
@@ -33,12 +38,17 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from clu import parameter_overview
+from flax import nnx
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
-from adc_jax import checkpointing, evaluate
+from adc_jax import checkpointing, evaluate, multihost, rundir
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
+from adc_jax.metrics.baseline import most_frequent_caption
 
 
 class NonFiniteError(FloatingPointError):
@@ -90,8 +100,6 @@ class MetricsWriter:
 
     def _tensorboard(self):
         if self.tensorboard is None:
-            from tensorboardX import SummaryWriter
-
             self.tensorboard = SummaryWriter(
                 logdir=self.tensorboard_dir, purge_step=self._purge_step
             )
@@ -186,81 +194,6 @@ def _format_terms(metrics: dict[str, Any]) -> str:
     return text + (f"; non-finite: {', '.join(bad)}" if bad else "")
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes the resolved config to workdir/config.json (read back by evaluate and caption)."""
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} not found: is {workdir} a training workdir? Train with "
-            "python -m adc_jax.main --config=... --workdir=DIR first."
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def prepare_data(config: ml_collections.ConfigDict, workdir: str):
-    """Builds/loads the dataset and the vocabulary; returns (builder, vocab, train captions)."""
-    # One process builds the dataset first, so a shared data_dir is never written twice at once.
-    if jax.process_index() == 0:
-        builder = pipeline.load_builder(config)
-    multihost_sync("dataset_built")
-    if jax.process_index() != 0:
-        builder = pipeline.load_builder(config)
-    train_source = builder.as_data_source("train")
-    start = time.time()
-    _, stats = pipeline.read_captions(train_source)
-    logging.info(
-        "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
-        stats.num_captions,
-        stats.num_pairs,
-        time.time() - start,
-        stats.pairs_without_captions,
-    )
-    # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
-    vocab_path = os.path.join(workdir, "vocab.json")
-    if jax.process_index() == 0:
-        vocab = pipeline.build_or_load_vocab(
-            vocab_path, stats.captions, config.data.vocab_min_count, config.data.max_caption_tokens
-        )
-    multihost_sync("vocab_written")
-    if jax.process_index() != 0:
-        vocab = pipeline.build_or_load_vocab(
-            vocab_path, stats.captions, config.data.vocab_min_count, config.data.max_caption_tokens
-        )
-    return builder, vocab, stats.captions
-
-
-def stop_agreed(stop: StopRequested) -> bool:
-    """Whether any process has been asked to stop: the same answer on every process.
-
-    With several processes this is a collective (one int per process), so every process must
-    call it at the same points of the run; a process that stopped alone would leave the others
-    waiting in the next step's all-reduce, and its checkpoint save waiting for them.
-    """
-    requested = stop.signal_name is not None
-    if jax.process_count() == 1:
-        return requested
-    from jax.experimental import multihost_utils
-
-    return bool(np.max(multihost_utils.process_allgather(np.int32(requested))))
-
-
-def multihost_sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (or resumes) the run in `workdir`; returns the final evaluation result.
 
@@ -302,31 +235,67 @@ def _train(
     writer: MetricsWriter,
     stop: StopRequested,
 ) -> dict[str, Any]:
-    lead = jax.process_index() == 0
+    """Prepares the data, restores or initialises the model, then runs the step loop."""
     mesh = sharding_lib.create_mesh()
-    builder, vocab, train_captions = prepare_data(config, workdir)
-    from adc_jax.metrics.captioning import most_frequent_caption
+    data = rundir.prepare_data(config, workdir)
+    start = restore_or_init(config, mesh, data, checkpointer)
+    evaluation = PeriodicEval(config, workdir, start.train_state, mesh, data, writer)
+    num_steps = config.train.num_steps
+    # An eval of the restored step may not have finished before the run died: it runs again, and
+    # its old line (if any) goes, so metrics.jsonl reads as if the run had never stopped.
+    redo_eval = start.step > 0 and (start.step == num_steps or evaluation.is_due(start.step))
+    writer.truncate_after(start.step, drop_eval_at_step=redo_eval)
+    if start.step:
+        logging.info(
+            "Resuming from step %d (checkpoint in %s).", start.step, checkpointer.directory
+        )
+    loop = StepLoop(config, mesh, start, checkpointer, writer, stop, evaluation)
+    if multihost.any_process(stop.signal_name is not None):
+        return loop.stopped(start.step)  # asked to stop while preparing: nothing new to save
+    if redo_eval and start.step < num_steps:
+        evaluation(start.step)
+    return loop.run()
 
-    baseline_caption = most_frequent_caption(train_captions)
 
-    ts = step_lib.create_train_state(config, len(vocab), mesh)
+@dataclasses.dataclass
+class Start:
+    """Where a run starts: a fresh model at step 0, or the latest checkpoint of the workdir.
+
+    train_state: the model and optimizer state placed on the mesh.
+    meta: what every checkpoint of the run records and a restore must match (`run_meta`).
+    step: the step of the restored checkpoint (0 for a fresh run).
+    skipped: non-finite steps skipped so far (train.nonfinite="skip"), carried across resumes.
+    train_iter: the training batches, positioned after the last batch the checkpoint consumed.
+    """
+
+    train_state: step_lib.TrainState
+    meta: dict[str, Any]
+    step: int
+    skipped: int
+    train_iter: Any
+
+
+def restore_or_init(
+    config: ml_collections.ConfigDict,
+    mesh,
+    data: rundir.RunData,
+    checkpointer: checkpointing.Checkpointer,
+) -> Start:
+    """Initialises the model from `config.seed`, then restores the latest checkpoint if any."""
+    ts = step_lib.create_train_state(config, len(data.vocab), mesh)
     logging.info(
         "Model: %s parameters (%s).", f"{step_lib.parameter_count(ts.state):,}", config.name
     )
-    if lead:
+    if jax.process_index() == 0:
         _log_parameter_overview(ts)
-    meta = checkpointing.run_meta(config, len(vocab))
-    state, data_state, start_step, saved_meta = checkpointing.restore_or_init(
+    meta = checkpointing.run_meta(config, len(data.vocab))
+    ts.state, data_state, step, saved_meta = checkpointing.restore_or_init(
         checkpointer, ts.state, meta
     )
-    ts.state = state
-    # Non-finite steps skipped so far (train.nonfinite="skip"), carried across resumes.
-    skipped = int(saved_meta.get("skipped_steps", 0))
-
     train_iter = iter(
         pipeline.train_dataset(
-            builder.as_data_source("train"),
-            vocab,
+            data.builder.as_data_source("train"),
+            data.vocab,
             config,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
@@ -334,161 +303,196 @@ def _train(
     )
     if data_state is not None:
         train_iter.set_state(data_state)
-    last_data_state = train_iter.get_state()
-    num_steps = config.train.num_steps
+    return Start(ts, meta, step, int(saved_meta.get("skipped_steps", 0)), train_iter)
 
-    def is_eval_step(step: int) -> bool:
-        return bool(config.train.eval_every) and step % config.train.eval_every == 0
 
-    # An eval of the restored step may not have finished before the run died: it runs again, and
-    # its old line (if any) goes, so metrics.jsonl reads as if the run had never stopped.
-    redo_eval = start_step > 0 and (start_step == num_steps or is_eval_step(start_step))
-    writer.truncate_after(start_step, drop_eval_at_step=redo_eval)
-    if start_step:
-        logging.info(
-            "Resuming from step %d (checkpoint in %s).", start_step, checkpointer.directory
+class PeriodicEval:
+    """Evaluates the train state on `config.eval.split` every `train.eval_every` steps and at
+    the end; writes `workdir/eval/step_<N>.*` and the eval scalars to metrics.jsonl."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        train_state: step_lib.TrainState,
+        mesh,
+        data: rundir.RunData,
+        writer: MetricsWriter,
+    ):
+        self.every = int(config.train.eval_every)
+        self.eval_dir = os.path.join(workdir, "eval")
+        self.train_state, self.writer = train_state, writer
+        split = pipeline.load_eval_split(
+            data.builder.as_data_source(config.eval.split), config.eval.max_examples
         )
-
-    eval_split = pipeline.load_eval_split(
-        builder.as_data_source(config.eval.split), config.eval.max_examples
-    )
-    train_step = step_lib.jit_train_step(ts, config, mesh)
-    decode_fn = step_lib.jit_decode(
-        ts, mesh, config.eval.decode, config.eval.beam_size, config.eval.length_penalty
-    )
-
-    def run_eval(step: int) -> dict[str, Any]:
-        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        result = evaluate.evaluate(
-            decode_fn,
-            ts.rng_state,
-            ts.state,
-            eval_split,
-            config.eval.split,
+        self.evaluator = evaluate.Evaluator(
+            train_state,
             config,
             mesh,
-            vocab,
-            step=step,
-            decode=config.eval.decode,
-            baseline_caption=baseline_caption,
-            out_prefix=os.path.join(workdir, "eval", f"step_{step}"),
+            data.vocab,
+            split,
+            config.eval.split,
+            evaluate.DecodeSettings.from_config(config),
+            baseline_caption=most_frequent_caption(data.train_captions),
         )
+
+    def is_due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        os.makedirs(self.eval_dir, exist_ok=True)
+        ts = self.train_state
+        prefix = os.path.join(self.eval_dir, f"step_{step}")
+        result = self.evaluator(ts.rng_state, ts.state, step=step, out_prefix=prefix)
         scalars = {k: v for k, v in result["scores"].items() if isinstance(v, float)}
         if result.get("difference_accuracy"):
             scalars["difference_accuracy"] = result["difference_accuracy"]["exact_set_accuracy"]
         scalars["baseline_CIDEr"] = result["baseline"]["scores"]["CIDEr"]
-        writer.write(step, scalars, prefix="eval")
+        self.writer.write(step, scalars, prefix="eval")
         return result
 
-    def save(step: int) -> None:
-        checkpointing.save(
-            checkpointer, step, ts.state, last_data_state, dict(meta, skipped_steps=skipped)
-        )
 
-    def stopped(step: int) -> dict[str, Any]:
-        # On several processes, only some may have received the signal themselves.
-        signal_name = stop.signal_name or "a signal to another process"
-        logging.warning(
-            "Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
-            "again to resume.",
-            signal_name,
-            step,
-            checkpointer.latest_step(),
-            checkpointer.directory,
-        )
-        return {"stopped_at": step, "signal": signal_name, "checkpoint_dir": checkpointer.directory}
+class StepLoop:
+    """The training steps from `start.step` to `train.num_steps`, with the periodic actions.
 
-    if stop_agreed(stop):  # asked to stop while preparing: nothing new to save
-        return stopped(start_step)
-    if redo_eval and start_step < num_steps:
-        run_eval(start_step)
+    Each step runs the jitted train step on the next device batch; its metrics stay on the
+    devices until `log` pulls them (every `train.log_every` steps); `save` writes a checkpoint
+    every `train.checkpoint_every` steps and at the end; `PeriodicEval` runs when due; a stop
+    request (SIGTERM, Ctrl-C) saves a checkpoint at the next step and ends the run (`stopped`).
+    """
 
-    batches = DeviceBatches(train_iter, mesh)
-    pending: list[dict[str, jax.Array]] = []
-    progress = _progress_bar(lead, start_step, num_steps)
-    window_start, window_steps = time.time(), 0
-    step = start_step
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        mesh,
+        start: Start,
+        checkpointer: checkpointing.Checkpointer,
+        writer: MetricsWriter,
+        stop: StopRequested,
+        evaluation: PeriodicEval,
+    ):
+        self.config, self.mesh, self.start = config, mesh, start
+        self.ts = start.train_state
+        self.checkpointer, self.writer = checkpointer, writer
+        self.stop, self.evaluation = stop, evaluation
+        self.skipped = start.skipped
+        # The grain iterator state after the last batch the model consumed (saved with it).
+        self.data_state = start.train_iter.get_state()
+        # Metrics of the steps since the last `log`, still on the devices.
+        self.pending: list[dict[str, jax.Array]] = []
+        # Throughput: steps since `window_start`, not counting the compiling first step.
+        self.window_start, self.window_steps = time.time(), 0
+        self.progress = None
 
-    def flush_metrics(step: int) -> None:
-        """Pulls pending metrics to the host; stops or counts non-finite steps."""
-        nonlocal pending, skipped, window_start, window_steps
-        if not pending:
+    def run(self) -> dict[str, Any]:
+        """Trains to the last step; returns the final evaluation, or `stopped`'s dict."""
+        train = self.config.train
+        train_step = step_lib.jit_train_step(self.ts, self.config, self.mesh)
+        batches = DeviceBatches(self.start.train_iter, self.mesh)
+        self.progress = _progress_bar(jax.process_index() == 0, self.start.step, train.num_steps)
+        step = self.start.step
+        try:
+            while step < train.num_steps:
+                batch, data_after = next(batches)
+                self.ts.state, metrics = train_step(self.ts.rng_state, self.ts.state, batch)
+                self.data_state = data_after
+                step += 1
+                self.pending.append(metrics)
+                self.window_steps += 1
+                if step == self.start.step + 1:
+                    # The first step compiles; start timing throughput after it.
+                    jax.block_until_ready(metrics)
+                    self.window_start, self.window_steps = time.time(), 0
+                if self.progress is not None:
+                    self.progress.update(1)
+                final = step == train.num_steps
+                # Several processes agree on stopping every log_every steps (a small collective).
+                stopping = (
+                    jax.process_count() == 1 or step % train.log_every == 0
+                ) and multihost.any_process(self.stop.signal_name is not None)
+                if step % train.log_every == 0 or final or stopping:
+                    self.log(step)
+                if step % train.checkpoint_every == 0 or final or stopping:
+                    self.log(step)
+                    self.save(step)
+                if stopping:
+                    self.checkpointer.wait()
+                    return self.stopped(step)
+                if self.evaluation.is_due(step) and not final:
+                    self.evaluation(step)
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        self.checkpointer.wait()
+        return self.evaluation(step)
+
+    def log(self, step: int) -> None:
+        """Pulls the pending metrics to the host and writes their means; stops on (or counts)
+        a non-finite step, as `train.nonfinite` says."""
+        if not self.pending:
             return
-        means, bad = _summarise(pending)
-        first_step = step - len(pending) + 1
+        means, bad = _summarise(self.pending)
         if bad:
-            bad_step = first_step + bad[0]
-            terms = _format_terms(jax.device_get(pending[bad[0]]))
-            if config.train.nonfinite == "stop":
-                checkpointer.wait()
+            bad_step = step - len(self.pending) + 1 + bad[0]
+            terms = _format_terms(jax.device_get(self.pending[bad[0]]))
+            if self.config.train.nonfinite == "stop":
+                self.checkpointer.wait()
                 raise NonFiniteError(
                     f"Non-finite loss or gradient at step {bad_step} ({terms}). The update was "
                     f"not applied and no checkpoint after it was written; the last good "
-                    f"checkpoint is step {checkpointer.latest_step()} in "
-                    f"{checkpointer.directory}. Lower train.learning_rate or train.grad_clip, "
-                    "or set --config.train.nonfinite=skip to skip such steps."
+                    f"checkpoint is step {self.checkpointer.latest_step()} in "
+                    f"{self.checkpointer.directory}. Lower train.learning_rate or "
+                    "train.grad_clip, or set --config.train.nonfinite=skip to skip such steps."
                 )
-            skipped += len(bad)
+            self.skipped += len(bad)
             logging.warning(
                 "Skipped %d non-finite step(s), first at step %d (%s); %d so far.",
                 len(bad),
                 bad_step,
                 terms,
-                skipped,
+                self.skipped,
             )
-        elapsed = time.time() - window_start
-        if window_steps:
-            means["pairs_per_second"] = window_steps * config.train.batch_size / max(elapsed, 1e-9)
-        means["skipped_steps"] = float(skipped)
-        writer.write(step, means)
-        if progress is not None:
-            progress.set_postfix(
+        elapsed = time.time() - self.window_start
+        if self.window_steps:
+            means["pairs_per_second"] = (
+                self.window_steps * self.config.train.batch_size / max(elapsed, 1e-9)
+            )
+        means["skipped_steps"] = float(self.skipped)
+        self.writer.write(step, means)
+        if self.progress is not None:
+            self.progress.set_postfix(
                 loss=f"{means['loss']:.3f}", pairs_s=f"{means.get('pairs_per_second', 0.0):.0f}"
             )
-        pending = []
-        window_start, window_steps = time.time(), 0
+        self.pending = []
+        self.window_start, self.window_steps = time.time(), 0
 
-    try:
-        while step < num_steps:
-            batch, data_after = next(batches)
-            ts.state, metrics = train_step(ts.rng_state, ts.state, batch)
-            last_data_state = data_after
-            step += 1
-            pending.append(metrics)
-            window_steps += 1
-            if step == start_step + 1:
-                # The first step compiles; start timing throughput after it.
-                jax.block_until_ready(metrics)
-                window_start, window_steps = time.time(), 0
-            if progress is not None:
-                progress.update(1)
-            final = step == num_steps
-            # Several processes agree on stopping every log_every steps (a small collective).
-            stopping = (
-                jax.process_count() == 1 or step % config.train.log_every == 0
-            ) and stop_agreed(stop)
-            if step % config.train.log_every == 0 or final or stopping:
-                flush_metrics(step)
-            if step % config.train.checkpoint_every == 0 or final or stopping:
-                flush_metrics(step)
-                save(step)
-            if stopping:
-                checkpointer.wait()
-                return stopped(step)
-            if is_eval_step(step) and not final:
-                run_eval(step)
-    finally:
-        if progress is not None:
-            progress.close()
-    checkpointer.wait()
-    return run_eval(step)
+    def save(self, step: int) -> None:
+        """Starts writing checkpoint `step` (model, data position, skipped-step count)."""
+        meta = dict(self.start.meta, skipped_steps=self.skipped)
+        self.checkpointer.save(step, self.ts.state, self.data_state, meta)
+
+    def stopped(self, step: int) -> dict[str, Any]:
+        """Logs how to resume; returns {"stopped_at", "signal", "checkpoint_dir"}."""
+        # On several processes, only some may have received the signal themselves.
+        signal_name = self.stop.signal_name or "a signal to another process"
+        logging.warning(
+            "Stopped by %s at step %d; checkpoint %d is in %s. Run the same command "
+            "again to resume.",
+            signal_name,
+            step,
+            self.checkpointer.latest_step(),
+            self.checkpointer.directory,
+        )
+        return {
+            "stopped_at": step,
+            "signal": signal_name,
+            "checkpoint_dir": self.checkpointer.directory,
+        }
 
 
 def _progress_bar(enabled: bool, start: int, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(
         total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1
     )
@@ -496,9 +500,6 @@ def _progress_bar(enabled: bool, start: int, total: int):
 
 def _log_parameter_overview(ts: step_lib.TrainState) -> None:
     try:
-        from clu import parameter_overview
-        from flax import nnx
-
         params = nnx.to_pure_dict(nnx.State(ts.state["model"]).filter(nnx.Param))
         logging.info(
             "Parameters:\n%s",

@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from adc_jax.data.random_batch import random_batch
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8
 VOCAB = 20
@@ -39,36 +41,6 @@ def smoke_config():
     config.train.batch_size = BATCH
     config.train.warmup_steps = 0
     return config
-
-
-def make_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
-    """A global batch in the pipeline's format: int16 audio, some clips shorter than the array.
-
-    Rows differ (tone frequency, length, caption), so a batch whose rows were put on the wrong
-    devices gives other dropout masks and another loss.
-    """
-    rng = np.random.default_rng(seed)
-    n = int(config.data.clip_seconds * config.data.sample_rate)
-    t = np.arange(n) / config.data.sample_rate
-    tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (BATCH, 1)) * t)
-    wav1 = 3000 * tone + 1000 * rng.normal(size=(BATCH, n))
-    wav2 = 1500 * rng.normal(size=(BATCH, n))
-    len1 = np.full(BATCH, n, np.int32)
-    len2 = np.where(np.arange(BATCH) % 3 == 0, n // 2, n).astype(np.int32)
-    wav2[np.arange(n)[None, :] >= len2[:, None]] = 0
-    tokens = np.zeros((BATCH, config.data.max_caption_tokens), np.int32)
-    tokens[:, 0] = 1
-    for i in range(BATCH):
-        length = 3 + i % 6
-        tokens[i, 1 : length + 1] = rng.integers(4, VOCAB, length)
-        tokens[i, length + 1] = 2
-    return {
-        "wav1": wav1.astype(np.int16),
-        "wav1_len": len1,
-        "wav2": wav2.astype(np.int16),
-        "wav2_len": len2,
-        "tokens": tokens,
-    }
 
 
 def host_leaves(tree, prefix: str) -> dict[str, np.ndarray]:
@@ -93,7 +65,8 @@ def run_step(out_path: str) -> None:
     from adc_jax import step as step_lib
 
     config = smoke_config()
-    full = make_batch(config)
+    # int16 audio, as the pipeline delivers it; rows differ, so misplaced rows change the loss.
+    full = random_batch(config, VOCAB)
     rows = BATCH // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
     local = {k: v[mine] for k, v in full.items()}

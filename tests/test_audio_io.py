@@ -1,4 +1,4 @@
-"""Tests of adc_jax.data.audio_io: decoding, mixing, resampling, length fitting, failures."""
+"""Tests of adc_jax.data.audio_io: decoding, mixing, resampling and failures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from adc_jax.data.audio_io import AudioError, fit_length, load_audio
+from adc_jax.data.audio_io import AudioError, load_audio
 
 
 def _sine(freq: float, seconds: float, rate: int, amp: float) -> np.ndarray:
@@ -46,32 +46,6 @@ def test_float_file_above_full_scale_is_clipped(tmp_path):
     path = str(tmp_path / "loud.wav")
     sf.write(path, np.array([0.5, 1.5, -2.0], np.float32), 16000, subtype="FLOAT")
     np.testing.assert_array_equal(load_audio(path), [0.5, 1.0, -1.0])
-
-
-def test_fit_length_pads_3s_and_crops_30s_to_10s():
-    rate, n = 16000, 160000
-    short = np.linspace(-1, 1, 3 * rate, dtype=np.float32)
-    padded, n_valid, cropped = fit_length(short, n)
-    assert padded.shape == (n,) and padded.dtype == np.float32
-    assert (n_valid, cropped) == (3 * rate, False)
-    np.testing.assert_array_equal(padded[: 3 * rate], short)
-    assert not padded[3 * rate :].any()
-
-    long = np.random.default_rng(0).uniform(-1, 1, 30 * rate).astype(np.float32)
-    out, n_valid, cropped = fit_length(long, n)
-    assert out.shape == (n,)
-    assert (n_valid, cropped) == (n, True)
-    np.testing.assert_array_equal(out, long[:n])
-
-    exact, n_valid, cropped = fit_length(long[:n], n)
-    assert (exact.shape, n_valid, cropped) == ((n,), n, False)
-
-
-def test_fit_length_rejects_bad_input():
-    with pytest.raises(ValueError):
-        fit_length(np.zeros(4), -1)
-    with pytest.raises(ValueError):
-        fit_length(np.zeros((2, 4)), 4)
 
 
 def _write_nan(path: str) -> None:

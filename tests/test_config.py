@@ -40,8 +40,12 @@ def test_every_config_and_size_loads_and_validates(load_config, name, size):
     assert (c.model.attention, c.model.sdd) == EXPERIMENT_FIELDS[name]
     if name != "base":
         assert c.name == name
-    # The decoder must be able to hold every caption the data pipeline produces.
-    assert c.model.max_decode_len >= c.data.max_caption_tokens
+    # The decoder must be able to hold every caption the data pipeline produces: one position
+    # fewer than the longest caption is rejected, naming the field to raise.
+    short = c.copy_and_resolve_references()
+    short.model.max_decode_len = c.data.max_caption_tokens - 1
+    with pytest.raises(config_lib.ConfigError, match=r"config\.model\.max_decode_len="):
+        config_lib.validate(short)
     # The resolved config is written as config.json: it must serialise.
     assert json.loads(c.to_json())["model"]["sdd"] == c.model.sdd
 

@@ -216,3 +216,78 @@ def test_cached_step_logits_equal_full_forward(setup, fns):
     np.testing.assert_allclose(
         step_logits, fns["logits"](tokens, memory, valid), rtol=1e-4, atol=1e-5
     )
+
+
+# ------------------------------------------------------------------------------- length penalty
+
+
+@pytest.mark.parametrize(
+    "length, alpha, expected",
+    [
+        (1.0, 0.6, 1.0),  # ((5 + 1) / 6) ** alpha = 1 for every alpha
+        (7.0, 0.0, 1.0),  # alpha = 0: no penalty
+        (7.0, 1.0, 2.0),  # (12 / 6) ** 1
+        (7.0, 2.0, 4.0),  # (12 / 6) ** 2
+        (13.0, 0.5, 1.7320508),  # (18 / 6) ** 0.5 = sqrt(3)
+        (19.0, 0.5, 2.0),  # (24 / 6) ** 0.5
+        (10.0, 0.6, 1.7328621),  # (15 / 6) ** 0.6 = 2.5 ** 0.6
+    ],
+)
+def test_length_penalty_is_gnmt(length, alpha, expected):
+    got = float(_length_penalty(jnp.float32(length), alpha))
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+class _TableDecoder:
+    """A stand-in for `TextDecoder` (use_cache=False) whose next-token distribution is a table.
+
+    After <bos>: <eos> with probability 0.55, word A with 0.45. After A: A again until three A's
+    have been generated, then <eos> (probability ~1). Every other token has log-probability ~-1e9.
+    So beam search has exactly two real hypotheses: "<eos>" (1 token, log-prob log 0.55) and
+    "A A A <eos>" (4 tokens, log-prob log 0.45); which one wins depends only on the length penalty.
+    """
+
+    A = 4
+    VOCAB = 6
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+
+    def __call__(self, tokens, memory, memory_valid, *, train):
+        del memory, memory_valid, train
+        neg = jnp.full((self.VOCAB,), -1e9)
+        after_bos = neg.at[EOS].set(np.log(0.55)).at[self.A].set(np.log(0.45))
+        next_a = neg.at[self.A].set(0.0)
+        next_eos = neg.at[EOS].set(0.0)
+        t = jnp.arange(tokens.shape[1])[None, :, None]
+        prev = tokens[..., None]
+        after_a = jnp.where(t < 3, next_a, next_eos)
+        return jnp.where(prev == BOS, after_bos, jnp.where(prev == self.A, after_a, next_eos))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_higher_length_penalty_favours_the_longer_hypothesis(alpha):
+    short = np.full(7, PAD, np.int32)
+    short[0] = EOS
+    long = np.full(7, PAD, np.int32)
+    long[:4] = [_TableDecoder.A] * 3 + [EOS]
+    short_score = np.log(0.55)  # penalty ((5 + 1) / 6) ** alpha = 1
+    long_score = np.log(0.45) / 1.5**alpha  # penalty ((5 + 4) / 6) ** alpha
+    # log 0.55 = -0.598 and log 0.45 = -0.799: the short caption wins up to
+    # alpha = ln(0.799 / 0.598) / ln 1.5 = 0.71, the long one above.
+    expect_long_first = alpha > 0.71
+    tokens, scores = beam_search(
+        _TableDecoder(max_len=8),
+        jnp.zeros((1, 2, 4)),
+        jnp.ones((1, 2), bool),
+        beam_size=2,
+        length_penalty=alpha,
+        use_cache=False,
+    )
+    tokens, scores = np.asarray(tokens[0]), np.asarray(scores[0])
+    expected = [(long, long_score), (short, short_score)]
+    if not expect_long_first:
+        expected.reverse()
+    for k, (want_tokens, want_score) in enumerate(expected):
+        np.testing.assert_array_equal(tokens[k], want_tokens, err_msg=f"alpha={alpha} beam {k}")
+        assert scores[k] == pytest.approx(want_score, rel=1e-5), (alpha, k)

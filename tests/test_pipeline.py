@@ -19,8 +19,9 @@ from absl import flags
 from adc_jax import config as config_lib
 from adc_jax.data import pipeline
 from adc_jax.data.features import as_text
-from adc_jax.data.synthetic import build_synthetic
+from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
 from adc_jax.data.tokenizer import BOS, EOS, PAD, UNK, Vocabulary
+from adc_jax.data.waveform import fit_length
 
 NUM_TRAIN, BATCH = 32, 8
 
@@ -30,11 +31,7 @@ def data(tmp_path_factory):
     """The smoke-size synthetic set: (builder, train source, vocabulary, record index by audio)."""
     builder = build_synthetic(
         str(tmp_path_factory.mktemp("tfds")),
-        num_train=NUM_TRAIN,
-        num_validation=8,
-        num_eval=8,
-        clip_seconds=1.0,
-        seed=0,
+        SyntheticSpec(num_train=NUM_TRAIN, num_validation=8, num_eval=8, clip_seconds=1.0, seed=0),
     )
     source = builder.as_data_source("train")
     _, stats = pipeline.read_captions(source)
@@ -214,7 +211,7 @@ def _record_of_row(batch: dict, row: int, records: list[dict], n: int) -> int:
     matches = [
         j
         for j, r in enumerate(records)
-        if np.array_equal(batch["wav1"][row], pipeline.fit_int16(r["audio1"], n)[0])
+        if np.array_equal(batch["wav1"][row], fit_length(r["audio1"], n)[0])
     ]
     assert len(matches) == 1
     return matches[0]

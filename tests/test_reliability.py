@@ -23,13 +23,14 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from adc_jax import checkpointing, evaluate, restore, train
+from adc_jax import checkpointing, evaluate, rundir, train
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
 from adc_jax.data.tokenizer import PAD
 from adc_jax.metrics import captioning
 from adc_jax.metrics.captioning import METRIC_KEYS
+from adc_jax.metrics.scores import score_predictions
 
 STEPS = 12
 
@@ -311,7 +312,7 @@ def test_disk_full_during_a_checkpoint_is_reported_and_keeps_the_previous_one(
     monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
     workdir, config = str(tmp_path / "run"), smoke_setup.config()
     os.makedirs(workdir)
-    train.write_config(config, workdir)  # as main does; load_trained reads it back below
+    rundir.write_config(config, workdir)  # as main does; load_trained reads it back below
     with pytest.raises(checkpointing.CheckpointError) as info:
         train.train_and_evaluate(config, workdir)
     message = str(info.value)
@@ -326,7 +327,7 @@ def test_disk_full_during_a_checkpoint_is_reported_and_keeps_the_previous_one(
         assert text in message, (text, message)
     assert smoke_setup.checkpoint_steps(workdir) == [3]
     monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", real_finalize)
-    trained = restore.load_trained(workdir)
+    trained = rundir.load_trained(workdir)
     assert trained.step == 3
     leaves = jax.tree.leaves(jax.device_get(trained.train_state.state))
     assert all(np.isfinite(x).all() for x in leaves if np.asarray(x).dtype.kind == "f")
@@ -388,7 +389,7 @@ def _spice_dir_whose_java_fails(tmp_path) -> str:
 def test_silent_clips_empty_and_unknown_captions_still_score(
     smoke_setup, reference_run, monkeypatch, tmp_path
 ):
-    trained = restore.load_trained(reference_run)
+    trained = rundir.load_trained(reference_run)
     config, ts, mesh, vocab = trained.config, trained.train_state, trained.mesh, trained.vocab
     real = pipeline.load_builder(config).as_data_source("eval")
     n = pipeline.clip_samples(config)
@@ -427,7 +428,7 @@ def test_silent_clips_empty_and_unknown_captions_still_score(
 
     spice_dir = _spice_dir_whose_java_fails(tmp_path)
     monkeypatch.setattr(captioning, "_spice_dir", lambda: spice_dir)
-    result = evaluate.score_predictions(predictions, split)
+    result = score_predictions(predictions, split)
     scores = result["scores"]
     assert all(isinstance(scores[k], float) and np.isfinite(scores[k]) for k in METRIC_KEYS)
     assert scores["SPICE"] is None and scores["SPIDEr"] is None

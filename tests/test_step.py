@@ -18,12 +18,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from adc_jax import sharding
 from adc_jax import step as step_lib
-from adc_jax.data.tokenizer import BOS, EOS
+from adc_jax.config import base_config
+from adc_jax.data.random_batch import random_batch
 
 VOCAB = 20
 N_DEVICES = 8
@@ -44,33 +46,6 @@ def smoke_config(repo_root: str = REPO_ROOT, **model_overrides):
     return config
 
 
-def make_batch(config, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Float waveforms (so a NaN can be injected), some clips shorter than the array."""
-    rng = np.random.default_rng(seed)
-    b = config.train.batch_size
-    n = int(config.data.clip_seconds * config.data.sample_rate)
-    t = np.arange(n) / config.data.sample_rate
-    tone = np.sin(2 * np.pi * rng.uniform(200, 2000, (b, 1)) * t)
-    wav1 = 0.1 * tone + 0.05 * rng.normal(size=(b, n))
-    wav2 = 0.05 * rng.normal(size=(b, n))
-    len1 = np.full(b, n, np.int32)
-    len2 = np.where(np.arange(b) % 3 == 0, n // 2, n).astype(np.int32)
-    wav2[np.arange(n)[None, :] >= len2[:, None]] = 0.0
-    tokens = np.zeros((b, 12), np.int32)
-    tokens[:, 0] = BOS
-    for i in range(b):
-        length = 3 + i % 6
-        tokens[i, 1 : length + 1] = rng.integers(4, vocab_size, length)
-        tokens[i, length + 1] = EOS
-    return dict(
-        wav1=wav1.astype(np.float32),
-        wav2=wav2.astype(np.float32),
-        wav1_len=len1,
-        wav2_len=len2,
-        tokens=tokens,
-    )
-
-
 def flat(state) -> dict[str, np.ndarray]:
     """{path: host array} of every leaf of a state."""
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
@@ -88,6 +63,7 @@ import numpy as np
 
 from adc_jax import sharding
 from adc_jax import step as step_lib
+from adc_jax.data.random_batch import random_batch
 
 spec = importlib.util.spec_from_file_location("step_test_helpers", sys.argv[1])
 helpers = importlib.util.module_from_spec(spec)
@@ -95,7 +71,7 @@ spec.loader.exec_module(helpers)
 
 assert len(jax.devices()) == 8, jax.devices()
 config = helpers.smoke_config()
-batch = helpers.make_batch(config, helpers.VOCAB)
+batch = random_batch(config, helpers.VOCAB, dtype="float32")
 results = {}
 for n in (1, 8):
     mesh = sharding.create_mesh(jax.devices()[:n])
@@ -176,7 +152,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def batch():
-    return make_batch(smoke_config(), VOCAB)
+    """Float waveforms (so that a test can inject a NaN); clip 2 of rows 0, 3, 6 half-length."""
+    return random_batch(smoke_config(), VOCAB, dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +299,44 @@ def test_frozen_byola_does_not_change(batch):
     assert not still  # the encoder, SDD nets and decoder still train
 
 
+def test_optimizer_clips_the_global_gradient_norm():
+    # Adam's first update ignores the gradient's scale, so one step from the initial state cannot
+    # tell a clipped gradient from an unclipped one; over several steps with different gradient
+    # scales it can. Gradients far above train.grad_clip must move the parameters exactly as the
+    # same gradients rescaled to global norm grad_clip do (BYOL-A and the rest alike).
+    config = smoke_config()
+    clip = config.train.grad_clip
+    tx = step_lib.make_optimizer(config)
+    rng = np.random.default_rng(0)
+
+    def normal(*shape):
+        return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+    params = {
+        "byola": {"kernel": normal(3, 4)},
+        "decoder": {"kernel": normal(4, 5), "bias": normal(5)},
+    }
+    grads = [
+        jax.tree.map(lambda p, s=scale: s * normal(*p.shape), params) for scale in (100, 1000, 30)
+    ]
+    clipped = [jax.tree.map(lambda x, g=g: x * (clip / optax.tree.norm(g)), g) for g in grads]
+    assert all(float(optax.tree.norm(g)) > 50 * clip for g in grads)
+
+    def trajectory(gradients):
+        p, opt_state = params, tx.init(params)
+        out = []
+        for g in gradients:
+            updates, opt_state = tx.update(g, opt_state, p)
+            p = optax.apply_updates(p, updates)
+            out.append(flat(p))
+        return out
+
+    for step, (got, want) in enumerate(zip(trajectory(grads), trajectory(clipped), strict=True)):
+        for key in want:
+            assert not np.array_equal(want[key], flat(params)[key]), (step, key)
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"{step} {key}")
+
+
 # Parameters whose gradient is zero in exact arithmetic: a bias before BatchNorm (the batch mean
 # removes it) and attention key biases (softmax ignores a constant added to every logit). Their
 # float gradients are rounding noise (~1e-9) that Adam's first step turns into updates of up to
@@ -359,20 +374,13 @@ def test_eight_devices_match_one_device(multi_device_run, f32):
 
 def test_remat_cnn_gives_the_same_loss_and_gradient_norm():
     """`model.remat_cnn` recomputes the CNN in the backward pass: same function, same gradients."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-    from benchmark_step import synthetic_batch
-
-    from adc_jax import sharding as sharding_lib
-    from adc_jax import step as step_lib
-    from adc_jax.config import base_config
-
-    mesh = sharding_lib.create_mesh(jax.devices()[:1])
+    mesh = sharding.create_mesh(jax.devices()[:1])
     results = []
     for remat in (False, True):
         config = base_config("smoke")
         config.model.remat_cnn = remat
         ts = step_lib.create_train_state(config, 50, mesh)
-        batch = sharding_lib.global_batch(synthetic_batch(config, 8, 50, 10), mesh)
+        batch = sharding.global_batch(random_batch(config, 50, batch_size=8), mesh)
         _, metrics = step_lib.jit_train_step(ts, config, mesh)(ts.rng_state, ts.state, batch)
         results.append((float(metrics["loss"]), float(metrics["grad_norm"])))
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from adc_jax import train
-from adc_jax.metrics.captioning import METRIC_KEYS
+from adc_jax.metrics.captioning import METRIC_KEYS, spice_status
 
 SCORE_KEYS = (*METRIC_KEYS, "SPICE", "SPIDEr", "notes")
 
@@ -82,12 +82,17 @@ def test_final_eval_json_schema(ctrl_c_run, smoke_setup):
         assert key in result, key
     assert (result["step"], result["split"], result["dataset"]) == (12, "eval", "synthetic_adc")
     assert result["decode"] == "greedy" and result["num_pairs"] == 8
+    spice_available, spice_reason = spice_status()  # the run's environment is this one
     for scores in (result["scores"], result["baseline"]["scores"]):
         assert set(SCORE_KEYS) <= set(scores)
         assert all(isinstance(scores[k], float) and np.isfinite(scores[k]) for k in METRIC_KEYS)
-        # SPICE is null with a reason unless the CoreNLP jars are installed.
-        assert scores["SPICE"] is None or isinstance(scores["SPICE"], float)
-        assert isinstance(scores["notes"]["SPICE"], str)
+        # SPICE (and SPIDEr) are null with the reason unless the CoreNLP jars are installed.
+        if spice_available:
+            assert isinstance(scores["SPICE"], float) and 0.0 <= scores["SPICE"] <= 1.0
+            assert scores["SPIDEr"] == pytest.approx((scores["CIDEr"] + scores["SPICE"]) / 2)
+        else:
+            assert scores["SPICE"] is None and scores["SPIDEr"] is None
+            assert scores["notes"]["SPICE"] == spice_reason
     assert isinstance(result["baseline"]["caption"], str) and result["baseline"]["caption"]
     assert 0.0 <= result["difference_accuracy"]["exact_set_accuracy"] <= 1.0
     evals = [r for r in smoke_setup.metrics(workdir) if "eval/CIDEr" in r]

@@ -22,9 +22,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from absl import app, flags  # noqa: E402
+
+from adc_jax import config as config_lib  # noqa: E402
+from adc_jax.data import pipeline, synthetic  # noqa: E402
+from adc_jax.data.tokenizer import Vocabulary  # noqa: E402
 
 _SIZE = flags.DEFINE_enum("size", "paper", ["paper", "quick", "smoke"], "Size preset.")
 _DATA_DIR = flags.DEFINE_string(
@@ -43,12 +49,6 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Append the JSON result line t
 def main(argv: list[str]) -> None:
     """Builds/loads the data, times the training stream, prints a table and a JSON line."""
     del argv
-    import numpy as np
-
-    from adc_jax import config as config_lib
-    from adc_jax.data import pipeline, synthetic
-    from adc_jax.data.tokenizer import Vocabulary
-
     config = config_lib.base_config(_SIZE.value)
     if _NUM_WORKERS.value is not None:
         config.data.num_workers = _NUM_WORKERS.value
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     load_start = os.getloadavg()
 
     start = time.perf_counter()
-    builder = synthetic.build_synthetic(data_dir, **synthetic.params_from_config(config.data))
+    builder = synthetic.build_synthetic(data_dir, synthetic.SyntheticSpec.from_config(config.data))
     build_s = time.perf_counter() - start
     source = builder.as_data_source("train")
 

@@ -62,24 +62,14 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 
 
 def synthetic_batch(config, batch_size: int, vocab_size: int, caption_tokens: int, seed: int = 0):
-    """A host batch of random int16 audio and random captions (full-length clips)."""
-    import numpy as np
+    """`adc_jax.data.random_batch` with captions of `caption_tokens` tokens (<bos>/<eos> included,
+    at most data.max_caption_tokens): int16 audio [B, N], lengths [B], tokens [B, L]."""
+    from adc_jax.data.random_batch import random_batch
 
-    rng = np.random.default_rng(seed)
-    n = int(round(config.data.clip_seconds * config.data.sample_rate))
-    length = config.data.max_caption_tokens
-    tokens = np.zeros((batch_size, length), np.int32)
-    tokens[:, 0] = 1
-    k = min(caption_tokens, length) - 1
-    tokens[:, 1:k] = rng.integers(4, vocab_size, (batch_size, k - 1))
-    tokens[:, k] = 2
-    return {
-        "wav1": rng.integers(-3000, 3000, (batch_size, n), dtype=np.int16),
-        "wav2": rng.integers(-3000, 3000, (batch_size, n), dtype=np.int16),
-        "wav1_len": np.full((batch_size,), n, np.int32),
-        "wav2_len": np.full((batch_size,), n, np.int32),
-        "tokens": tokens,
-    }
+    words = min(caption_tokens, config.data.max_caption_tokens) - 2
+    return random_batch(
+        config, vocab_size, batch_size=batch_size, seed=seed, caption_words=max(words, 0)
+    )
 
 
 def time_fn(
@@ -220,7 +210,6 @@ def run_benchmark(
         "dtype": config.model.dtype,
         "global_batch": b,
         "steps": steps,
-        "byola_fused_blocks": bool(config.model.byola_fused_blocks),
         "compile_s": round(compile_s, 2),
         "median_ms_per_step": round(1000 * median_s, 3),
         "pipelined_ms_per_step": round(1000 * pipelined_s, 3),

@@ -1,7 +1,7 @@
 """Converts an official BYOL-A AudioNTT2020 PyTorch checkpoint into adc_jax parameters.
 
 No PyTorch needed: the .pth is read by a restricted unpickler that only rebuilds tensors
-(`adc_jax.models.byola.read_torch_state_dict`). Writes
+(`adc_jax.models.byola_weights.read_torch_state_dict`). Writes
 
   DIR/params.npz   our parameter paths ('conv1/kernel', ..., 'fc2/bias'), float32
   DIR/meta.json    n_mels, channels, dim, source file and sha256, source keys, param shapes
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from adc_jax.models import byola
+from adc_jax.models import byola_weights
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         help="prefix of the encoder's keys (e.g. 'module.'); found automatically if unique",
     )
     args = parser.parse_args()
-    meta = byola.convert_checkpoint(args.input, args.output, prefix=args.prefix)
+    meta = byola_weights.convert_checkpoint(args.input, args.output, prefix=args.prefix)
     print(
         f"Converted {len(meta['params'])} arrays (n_mels={meta['n_mels']}, "
         f"channels={meta['channels']}, dim={meta['dim']}) from {args.input} to {args.output}.\n"

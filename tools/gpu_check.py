@@ -8,8 +8,8 @@
    GPU precision (TF32 matmuls/convolutions) and once at "highest" (true float32).
 2. Benchmark: `tools/benchmark_step.py`'s measurement for float32 and bfloat16 at global batch 32
    and 128, then one table.
-With `--extra`: also bfloat16 at batch 256, the textbook conv-block order (byola_fused_blocks=False)
-for comparison, and a time breakdown (front end / CNN / loss / optimizer) at bfloat16, batch 128.
+With `--extra`: also bfloat16 at batch 256, and a time breakdown (front end / CNN / loss /
+optimizer) at bfloat16, batch 128.
 
 Needs only jax (with a GPU backend), flax, optax, numpy and ml-collections.
 """
@@ -25,14 +25,16 @@ import traceback
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import jax  # noqa: E402
+from benchmark_step import format_table, run_benchmark, synthetic_batch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from adc_jax import sharding as sharding_lib  # noqa: E402
+from adc_jax import step as step_lib  # noqa: E402
+from adc_jax.config import base_config as paper_base  # noqa: E402
+
 
 def _loss_terms(config, vocab_size: int, batch, device) -> dict[str, float]:
-    import jax
-    from flax import nnx
-
-    from adc_jax import sharding as sharding_lib
-    from adc_jax import step as step_lib
-
     mesh = sharding_lib.create_mesh([device])
     ts = step_lib.create_train_state(config, vocab_size, mesh)
     loss_cfg = step_lib.LossConfig.from_config(config)
@@ -47,9 +49,6 @@ def _loss_terms(config, vocab_size: int, batch, device) -> dict[str, float]:
 
 
 def correctness(base_config) -> list[str]:
-    import jax
-    from benchmark_step import synthetic_batch
-
     config = base_config()
     config.train.batch_size = 8
     vocab = 1000
@@ -69,15 +68,9 @@ def correctness(base_config) -> list[str]:
 
 
 def main() -> int:
-    from benchmark_step import format_table, run_benchmark
-
-    from adc_jax.config import base_config as paper_base
-
     quick = "--quick" in sys.argv
     extra = "--extra" in sys.argv
     json_out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--json_out=")), None)
-    import jax
-
     print(f"jax {jax.__version__}; devices: {jax.devices()}", flush=True)
 
     def late_sdd():
@@ -92,20 +85,14 @@ def main() -> int:
         traceback.print_exc()
     print(f"[correctness took {time.time() - start:.0f} s]", flush=True)
 
-    runs = [
-        ("float32", 32, True),
-        ("float32", 128, True),
-        ("bfloat16", 32, True),
-        ("bfloat16", 128, True),
-    ]
+    runs = [("float32", 32), ("float32", 128), ("bfloat16", 32), ("bfloat16", 128)]
     if extra:
-        runs += [("bfloat16", 256, True), ("bfloat16", 128, False)]
+        runs += [("bfloat16", 256)]
     results = []
-    for dtype, batch, fused in runs:
+    for dtype, batch in runs:
         config = late_sdd()
         config.model.dtype = dtype
         config.train.batch_size = batch
-        config.model.byola_fused_blocks = fused
         try:
             r = run_benchmark(config, steps=10 if quick else 20, warmup=2)
         except Exception:  # noqa: BLE001
@@ -130,12 +117,12 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
 
-    print("\n| dtype | batch | fused CNN | ms/step | pairs/s | TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| dtype | batch | ms/step | pairs/s | TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
         print(
-            f"| {r['dtype']} | {r['global_batch']} | {r['byola_fused_blocks']} | "
+            f"| {r['dtype']} | {r['global_batch']} | "
             f"{min(r['median_ms_per_step'], r['pipelined_ms_per_step']):.2f} | "
             f"{r['pairs_per_s']:,.0f} | {r['achieved_tflops']:.1f} | {mfu} |"
         )

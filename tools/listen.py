@@ -28,12 +28,10 @@ from adc_jax.data.features import as_text  # noqa: E402
 
 def _pairs(args: argparse.Namespace):
     """Yields (key, audio1, audio2 int16, scene, edits [(op, cls, magnitude)], captions)."""
-    data_dir, params = resolve(args)
+    data_dir, spec = resolve(args)
     if args.source == "generate":
         for i in range(args.start, args.start + args.num):
-            key, ex = synthetic._example(
-                (params["seed"], args.split, i, params["clip_seconds"], params["sample_rate"])
-            )
+            key, ex = synthetic.example(spec, args.split, i)
             yield (
                 key,
                 ex["audio1"],
@@ -43,7 +41,8 @@ def _pairs(args: argparse.Namespace):
                 ex["captions"],
             )
         return
-    source = synthetic.build_synthetic(data_dir, **params).as_data_source(args.split)
+    builder = synthetic.build_synthetic(data_dir, spec, num_workers=args.num_workers)
+    source = builder.as_data_source(args.split)
     for i in range(args.start, min(len(source), args.start + args.num)):
         ex = source[i]
         edits = list(
@@ -74,7 +73,7 @@ def main() -> None:
     parser.add_argument("--source", default="dataset", choices=("dataset", "generate"))
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
-    sample_rate = resolve(args)[1]["sample_rate"]
+    sample_rate = resolve(args)[1].sample_rate
     for key, audio1, audio2, scene, edits, captions in _pairs(args):
         for suffix, audio in (("1", audio1), ("2", audio2)):
             sf.write(

@@ -1,7 +1,8 @@
 """Writes a small random BYOL-A (AudioNTT2020) checkpoint in torch.save's zip format, without torch.
 
-For tests of the converter: the file has the same key names as the official checkpoints and the
-same layout and pickle opcodes as `torch.save(model.state_dict(), path)` (pickle protocol 2):
+For tests of the reader and converter (`adc_jax/models/byola_weights.py`): the file has the same
+key names as the official checkpoints and the same layout and pickle opcodes as
+`torch.save(model.state_dict(), path)` (pickle protocol 2):
 
   <stem>/data.pkl         OrderedDict of tensors (with a `_metadata` attribute, as
                           nn.Module.state_dict() returns); each tensor is a REDUCE of

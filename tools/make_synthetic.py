@@ -11,13 +11,18 @@ shared file system before a multi-host run) and for timing. Sizes come from
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
+import typing
 
 from absl import logging
 
 from adc_jax import config as config_lib
 from adc_jax.data import synthetic
+
+# The SyntheticSpec fields a flag can override (the sample rate is the model's: not a flag).
+OVERRIDABLE = ("num_train", "num_validation", "num_eval", "clip_seconds", "seed")
 
 
 def add_size_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,30 +38,23 @@ def add_size_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tfds data directory (default: $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets)",
     )
-    for name, kind in (
-        ("num_train", int),
-        ("num_validation", int),
-        ("num_eval", int),
-        ("clip_seconds", float),
-        ("seed", int),
-    ):
+    types = typing.get_type_hints(synthetic.SyntheticSpec)
+    for name in OVERRIDABLE:
         parser.add_argument(
-            f"--{name}", type=kind, default=None, help=f"override the preset's {name}"
+            f"--{name}", type=types[name], default=None, help=f"override the preset's {name}"
         )
     parser.add_argument(
         "--num_workers", type=int, default=None, help="generation processes (default: all CPUs)"
     )
 
 
-def resolve(args: argparse.Namespace) -> tuple[str, dict]:
-    """(data_dir, build_synthetic keyword arguments) from the parsed flags."""
-    params = synthetic.params_from_config(config_lib.base_config(args.size).data)
-    for name in ("num_train", "num_validation", "num_eval", "clip_seconds", "seed"):
-        if getattr(args, name) is not None:
-            params[name] = getattr(args, name)
-    params["num_workers"] = args.num_workers
+def resolve(args: argparse.Namespace) -> tuple[str, synthetic.SyntheticSpec]:
+    """(data_dir, the variant's spec) from the parsed flags; --num_workers is args.num_workers."""
+    spec = synthetic.SyntheticSpec.from_config(config_lib.base_config(args.size).data)
+    overrides = {name: getattr(args, name) for name in OVERRIDABLE}
+    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
     data_dir = os.path.expanduser(args.data_dir or config_lib.default_data_dir())
-    return data_dir, params
+    return data_dir, spec
 
 
 def _disk_size(path: str) -> int:
@@ -70,11 +68,11 @@ def main() -> None:
     add_size_flags(parser)
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
-    data_dir, params = resolve(args)
+    data_dir, spec = resolve(args)
     start = time.perf_counter()
-    builder = synthetic.build_synthetic(data_dir, **params)
+    builder = synthetic.build_synthetic(data_dir, spec, num_workers=args.num_workers)
     elapsed = time.perf_counter() - start
-    total = params["num_train"] + params["num_validation"] + params["num_eval"]
+    total = sum(spec.split_sizes.values())
     size_mb = _disk_size(builder.data_dir) / 2**20
     splits = ", ".join(f"{s}={len(builder.as_data_source(s))}" for s in synthetic.SPLITS)
     print(

@@ -20,10 +20,16 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from adc_jax.config import base_config  # noqa: E402
+from adc_jax.models.adc import compute_dtype, create_model  # noqa: E402
+from adc_jax.models.byola import conv_block  # noqa: E402
+
 
 def _time(fn, *args, runs: int = 10) -> float:
-    import jax
-
     jax.block_until_ready(fn(*args))
     jax.block_until_ready(fn(*args))
     times = []
@@ -35,14 +41,6 @@ def _time(fn, *args, runs: int = 10) -> float:
 
 
 def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from adc_jax.config import base_config
-    from adc_jax.models import byola as byola_lib
-    from adc_jax.models.adc import compute_dtype, create_model
-
     config = base_config(size)
     config.model.dtype = dtype
     vocab = 1000
@@ -73,24 +71,12 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
 
     b = model.byola
     x = logmel[..., None].astype(cdt)
-    grad_time(
-        "cnn block 1", b, lambda m, x: byola_lib.first_conv_block(m.conv1, m.bn1, x, train=True), x
-    )
-    grad_time(
-        "cnn block 1 (textbook order)",
-        b,
-        lambda m, x: byola_lib.conv_block(m.conv1, m.bn1, x, train=True, pool_first=False),
-        x,
-    )
-    x1 = byola_lib.first_conv_block(b.conv1, b.bn1, x, train=True)
-    grad_time(
-        "cnn block 2", b, lambda m, x: byola_lib.conv_block(m.conv2, m.bn2, x, train=True), x1
-    )
-    x2 = byola_lib.conv_block(b.conv2, b.bn2, x1, train=True)
-    grad_time(
-        "cnn block 3", b, lambda m, x: byola_lib.conv_block(m.conv3, m.bn3, x, train=True), x2
-    )
-    x3 = byola_lib.conv_block(b.conv3, b.bn3, x2, train=True)
+    grad_time("cnn block 1", b, lambda m, x: conv_block(m.conv1, m.bn1, x, train=True), x)
+    x1 = conv_block(b.conv1, b.bn1, x, train=True)
+    grad_time("cnn block 2", b, lambda m, x: conv_block(m.conv2, m.bn2, x, train=True), x1)
+    x2 = conv_block(b.conv2, b.bn2, x1, train=True)
+    grad_time("cnn block 3", b, lambda m, x: conv_block(m.conv3, m.bn3, x, train=True), x2)
+    x3 = conv_block(b.conv3, b.bn3, x2, train=True)
     flat = x3.reshape(x3.shape[0], x3.shape[1], -1)
 
     def head(m, h):
@@ -139,8 +125,6 @@ def main() -> int:
     batch = int(args.get("batch_size", 128))
     dtype = args.get("dtype", "bfloat16")
     runs = int(args.get("runs", 10))
-    import jax
-
     start = time.time()
     out = profile(size, batch, dtype, runs)
     total = sum(out.values())

@@ -9,7 +9,7 @@ and channel count into one float32 mono waveform in [-1, 1] at the requested rat
 Every failure (missing, empty, unreadable or non-finite file) raises `AudioError`, whose message
 names the file (and the dataset key when given) and what to do about it.
 
-`fit_length` pads or crops a waveform to the fixed clip length the model is compiled for.
+Padding or cropping to the model's clip length is `adc_jax.data.waveform.fit_length`.
 """
 
 from __future__ import annotations
@@ -82,27 +82,3 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
                 f"to {sample_rate} Hz (no samples left)."
             )
     return np.clip(np.ascontiguousarray(wav, dtype=np.float32), -1.0, 1.0)
-
-
-def fit_length(wav: np.ndarray, n_samples: int) -> tuple[np.ndarray, int, bool]:
-    """Pads with zeros or crops the end so the waveform has exactly `n_samples` samples.
-
-    Args:
-      wav: [N] waveform (any dtype; the output keeps it).
-      n_samples: target length, >= 0.
-
-    Returns:
-      (wav [n_samples], n_valid, was_cropped): n_valid = min(N, n_samples) real samples at the
-      start, the rest zeros; was_cropped is True when samples were cut off the end.
-    """
-    if n_samples < 0:
-        raise ValueError(f"n_samples must be >= 0, got {n_samples}.")
-    wav = np.asarray(wav)
-    if wav.ndim != 1:
-        raise ValueError(f"fit_length expects a 1-D waveform, got shape {wav.shape}.")
-    n = wav.shape[0]
-    if n >= n_samples:
-        return wav[:n_samples], n_samples, n > n_samples
-    out = np.zeros((n_samples,), dtype=wav.dtype)
-    out[:n] = wav
-    return out, n, False

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -41,9 +40,14 @@ import grain
 import ml_collections
 import numpy as np
 from absl import logging
+from tensorflow_datasets.proto import tf_example_pb2
 
+from adc_jax.config import default_data_dir
+from adc_jax.data.audiodiffcaps import build_audio_diff_caps
 from adc_jax.data.features import as_text
+from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
 from adc_jax.data.tokenizer import PAD, UNK, Vocabulary, words
+from adc_jax.data.waveform import fit_length
 
 # Reading threads per process feeding the batch prefetch buffer (capped by data.prefetch).
 MAX_READ_THREADS = 4
@@ -51,8 +55,6 @@ MAX_READ_THREADS = 4
 
 def data_dir(config: ml_collections.ConfigDict) -> str:
     """The tfds data directory of `config.data` ("" -> the default cache directory)."""
-    from adc_jax.config import default_data_dir
-
     return os.path.expanduser(config.data.data_dir or default_data_dir())
 
 
@@ -60,12 +62,8 @@ def load_builder(config: ml_collections.ConfigDict):
     """The prepared tfds builder of `config.data` (built on first use)."""
     d = config.data
     if d.name == "synthetic_adc":
-        from adc_jax.data.synthetic import build_synthetic, params_from_config
-
-        return build_synthetic(data_dir(config), **params_from_config(d))
+        return build_synthetic(data_dir(config), SyntheticSpec.from_config(d))
     if d.name == "audio_diff_caps":
-        from adc_jax.data.audiodiffcaps import build_audio_diff_caps
-
         return build_audio_diff_caps(
             data_dir(config),
             audio_dir=os.path.expanduser(d.audio_dir),
@@ -81,38 +79,16 @@ def clip_samples(config: ml_collections.ConfigDict) -> int:
     return int(round(config.data.clip_seconds * config.data.sample_rate))
 
 
-def fit_int16(wav: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
-    """Crops the end or zero-pads an int16 waveform to n_samples; returns it and its valid length.
-
-    A waveform of n_samples or more comes back as a view (no copy).
-    """
-    wav = np.asarray(wav, np.int16).reshape(-1)
-    if wav.shape[0] >= n_samples:
-        return wav[:n_samples], n_samples
-    out = np.zeros((n_samples,), np.int16)
-    out[: wav.shape[0]] = wav
-    return out, int(wav.shape[0])
-
-
-def _fill_row(row: np.ndarray, wav: np.ndarray) -> int:
-    """Writes `wav` cropped/zero-padded into the preallocated int16 row; returns its length."""
-    wav = np.asarray(wav, np.int16).reshape(-1)
-    n = min(wav.shape[0], row.shape[0])
-    row[:n] = wav[:n]
-    row[n:] = 0
-    return n
-
-
 def _waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """[b, n_samples] int16 (each clip cropped/zero-padded) and [b] int32 valid lengths.
+    """[b, n_samples] int16 (each [N] clip cropped/zero-padded) and [b] int32 valid lengths.
 
-    One copy per clip, from the record straight into the batch (the same as
-    `np.stack([fit_int16(w, n_samples)[0] for w in wavs])`, without the padded temporaries).
+    One copy per clip, from the record straight into its row of the batch (`fit_length` with
+    out=row: no padded temporaries).
     """
     out = np.empty((len(wavs), n_samples), np.int16)
     lengths = np.empty((len(wavs),), np.int32)
     for i, wav in enumerate(wavs):
-        lengths[i] = _fill_row(out[i], wav)
+        _, lengths[i], _ = fit_length(np.asarray(wav, np.int16), n_samples, out=out[i])
     return out, lengths
 
 
@@ -120,14 +96,6 @@ def _waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndar
 
 # The fields training reads from a record.
 _TRAIN_FIELDS = ("key", "audio1", "audio2", "captions")
-
-
-@functools.cache
-def _example_proto() -> Any:
-    """The tf.train.Example message class (tfds ships it; no TensorFlow needed)."""
-    from tensorflow_datasets.proto import tf_example_pb2
-
-    return tf_example_pb2.Example
 
 
 def raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
@@ -162,7 +130,8 @@ def parse_train_fields(record: bytes) -> dict[str, Any]:
     The waveforms are read-only int16 views of the record (np.frombuffer, as tfds does for
     Encoding.BYTES); key and captions are bytes.
     """
-    feature = _example_proto().FromString(record).features.feature
+    # tfds ships the tf.train.Example message class; no TensorFlow needed.
+    feature = tf_example_pb2.Example.FromString(record).features.feature
     return {
         "key": feature["key"].bytes_list.value[0],
         "audio1": np.frombuffer(feature["audio1"].bytes_list.value[0], np.int16),

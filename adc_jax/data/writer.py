@@ -64,9 +64,14 @@ def _codec() -> tuple[Any, Any]:
 
 
 def serialize_example(example: Mapping[str, Any]) -> bytes:
-    """Encodes and serialises one example of `features.features_dict()` into a record."""
+    """Encodes and serialises one example of `features.features_dict()` into a record.
+
+    Deterministic: protobuf writes the entries of a map (the Example's features) in an order that
+    differs between processes unless asked not to, and a build should be the same bytes every time.
+    """
     features, serializer = _codec()
-    return serializer.serialize_example(features.encode_example(example))
+    proto = serializer.get_tf_example(features.encode_example(example))
+    return proto.SerializeToString(deterministic=True)
 
 
 def resolve_workers(num_workers: int | None, num_items: int) -> int:

@@ -31,7 +31,6 @@ in the notes; scoring never crashes because of SPICE.
 
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 import math
@@ -39,10 +38,14 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from typing import Any
 
 from absl import logging
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 # Token that stands in for a prediction that is empty after tokenisation.
 EMPTY_PREDICTION = "emptyprediction"
@@ -131,11 +134,14 @@ def _has_word(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-def _tokenize(
+def tokenize_for_scoring(
     predictions: list[str], references: list[list[str]]
 ) -> tuple[list[str], list[list[str]], int, int]:
-    """PTB-tokenises all captions in one JVM call and substitutes the placeholders."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    """PTB-tokenises all captions in one JVM call and substitutes the empty-caption placeholders.
+
+    Returns (predictions, references, number of empty predictions, number of pairs without a
+    reference), tokenised exactly as `score_captions` scores them.
+    """
 
     # Empty lines are replaced before tokenisation too, so the tokenizer's line alignment never
     # depends on how it treats blank lines.
@@ -165,8 +171,6 @@ def _tokenize(
 
 
 def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-    from pycocoevalcap.meteor.meteor import Meteor
-
     try:
         meteor = Meteor()
     except FileNotFoundError as e:
@@ -271,11 +275,7 @@ def score_captions(
     else:
         available, reason = False, "SPICE disabled (spice=False)"
 
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    preds, refs, n_empty_pred, n_empty_ref = _tokenize(
+    preds, refs, n_empty_pred, n_empty_ref = tokenize_for_scoring(
         [predictions[k] for k in keys], [list(references[k]) for k in keys]
     )
     res = {i: [p] for i, p in enumerate(preds)}
@@ -300,34 +300,11 @@ def score_captions(
     return scores
 
 
-def most_frequent_caption(captions: Iterable[str]) -> str:
-    """The most frequent caption (whitespace-collapsed, lower-cased); ties -> lexicographic first."""
-    counts = collections.Counter(c for c in (" ".join(s.split()).lower() for s in captions) if c)
-    if not counts:
-        raise ValueError("most_frequent_caption needs at least one non-empty caption.")
-    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-
-
-def baseline_scores(
-    train_captions: Iterable[str], references: dict[str, list[str]], **kw: Any
-) -> dict:
-    """Scores of predicting the most frequent training caption for every pair.
-
-    Returns `score_captions`'s dict plus "caption": the caption that was predicted. Keyword
-    arguments go to `score_captions` (e.g. spice=False).
-    """
-    caption = most_frequent_caption(train_captions)
-    result = score_captions({k: caption for k in references}, references, **kw)
-    result["caption"] = caption
-    return result
-
-
 __all__ = [
     "EMPTY_PREDICTION",
     "EMPTY_REFERENCE",
     "METRIC_KEYS",
-    "baseline_scores",
-    "most_frequent_caption",
     "score_captions",
     "spice_status",
+    "tokenize_for_scoring",
 ]

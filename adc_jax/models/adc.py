@@ -74,7 +74,6 @@ class ADCModel(nnx.Module):
         sdd_temperature: float,
         max_decode_len: int,
         remat_cnn: bool = False,
-        byola_fused_blocks: bool = True,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -101,7 +100,6 @@ class ADCModel(nnx.Module):
             dim=byola_dim,
             dropout=byola_dropout,
             dtype=dtype,
-            pool_first=byola_fused_blocks,
             rngs=rngs,
         )
         self.encoder = DifferenceEncoder(
@@ -242,7 +240,6 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
         sdd_temperature=m.sdd_temperature,
         max_decode_len=m.max_decode_len,
         remat_cnn=m.remat_cnn,
-        byola_fused_blocks=m.byola_fused_blocks,
         dtype=compute_dtype(m.dtype),
         rngs=rngs,
     )

@@ -1,0 +1,36 @@
+"""Every score of a split's predictions: caption metrics and, on labelled data, difference accuracy.
+
+Used for the model (`adc_jax.evaluate`), the most-frequent-caption baseline
+(`adc_jax.metrics.baseline`) and rescoring; the split is an `adc_jax.data.pipeline.EvalSplit`
+(keys, references, edit labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adc_jax.data.pipeline import EvalSplit
+from adc_jax.metrics.captioning import score_captions
+from adc_jax.metrics.difference import difference_accuracy
+
+
+def has_edit_labels(split: EvalSplit) -> bool:
+    """Whether the split labels its pairs' edits (the synthetic data does, real data does not)."""
+    return any(split.edits)
+
+
+def score_predictions(predictions: dict[str, str], split: EvalSplit) -> dict[str, Any]:
+    """{"scores": caption metrics, "difference_accuracy": its result, or None on unlabelled data}.
+
+    Args:
+      predictions: pair key -> caption, one for every key of `split`.
+      split: the scored split.
+    """
+    references = dict(zip(split.keys, split.references, strict=True))
+    out: dict[str, Any] = {"scores": score_captions(predictions, references)}
+    if has_edit_labels(split):
+        labels = dict(zip(split.keys, split.edits, strict=True))
+        out["difference_accuracy"] = difference_accuracy(predictions, labels)
+    else:
+        out["difference_accuracy"] = None
+    return out

@@ -1,0 +1,142 @@
+"""Human-readable forms of an evaluation result: a summary line, Markdown tables, sample files.
+
+`result` is the dict `adc_jax.evaluate` writes to `eval/<...>.json`: "scores", "baseline",
+"difference_accuracy", "breakdown", "config_name", "step", "decode".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adc_jax.data.pipeline import EvalSplit
+
+# The caption metrics of the tables, in order.
+SCORE_COLUMNS = ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "SPIDEr")
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    s = result["scores"]
+    line = (
+        f"BLEU-4 {s['BLEU_4']:.3f}  METEOR {s['METEOR']:.3f}  ROUGE-L {s['ROUGE_L']:.3f}  "
+        f"CIDEr {s['CIDEr']:.3f}"
+    )
+    if result.get("difference_accuracy"):
+        line += f"  diff-acc {result['difference_accuracy']['exact_set_accuracy']:.3f}"
+    line += f"  (baseline CIDEr {result['baseline']['scores']['CIDEr']:.3f})"
+    return line
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The model's and the baseline's scores as one Markdown table."""
+    has_diff = result.get("difference_accuracy") is not None
+    header = ["system", *SCORE_COLUMNS] + (["diff. acc."] if has_diff else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(name, r):
+        cells = [name] + [_fmt(r["scores"].get(c)) for c in SCORE_COLUMNS]
+        if has_diff:
+            cells.append(_fmt(r["difference_accuracy"]["exact_set_accuracy"]))
+        return "| " + " | ".join(cells) + " |"
+
+    lines.append(
+        row(f"{result['config_name']} (step {result['step']}, {result['decode']})", result)
+    )
+    lines.append(
+        row(f'most frequent caption: "{result["baseline"]["caption"]}"', result["baseline"])
+    )
+    notes = result["scores"].get("notes", {})
+    if notes.get("SPICE") and result["scores"].get("SPICE") is None:
+        lines.append(f"\nSPICE/SPIDEr n/a: {notes['SPICE']}")
+    if result.get("breakdown"):
+        lines.append("\n" + breakdown_tables(result["breakdown"]))
+    return "\n".join(lines)
+
+
+def breakdown_tables(bd: dict[str, Any]) -> str:
+    """The breakdowns of `breakdown()` as Markdown tables (model vs most-frequent baseline)."""
+    sections = []
+    if bd.get("by_operation"):
+        header = [
+            "operation",
+            "pairs",
+            "CIDEr",
+            "CIDEr (baseline)",
+            "BLEU-4",
+            "BLEU-4 (baseline)",
+            "exact acc.",
+            "exact acc. (baseline)",
+            "precision",
+            "recall",
+            "F1",
+        ]
+        rows = []
+        for op, g in bd["by_operation"].items():
+            m, b = g["model"], g["baseline"]
+            rows.append(
+                [
+                    op,
+                    str(g["num_pairs"]),
+                    _fmt(m["CIDEr"]),
+                    _fmt(b["CIDEr"]),
+                    _fmt(m["BLEU_4"]),
+                    _fmt(b["BLEU_4"]),
+                    _fmt(m.get("exact_set_accuracy")),
+                    _fmt(b.get("exact_set_accuracy")),
+                    _fmt(g.get("precision")),
+                    _fmt(g.get("recall")),
+                    _fmt(g.get("f1")),
+                ]
+            )
+        sections.append(
+            "Per operation (pairs whose labelled edits contain it; precision/recall/F1 "
+            "of that operation's edits over the whole split):\n\n" + _table(header, rows)
+        )
+    for key, title, first in (
+        (
+            "by_keyword",
+            "By reference keyword (pairs whose references use one of the group's "
+            "words; see adc_jax.metrics.breakdown.KEYWORD_GROUPS):",
+            "keywords",
+        ),
+        ("by_scene", "By scene:", "scene"),
+    ):
+        if not bd.get(key):
+            continue
+        header = [first, "pairs", "CIDEr", "CIDEr (baseline)", "BLEU-4", "BLEU-4 (baseline)"]
+        rows = [
+            [
+                name,
+                str(g["num_pairs"]),
+                _fmt(g["model"]["CIDEr"]),
+                _fmt(g["baseline"]["CIDEr"]),
+                _fmt(g["model"]["BLEU_4"]),
+                _fmt(g["baseline"]["BLEU_4"]),
+            ]
+            for name, g in bd[key].items()
+        ]
+        sections.append(title + "\n\n" + _table(header, rows))
+    return "\n\n".join(sections)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_samples(path: str, predictions: dict[str, str], split: EvalSplit, num: int) -> None:
+    """Writes the first `num` predictions with their references (and labels)."""
+    with open(path, "w") as f:
+        for key, refs, edits in list(zip(split.keys, split.references, split.edits, strict=True))[
+            :num
+        ]:
+            f.write(f"[{key}]\n  predicted: {predictions.get(key, '')}\n")
+            for r in refs:
+                f.write(f"  reference: {r}\n")
+            if edits:
+                f.write("  edits:     " + ", ".join(f"{o} {c}" for o, c in edits) + "\n")
+            f.write("\n")

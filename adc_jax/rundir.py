@@ -1,0 +1,214 @@
+"""The run directory (workdir) of a training run: its config, vocabulary, data and checkpoints.
+
+A workdir holds
+  config.json     the resolved config (`write_config` / `read_config`);
+  vocab.json      the vocabulary built from the training captions (`prepare_data`);
+  checkpoints/    Orbax checkpoints (`adc_jax.checkpointing`);
+  metrics.jsonl, tensorboard/, eval/, train.log   written by training and evaluation.
+
+Training (`adc_jax.train`), evaluation (`adc_jax.evaluate`) and captioning (`adc_jax.caption`) all
+open a run through this module, so none of them needs another's code: evaluation and captioning
+rebuild the model from the saved `config.json` (`load_trained`), so a checkpoint is never paired
+with a model of another shape. A config.json written before a field was added to
+`adc_jax.config` gets that field's current default, with a warning naming it
+(`fill_config_defaults`); the checkpoint's shape check still guards every shape-defining field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import ml_collections
+from absl import logging
+from jax.sharding import Mesh
+
+from adc_jax import checkpointing, multihost
+from adc_jax import config as config_lib
+from adc_jax import sharding as sharding_lib
+from adc_jax import step as step_lib
+from adc_jax.data import pipeline
+from adc_jax.data.tokenizer import Vocabulary
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, CHECKPOINT_DIR)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes the resolved config to workdir/config.json (read back by evaluate and caption)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with, completed by `fill_config_defaults`.
+
+    Raises FileNotFoundError with a hint when the workdir has no config.json.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: is {workdir} a training workdir? Train with "
+            "python -m adc_jax.main --config=... --workdir=DIR first."
+        )
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    fill_config_defaults(config)
+    return config
+
+
+def fill_config_defaults(config: ml_collections.ConfigDict) -> list[str]:
+    """Adds the fields that `config` (read from an older config.json) lacks, with their defaults.
+
+    The defaults are those of `base_config(config.size)`. Returns the dotted names of the fields
+    that were added (and logs a warning naming them).
+    """
+    size = config.get("size", "paper")
+    defaults = config_lib.base_config(size if size in config_lib.SIZES else "paper")
+    added: list[str] = []
+
+    def merge(
+        default: ml_collections.ConfigDict, saved: ml_collections.ConfigDict, prefix: str
+    ) -> None:
+        for key, value in default.items():
+            if key not in saved:
+                saved[key] = value
+                added.append(prefix + key)
+            elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+                saved[key], ml_collections.ConfigDict
+            ):
+                merge(value, saved[key], f"{prefix}{key}.")
+
+    merge(defaults, config, "")
+    if added:
+        logging.warning(
+            "config.json predates %d config field(s); using today's defaults: %s",
+            len(added),
+            ", ".join(f"{k}={config_lib.get_field(config, k)!r}" for k in added),
+        )
+    return added
+
+
+@dataclasses.dataclass
+class RunData:
+    """The dataset of a run and the vocabulary built from its training captions.
+
+    builder: the tfds builder (read splits with `builder.as_data_source(split)`).
+    vocab: the run's vocabulary (workdir/vocab.json).
+    train_captions: every training caption, in dataset order (for the most-frequent baseline).
+    """
+
+    builder: object
+    vocab: Vocabulary
+    train_captions: list[str]
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
+    """Builds (on first use) or loads the dataset, and builds or loads the run's vocabulary."""
+    # One process builds the dataset first, so a shared data_dir is never written twice at once.
+    if jax.process_index() == 0:
+        builder = pipeline.load_builder(config)
+    multihost.sync("dataset_built")
+    if jax.process_index() != 0:
+        builder = pipeline.load_builder(config)
+    start = time.time()
+    _, stats = pipeline.read_captions(builder.as_data_source("train"))
+    logging.info(
+        "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
+        stats.num_captions,
+        stats.num_pairs,
+        time.time() - start,
+        stats.pairs_without_captions,
+    )
+
+    # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
+    def vocab() -> Vocabulary:
+        return pipeline.build_or_load_vocab(
+            os.path.join(workdir, VOCAB_FILE),
+            stats.captions,
+            config.data.vocab_min_count,
+            config.data.max_caption_tokens,
+        )
+
+    if jax.process_index() == 0:
+        vocabulary = vocab()
+    multihost.sync("vocab_written")
+    if jax.process_index() != 0:
+        vocabulary = vocab()
+    return RunData(builder, vocabulary, stats.captions)
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A checkpoint of a run, restored for inference.
+
+    config: the run's config.json; vocab: its vocabulary; train_state: the restored model state
+    placed on `mesh`; step: the checkpoint's step; workdir: the absolute workdir.
+    """
+
+    config: ml_collections.ConfigDict
+    vocab: Vocabulary
+    train_state: step_lib.TrainState
+    mesh: Mesh
+    step: int
+    workdir: str
+
+
+def load_trained(workdir: str, step: int | None = None, mesh: Mesh | None = None) -> TrainedRun:
+    """Restores checkpoint `step` (default: the latest) of the run in `workdir`.
+
+    Raises:
+      FileNotFoundError: no config, vocabulary or checkpoint (the message says what to do).
+      adc_jax.config.ConfigError: the checkpoint does not match the saved config.
+      adc_jax.checkpointing.CheckpointError: the checkpoint cannot be read.
+    """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    config = read_config(workdir)
+    # The BYOL-A initialisation is inside the checkpoint; its source file is not needed again.
+    config.model.byola_init = ""
+    vocab_path = os.path.join(workdir, VOCAB_FILE)
+    if not os.path.exists(vocab_path):
+        raise FileNotFoundError(
+            f"{vocab_path} not found: the run in {workdir} never started "
+            "training. Train it first with python -m adc_jax.main."
+        )
+    vocab = Vocabulary.load(vocab_path)
+    ckpt_dir = checkpoint_dir(workdir)
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(
+            f"No checkpoints in {workdir} (expected {ckpt_dir}). Train first, "
+            "or pass the workdir of a trained run."
+        )
+    checkpointer = checkpointing.Checkpointer(ckpt_dir, keep=None, async_save=False, create=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(
+                f"No complete checkpoint in {ckpt_dir}. Train first, or pass the "
+                "workdir of a trained run."
+            )
+        if step is None:
+            step = max(steps)
+        elif step not in steps:
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {ckpt_dir}; available: {sorted(steps)}."
+            )
+        mesh = mesh or sharding_lib.create_mesh()
+        ts = step_lib.create_train_state(config, len(vocab), mesh)
+        ts.state, _, _ = checkpointer.restore(
+            step, ts.state, checkpointing.run_meta(config, len(vocab))
+        )
+    finally:
+        checkpointer.close()
+    return TrainedRun(config, vocab, ts, mesh, step, workdir)
