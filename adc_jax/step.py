@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from adc_jax import sharding as sharding_lib
 from adc_jax.data.tokenizer import PAD
 from adc_jax.models.adc import ADCModel, create_model
+from adc_jax.models.byola import load_pretrained
 from adc_jax.models.decoder import beam_search, greedy_decode
 
 BYOLA_PREFIX = "byola"
@@ -112,8 +113,6 @@ def build_model_and_optimizer(
     rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
     model = create_model(config, vocab_size, rngs)
     if config.model.byola_init:
-        from adc_jax.models.byola import load_pretrained
-
         load_pretrained(model.byola, config.model.byola_init, frozen=config.model.byola_freeze)
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 

@@ -1,15 +1,9 @@
-"""Tests of the BYOL-A encoder, the torch-free checkpoint reader and the converter."""
+"""Tests of the BYOL-A encoder (`adc_jax.models.byola`) and `load_pretrained`."""
 
 from __future__ import annotations
 
 import importlib.util
-import io
-import json
-import os
-import pickle
-import subprocess
-import sys
-import zipfile
+import logging
 from pathlib import Path
 
 import jax
@@ -18,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from adc_jax.models import byola
+from adc_jax.models import byola, byola_weights
 
 REPO = Path(__file__).resolve().parents[1]
 # Small but with every structural feature of the real net (64 mels, 3 blocks, 2-layer head).
@@ -43,7 +37,7 @@ def checkpoint(tmp_path_factory):
     pth = root / "AudioNTT2020-test.pth"
     fixture_tool.save_torch_state_dict(str(pth), sd)
     out = root / "converted"
-    byola.convert_checkpoint(str(pth), str(out))
+    byola_weights.convert_checkpoint(str(pth), str(out))
     return pth, sd, out
 
 
@@ -94,12 +88,63 @@ def reference_forward(sd: dict[str, np.ndarray], logmel: np.ndarray) -> np.ndarr
 # ------------------------------------------------------------------------------------------ model
 
 
-@pytest.mark.parametrize("frames", [8, 9, 15, 37, 101])
-def test_output_shape_and_frame_count(frames):
+# T mel frames -> frames after three 2x2 poolings that drop an odd last row: 8 -> 4 -> 2 -> 1,
+# 15 -> 7 -> 3 -> 1, 23 -> 11 -> 5 -> 2, 37 -> 18 -> 9 -> 4, 101 -> 50 -> 25 -> 12.
+@pytest.mark.parametrize(
+    "frames, expected", [(8, 1), (9, 1), (15, 1), (16, 2), (23, 2), (37, 4), (101, 12)]
+)
+def test_num_output_frames_is_the_models_output_length(frames, expected):
+    """`num_output_frames` (used for the valid-frame masks) equals the time length the network
+    really produces, including for odd T and T not divisible by 8."""
     model = small_model()
     out = model(jnp.zeros((2, frames, N_MELS)), train=False)
-    assert byola.num_output_frames(frames) == frames // 8
-    assert out.shape == (2, frames // 8, DIM) and out.dtype == jnp.float32
+    assert out.shape == (2, expected, DIM) and out.dtype == jnp.float32
+    assert byola.num_output_frames(frames) == out.shape[1]
+
+
+def test_fewer_than_8_frames_is_refused():
+    with pytest.raises(ValueError, match="at least 8 frames"):
+        small_model()(jnp.zeros((1, 7, N_MELS)), train=False)
+
+
+def test_conv_block_equals_flax_conv_batchnorm_relu_maxpool():
+    """The block (one-pass float32 BatchNorm statistics, pooling as reshape + max) computes the
+    textbook layers, in value, gradient and running averages, in training and in eval mode."""
+    rngs = nnx.Rngs(3)
+    conv = nnx.Conv(4, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])  # negative scales too
+    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
+    bn.mean[...] = jnp.linspace(-0.1, 0.2, 6)
+    bn.var[...] = jnp.linspace(0.5, 1.5, 6)
+    x = jax.random.normal(jax.random.key(0), (2, 11, 9, 4)) + 0.5  # odd T and F: floors
+
+    def ours(c, x, norm, train):
+        return byola.conv_block(c, norm, x, train=train)
+
+    def textbook(c, x, norm, train):
+        y = jax.nn.relu(norm(c(x), use_running_average=not train))
+        return nnx.max_pool(y, (2, 2), strides=(2, 2), padding="VALID")
+
+    for train in (True, False):
+        outs = {}
+        for name, block in (("ours", ours), ("textbook", textbook)):
+            norm = nnx.clone(bn)
+            y = block(conv, x, norm, train)
+
+            def loss(c, x, block=block, train=train):
+                y = block(c, x, nnx.clone(bn), train)
+                return (y * jnp.cos(y)).sum()
+
+            grads = nnx.grad(loss, argnums=(0, 1))(conv, x)
+            outs[name] = (y, grads, norm.mean[...], norm.var[...])
+        (y1, g1, m1, v1), (y2, g2, m2, v2) = outs["ours"], outs["textbook"]
+        assert y1.shape == y2.shape == (2, 5, 4, 6)
+        np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_paper_size_shapes():
@@ -219,104 +264,7 @@ def test_jit_train_step_with_split_merge():
     assert not np.allclose(new_state["bn1"]["mean"][...], state["bn1"]["mean"][...])
 
 
-# ---------------------------------------------------------------------- checkpoints and converter
-
-
-def test_reader_round_trips_the_fixture(checkpoint):
-    pth, sd, _ = checkpoint
-    read = byola.read_torch_state_dict(str(pth))
-    assert list(read) == list(sd)
-    for key, value in sd.items():
-        assert read[key].shape == value.shape and read[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(read[key], value)
-    assert read["features.1.num_batches_tracked"].shape == ()
-
-
-def test_convert_and_load_round_trip(checkpoint):
-    pth, sd, out_dir = checkpoint
-    meta = json.loads((out_dir / "meta.json").read_text())
-    assert (meta["dim"], meta["channels"], meta["n_mels"]) == (DIM, CHANNELS, N_MELS)
-    assert len(meta["source_sha256"]) == 64 and "fc.0.weight" in meta["source_keys"]
-    model = small_model(seed=7)
-    byola.load_pretrained(model, str(out_dir))
-    expected = {
-        "conv1/kernel": sd["features.0.weight"].transpose(3, 2, 1, 0),
-        "conv3/bias": sd["features.8.bias"],
-        "bn2/scale": sd["features.5.weight"],
-        "bn2/bias": sd["features.5.bias"],
-        "bn2/mean": sd["features.5.running_mean"],
-        "bn3/var": sd["features.9.running_var"],
-        "fc1/kernel": sd["fc.0.weight"].T,
-        "fc2/kernel": sd["fc.3.weight"].T,
-        "fc2/bias": sd["fc.3.bias"],
-    }
-    for name, value in expected.items():
-        module_name, attr = name.split("/")
-        np.testing.assert_array_equal(getattr(getattr(model, module_name), attr)[...], value)
-
-
-def test_prefixed_state_dict_converts_the_same(checkpoint):
-    _, sd, out_dir = checkpoint
-    plain = byola.convert_state_dict(sd)
-    for prefix in ("module.", "state_dict.module."):
-        prefixed = {prefix + k: v for k, v in sd.items()}
-        converted = byola.convert_state_dict(prefixed)
-        assert converted.keys() == plain.keys()
-        for k in plain:
-            np.testing.assert_array_equal(converted[k], plain[k])
-    with pytest.raises(ValueError, match="several BYOL-A encoders"):
-        byola.convert_state_dict({**{"a." + k: v for k, v in sd.items()}, **sd})
-    with pytest.raises(ValueError, match="does not use"):
-        byola.convert_state_dict({**sd, "fc.6.weight": np.zeros(3)})
-
-
-def test_converter_cli(checkpoint, tmp_path):
-    pth, _, out_dir = checkpoint
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "convert_byola.py"), "--input", str(pth),
-         "--output", str(tmp_path / "cli")],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert f"byola_dim={DIM}" in result.stdout
-    with np.load(tmp_path / "cli" / "params.npz") as a, np.load(out_dir / "params.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k])
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("touch pwned_by_checkpoint",))
-
-
-def test_restricted_unpickler_refuses_code_execution(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "evil.pth"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("evil/data.pkl", pickle.dumps({"x": _Evil()}, protocol=2))
-        zf.writestr("evil/version", "3\n")
-    with pytest.raises(byola.UnsafeCheckpointError, match=r"system"):
-        byola.read_torch_state_dict(str(path))
-    assert not (tmp_path / "pwned_by_checkpoint").exists()
-    # The same for a builtins.eval reduce at the top level.
-    payload = pickle.dumps(_EvalPayload(), protocol=4)
-    with zipfile.ZipFile(path) as archive, pytest.raises(byola.UnsafeCheckpointError, match="eval"):
-        byola.unpickle_torch(payload, archive)
-
-
-class _EvalPayload:
-    def __reduce__(self):
-        return (eval, ("1 + 1",))
-
-
-def test_non_zip_checkpoint_fails_clearly(tmp_path):
-    legacy = tmp_path / "legacy.pth"
-    legacy.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(ValueError, match="legacy format"):
-        byola.read_torch_state_dict(str(legacy))
-    with pytest.raises(FileNotFoundError):
-        byola.read_torch_state_dict(str(tmp_path / "missing.pth"))
+# -------------------------------------------------------------------------- load_pretrained
 
 
 def test_load_pretrained_errors(checkpoint, tmp_path):
@@ -328,83 +276,13 @@ def test_load_pretrained_errors(checkpoint, tmp_path):
         byola.load_pretrained(small_model(), str(tmp_path / "nowhere"))
 
 
-def test_fixture_pickle_uses_torch_opcodes(checkpoint):
-    """Globals in the fixture are exactly the ones torch.save writes for a state dict."""
-    import pickletools
-
-    pth, _, _ = checkpoint
-    with zipfile.ZipFile(pth) as zf:
-        names = zf.namelist()
-        data = zf.read(names[0])
-    assert names[0] == "AudioNTT2020-test/data.pkl"
-    globals_ = {arg for op, arg, _ in pickletools.genops(io.BytesIO(data)) if op.name == "GLOBAL"}
-    assert globals_ == {
-        "collections OrderedDict",
-        "torch._utils _rebuild_tensor_v2",
-        "torch FloatStorage",
-        "torch LongStorage",
-    }
-
-
-def test_pool_first_equals_plain_order_in_value_and_gradient():
-    """Max-pooling before the BatchNorm affine + ReLU is exact (monotone per channel)."""
-    from adc_jax.models.byola import conv_block
-
-    rngs = nnx.Rngs(3)
-    conv = nnx.Conv(4, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
-    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, rngs=rngs)
-    # Negative scales on some channels exercise the min-pool branch.
-    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])
-    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
-    x = jax.random.normal(jax.random.key(0), (2, 11, 9, 4))
-
-    def run(pool_first, train):
-        def f(conv, x):
-            return conv_block(conv, nnx.clone(bn), x, train=train, pool_first=pool_first)
-
-        y = f(conv, x)
-        grads = nnx.grad(lambda c, x: (f(c, x) * jnp.cos(f(c, x))).sum(), argnums=(0, 1))(conv, x)
-        return y, grads
-
-    for train in (True, False):
-        y_fast, (g_conv_fast, g_x_fast) = run(True, train)
-        y_plain, (g_conv_plain, g_x_plain) = run(False, train)
-        assert y_fast.shape == (2, 5, 4, 6)
-        np.testing.assert_allclose(y_fast, y_plain, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(g_x_fast, g_x_plain, rtol=1e-5, atol=1e-5)
-        for a, b in zip(jax.tree.leaves(g_conv_fast), jax.tree.leaves(g_conv_plain), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_first_block_with_folded_batchnorm_equals_plain_block():
-    """BatchNorm statistics from the input's patch moments give the plain block's values/grads."""
-    from adc_jax.models.byola import conv_block, first_conv_block
-
-    rngs = nnx.Rngs(5)
-    conv = nnx.Conv(1, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
-    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, rngs=rngs)
-    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])
-    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
-    bn.mean[...] = jnp.linspace(-0.1, 0.2, 6)
-    bn.var[...] = jnp.linspace(0.5, 1.5, 6)
-    x = jax.random.normal(jax.random.key(1), (3, 13, 8, 1)) * 2.0 + 0.5
-
-    for train in (True, False):
-        outs = {}
-        for name, block in (("folded", first_conv_block), ("plain", conv_block)):
-            norm = nnx.clone(bn)
-            kwargs = {} if name == "folded" else {"pool_first": False}
-
-            def loss(c, x, block=block, norm=norm, kwargs=kwargs, train=train):
-                y = block(c, norm, x, train=train, **kwargs)
-                return (y * jnp.sin(y)).sum(), y
-
-            (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(conv, x)
-            outs[name] = (y, grads, norm.mean[...], norm.var[...])
-        (y1, g1, m1, v1), (y2, g2, m2, v2) = outs["folded"], outs["plain"]
-        assert y1.shape == (3, 6, 4, 6)
-        np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
-        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+def test_load_pretrained_logs_file_shapes_and_mode(checkpoint, caplog):
+    _, _, out_dir = checkpoint
+    for frozen, mode in ((True, "frozen"), (False, "fine-tuned")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            byola.load_pretrained(small_model(), str(out_dir), frozen=frozen)
+        lines = [r.getMessage() for r in caplog.records if "BYOL-A" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert str(out_dir) in lines[0] and f"is {mode}" in lines[0]
+        assert f"n_mels={N_MELS}, channels={CHANNELS}, dim={DIM}" in lines[0]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
 from adc_jax import config as config_lib
+from adc_jax.models import byola_weights
 
 EXPERIMENTS = ("base", "baseline", "cac", "early_sdd", "late_sdd")
 SIZE_ARGS = (None, "paper", "quick", "smoke")
@@ -187,3 +191,64 @@ def test_model_fields_are_the_shape_determining_ones(smoke_config):
     assert fields["model.sdd"] == "late"
     # Dropout and learning rate do not change parameter shapes, so they are not compared.
     assert "model.dropout" not in fields
+
+
+def _converted_byola(root: Path, *, dim: int, channels: int = 8, n_mels: int = 64) -> Path:
+    """A directory written by the real converter from a random official-format checkpoint."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_byola_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_byola_fixture", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    pth = root / f"byola_d{dim}.pth"
+    sd = tool.random_state_dict(dim=dim, channels=channels, n_mels=n_mels, seed=0)
+    tool.save_torch_state_dict(str(pth), sd)
+    out = root / f"byola_d{dim}"
+    meta = byola_weights.convert_checkpoint(str(pth), str(out))
+    assert meta["dim"] == dim
+    return out
+
+
+def test_byola_init_of_another_shape_names_the_field_both_values_and_the_fix(
+    smoke_config, tmp_path
+):
+    assert (smoke_config.model.byola_channels, smoke_config.model.byola_dim) == (8, 32)
+    converted = _converted_byola(tmp_path, dim=16)
+    smoke_config.model.byola_init = str(converted)
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.validate(smoke_config)
+    message = str(info.value)
+    meta = converted / config_lib.BYOLA_META_FILE
+    assert f"model.byola_dim is 16 in {meta} but 32 in the config" in message
+    assert "--config.model.byola_dim=16" in message
+    # Only the field that differs is named.
+    assert "byola_channels" not in message and "n_mels" not in message
+    smoke_config.model.byola_dim = 16
+    config_lib.validate(smoke_config)
+
+
+def test_byola_init_of_the_configured_shape_passes(smoke_config, tmp_path):
+    converted = _converted_byola(tmp_path, dim=smoke_config.model.byola_dim)
+    smoke_config.model.byola_init = str(converted)
+    config_lib.validate(smoke_config)
+    # The params.npz file itself names the same weights.
+    smoke_config.model.byola_init = str(converted / config_lib.BYOLA_PARAMS_FILE)
+    config_lib.validate(smoke_config)
+
+
+def test_byola_init_without_readable_meta_json_says_to_reconvert(smoke_config, tmp_path):
+    converted = _converted_byola(tmp_path, dim=smoke_config.model.byola_dim)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(converted / config_lib.BYOLA_PARAMS_FILE, bare)
+    meta = bare / config_lib.BYOLA_META_FILE
+    smoke_config.model.byola_init = str(bare)
+    for content in (None, "{not json", json.dumps({"dim": 32})):
+        if content is not None:
+            meta.write_text(content)
+        with pytest.raises(config_lib.ConfigError, match=r"config\.model\.byola_init=") as info:
+            config_lib.validate(smoke_config)
+        assert str(meta) in str(info.value) and "tools/convert_byola.py" in str(info.value)
+    # A directory without the weights themselves.
+    smoke_config.model.byola_init = str(tmp_path)
+    with pytest.raises(config_lib.ConfigError, match=config_lib.BYOLA_PARAMS_FILE):
+        config_lib.validate(smoke_config)

@@ -4,7 +4,7 @@
 # orbax-checkpoint, numpy and ml-collections; nothing else. Finishes in a few minutes.
 #
 #   bash tools/gpu_check.sh            # the check
-#   bash tools/gpu_check.sh --extra    # plus batch 256, the unfused CNN and a time breakdown
+#   bash tools/gpu_check.sh --extra    # plus bfloat16 at batch 256 and a time breakdown
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

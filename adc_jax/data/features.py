@@ -35,6 +35,8 @@ def _waveform():
     vs 6.4 ms); reading gives a read-only int16 view of the record. The bytes are in the machine's
     order (little-endian on x86 and ARM hosts), as tfds does for every BYTES tensor.
     """
+    # tfds is imported only where the schema is built: the sound synthesis and the pair planning
+    # import this module for its constants and must not load tfds.
     import tensorflow_datasets as tfds
 
     return tfds.features.Tensor(
@@ -43,7 +45,7 @@ def _waveform():
 
 
 def features_dict():
-    """The tfds FeaturesDict of an adc_jax example (imports tfds lazily)."""
+    """The tfds FeaturesDict of an adc_jax example (imports tfds lazily, see `_waveform`)."""
     import tensorflow_datasets as tfds
 
     return tfds.features.FeaturesDict(

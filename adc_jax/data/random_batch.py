@@ -9,10 +9,8 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
+from adc_jax.data.features import INT16_SCALE
 from adc_jax.data.tokenizer import BOS, EOS, PAD
-
-# Full scale of int16 waveforms (the model divides int16 audio by it).
-INT16_SCALE = 32767.0
 
 
 def random_batch(

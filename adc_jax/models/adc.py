@@ -146,7 +146,13 @@ class ADCModel(nnx.Module):
     def clip_features(
         self, wav: jax.Array, wav_len: jax.Array, *, train: bool
     ) -> tuple[jax.Array, jax.Array]:
-        """Waveforms [B, N], valid sample counts [B] -> frame features [B, T, d], valid [B, T]."""
+        """Waveforms [B, N], valid sample counts [B] -> frame features [B, T, d], valid [B, T].
+
+        Samples from `wav_len` on are set to zero first (the pipeline pads with zeros already):
+        the last valid frames see a few hops past the clip's end (centred STFT, 3x3 convs), so
+        whatever lies there must not reach the loss.
+        """
+        wav = jnp.where(jnp.arange(wav.shape[1])[None, :] < wav_len[:, None], wav, 0)
         byola_train = train and not self.byola_frozen
         if self.remat_cnn:
             features = nnx.remat(lambda m, x: m(x, train=byola_train))(
