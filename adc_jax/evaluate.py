@@ -289,7 +289,8 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The command line (after `define_flags()` and absl's flag parsing)."""
+    """The absl entry point of `python -m adc_jax.evaluate` (flags from `define_flags`); from
+    Python, call `evaluate_workdir`."""
     if len(argv) > 1:
         print(f"Error: unexpected arguments {' '.join(argv[1:])!r}; see --help.", file=sys.stderr)
         sys.exit(2)
