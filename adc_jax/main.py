@@ -13,11 +13,13 @@ describes more than one process (or `--multiprocess` is given).
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
 import os
 import sys
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -79,12 +81,30 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _config_file_value(argv: list[str]) -> ml_collections.ConfigDict | None:
+    """The config that `--config=FILE[:ARG]` names, loaded as config_flags does, without the
+    overrides; None when the flag is missing or the file cannot be loaded."""
+    values = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    values += [b for a, b in zip(argv[1:], argv[2:], strict=False) if a == "--config"]
+    if not values:
+        return None
+    path, _, arg = values[-1].partition(".py:")
+    path = path if path.endswith(".py") else path + ".py"
+    try:
+        spec = importlib.util.spec_from_file_location("adc_jax_config_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception:  # noqa: BLE001 - then every override is named as a suspect
+        return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with readable errors (exit status 2) for bad `--config.*` flags.
 
     ml_collections raises AttributeError/KeyError (with a traceback) for an override of a field
     the config does not have; this names the flag (found by looking each `--config.*` override
-    up in the loaded config) and says where the fields are listed.
+    up in the config file's fields) and says where the fields are listed.
     """
     try:
         return flags.FLAGS(argv)
@@ -94,7 +114,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         )
         sys.exit(2)
     except (AttributeError, KeyError):
-        config = flags.FLAGS["config"].value  # loaded before the overrides are applied
+        config = _config_file_value(argv)
         overrides = [a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
         unknown = [
             name

@@ -353,8 +353,8 @@ def test_failed_write_names_step_and_cause_and_earlier_checkpoint_restores(tmp_p
     assert "fix the directory's permissions" in message
     assert "previous checkpoint (step 1)" in message
     ckpt.manager.save = real_save
-    restored, data = ckpt.restore(1, _tiny_state())
-    assert data == {"pos": 1}
+    restored, data, meta = ckpt.restore(1, _tiny_state(), {"model": {}})
+    assert data == {"pos": 1} and meta["step"] == 1
     np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(4.0))
     ckpt.close()
 
