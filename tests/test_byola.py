@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from byola_fixture import CHANNELS, DIM, N_MELS, write_checkpoint
 from flax import nnx
 
-from adc_jax.models import byola, byola_weights
-
-REPO = Path(__file__).resolve().parents[1]
-# Small but with every structural feature of the real net (64 mels, 3 blocks, 2-layer head).
-CHANNELS, DIM, N_MELS = 8, 16, 64
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixture_tool = _load_tool("make_byola_fixture")
+from adc_jax.models import byola
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """(path of a random official-format .pth, its state dict, converted dir)."""
-    root = tmp_path_factory.mktemp("byola")
-    sd = fixture_tool.random_state_dict(dim=DIM, channels=CHANNELS, n_mels=N_MELS, seed=0)
-    pth = root / "AudioNTT2020-test.pth"
-    fixture_tool.save_torch_state_dict(str(pth), sd)
-    out = root / "converted"
-    byola_weights.convert_checkpoint(str(pth), str(out))
-    return pth, sd, out
+    return write_checkpoint(tmp_path_factory.mktemp("byola"))
 
 
 def small_model(dim: int = DIM, dtype=jnp.float32, seed: int = 0) -> byola.AudioNTT2020:
