@@ -25,8 +25,17 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from adc_jax import config as config_lib  # noqa: E402
+from adc_jax import flops as flops_lib  # noqa: E402
+from adc_jax import sharding as sharding_lib  # noqa: E402
+from adc_jax import step as step_lib  # noqa: E402
+from adc_jax.data.random_batch import random_batch  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/late_sdd.py", "Config file.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: the config's).")
@@ -64,8 +73,6 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 def synthetic_batch(config, batch_size: int, vocab_size: int, caption_tokens: int, seed: int = 0):
     """`adc_jax.data.random_batch` with captions of `caption_tokens` tokens (<bos>/<eos> included,
     at most data.max_caption_tokens): int16 audio [B, N], lengths [B], tokens [B, L]."""
-    from adc_jax.data.random_batch import random_batch
-
     words = min(caption_tokens, config.data.max_caption_tokens) - 2
     return random_batch(
         config, vocab_size, batch_size=batch_size, seed=seed, caption_words=max(words, 0)
@@ -79,8 +86,6 @@ def time_fn(
 
     With `carry_first`, output[0] is fed back as args[1] (a donated train state).
     """
-    import jax
-
     args = list(args)
     start = time.perf_counter()
     out = fn(*args)
@@ -100,12 +105,6 @@ def time_fn(
 
 def breakdown(ts, config, batch, steps: int, warmup: int) -> dict[str, float]:
     """Median ms of: front end (fwd), front end + CNN (fwd+bwd), full loss (fwd+bwd)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from adc_jax import step as step_lib
-
     graphdef = ts.graphdef
     loss_cfg = step_lib.LossConfig.from_config(config)
 
@@ -156,12 +155,6 @@ def run_benchmark(
     profile_dir: str | None = None,
 ) -> dict:
     """Builds the real train step for `config` and times it; returns the result dict."""
-    import jax
-
-    from adc_jax import config as config_lib
-    from adc_jax import flops as flops_lib
-    from adc_jax import sharding as sharding_lib
-    from adc_jax import step as step_lib
 
     config_lib.validate(config, num_devices=jax.device_count())
     mesh = sharding_lib.create_mesh()
