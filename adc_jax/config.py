@@ -24,6 +24,7 @@ import ml_collections
 
 SIZES = ("paper", "quick", "smoke")
 ATTENTION_MODES = ("cross", "full")
+FIRST_BLOCK_SETTINGS = ("auto", "conv", "phases")
 SDD_MODES = ("none", "early", "late")
 DATASETS = ("synthetic_adc", "audio_diff_caps")
 DTYPES = ("float32", "bfloat16")
@@ -127,6 +128,10 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.model.byola_freeze = False
     # BYOL-A: learning-rate multiplier for the BYOL-A parameters when fine-tuning.
     c.model.byola_lr_scale = 1.0
+    # BYOL-A: how conv block 1 is computed, same function and parameters either way: "conv"
+    # (direct convolution), "phases" (one matmul over the 2x2 pooling phases), or "auto"
+    # ("phases" on CPU, where it was measured faster; "conv" on GPU/TPU until measured there).
+    c.model.byola_first_block = "auto"
     # Transformer width (encoder and decoder).
     c.model.d_model = 512
     # Attention heads (encoder and decoder).
@@ -452,6 +457,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     _choice(c, "model.dtype", DTYPES)
     _choice(c, "model.attention", ATTENTION_MODES)
     _choice(c, "model.sdd", SDD_MODES)
+    _choice(c, "model.byola_first_block", FIRST_BLOCK_SETTINGS)
     for key in (
         "model.n_fft",
         "model.win_length",

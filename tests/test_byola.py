@@ -205,6 +205,72 @@ def test_dropout_only_in_training():
     assert not np.allclose(a, b)
 
 
+@pytest.mark.parametrize("shape", [(3, 11, 9), (2, 16, 12), (2, 41, 64)])
+@pytest.mark.parametrize("train", [True, False])
+def test_first_block_as_phase_matmul_equals_conv_block(shape, train):
+    """`first_conv_block` (one matmul over pooling phases, BatchNorm statistics from the patches'
+    Gram matrix) is `conv_block` on a 1-channel input: output, running statistics and gradients
+    for the parameters, with odd and even T and F and negative BatchNorm scales."""
+    rngs = nnx.Rngs(5)
+    conv = nnx.Conv(1, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+    conv.bias[...] = jnp.linspace(-0.4, 0.6, 6)
+    bn = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+    bn.scale[...] = jnp.array([1.0, -0.5, 2.0, -1.5, 0.7, -0.1])
+    bn.bias[...] = jnp.linspace(-0.3, 0.3, 6)
+    bn.mean[...] = jnp.linspace(-0.1, 0.2, 6)
+    bn.var[...] = jnp.linspace(0.5, 1.5, 6)
+    x = 2.0 * jax.random.normal(jax.random.key(1), shape + (1,)) + 1.0
+    results = {}
+    for name, block in (("conv", byola.conv_block), ("phases", byola.first_conv_block)):
+        norm = nnx.clone(bn)
+        y = block(conv, norm, x, train=train)
+
+        def loss(c, n, block=block):
+            out = block(c, n, x, train=train)
+            return (out * jnp.cos(out)).sum()
+
+        grads = nnx.grad(loss, argnums=(0, 1))(conv, nnx.clone(bn))
+        results[name] = (y, norm.mean[...], norm.var[...], grads)
+    (y1, m1, v1, g1), (y2, m2, v2, g2) = results["conv"], results["phases"]
+    assert y1.shape == y2.shape == (shape[0], shape[1] // 2, shape[2] // 2, 6)
+    np.testing.assert_allclose(y2, y1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m2, m1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v2, v1, rtol=1e-5, atol=1e-6)
+    if train:  # the running statistics moved, so the comparison above says something
+        assert not np.allclose(m1, bn.mean[...])
+    leaves1, leaves2 = jax.tree.leaves(g1), jax.tree.leaves(g2)
+    assert len(leaves1) == len(leaves2) > 0
+    # In training the conv bias gradient is ~0 (BatchNorm removes the bias): compare every leaf
+    # against the largest gradient, not its own size.
+    scale = max(float(np.abs(a).max()) for a in leaves1)
+    for a, b in zip(leaves1, leaves2, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_first_block_setting_gives_the_same_encoder():
+    """AudioNTT2020 with first_block="phases" has the same parameters as "conv" and computes the
+    same embeddings and gradients (train mode), so checkpoints move freely between the two."""
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 41, N_MELS)), jnp.float32)
+    models = {
+        impl: byola.AudioNTT2020(
+            n_mels=N_MELS, channels=CHANNELS, dim=DIM, first_block=impl, rngs=nnx.Rngs(0)
+        )
+        for impl in ("conv", "phases")
+    }
+    states = {k: nnx.state(m, nnx.Param) for k, m in models.items()}
+    assert jax.tree.structure(states["conv"]) == jax.tree.structure(states["phases"])
+    outs, grads = {}, {}
+    for impl, model in models.items():
+        outs[impl] = model(x, train=False)
+        grads[impl] = nnx.grad(lambda m: jnp.sum(m(x, train=True) ** 2))(model)
+    np.testing.assert_allclose(outs["phases"], outs["conv"], rtol=1e-5, atol=1e-5)
+    scale = max(float(np.abs(a).max()) for a in jax.tree.leaves(grads["conv"]))
+    for a, b in zip(jax.tree.leaves(grads["conv"]), jax.tree.leaves(grads["phases"]), strict=True):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="first_block"):
+        byola.AudioNTT2020(n_mels=N_MELS, first_block="fft", rngs=nnx.Rngs(0))
+
+
 def test_bfloat16_compute_with_float32_params(checkpoint):
     _, _, out_dir = checkpoint
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 40, N_MELS)), jnp.float32)

@@ -74,6 +74,7 @@ class ADCModel(nnx.Module):
         sdd_temperature: float,
         max_decode_len: int,
         remat_cnn: bool = False,
+        byola_first_block: str = "conv",
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -100,6 +101,7 @@ class ADCModel(nnx.Module):
             dim=byola_dim,
             dropout=byola_dropout,
             dtype=dtype,
+            first_block=byola_first_block,
             rngs=rngs,
         )
         self.encoder = DifferenceEncoder(
@@ -215,6 +217,13 @@ class ADCModel(nnx.Module):
         return out
 
 
+def first_block_impl(setting: str) -> str:
+    """`config.model.byola_first_block` -> the implementation used on this backend."""
+    if setting == "auto":
+        return "phases" if jax.default_backend() == "cpu" else "conv"
+    return setting
+
+
 def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> ADCModel:
     """Builds the model described by `config.model` (and the data's sample rate)."""
     m = config.model
@@ -246,6 +255,7 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
         sdd_temperature=m.sdd_temperature,
         max_decode_len=m.max_decode_len,
         remat_cnn=m.remat_cnn,
+        byola_first_block=first_block_impl(m.byola_first_block),
         dtype=compute_dtype(m.dtype),
         rngs=rngs,
     )

@@ -93,11 +93,126 @@ def conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool) 
     return activated.max(axis=(2, 4))
 
 
+# --------------------------------------------------- block 1 as a matmul over pooling phases
+#
+# Block 1 maps 1 channel to C at full resolution, so a direct convolution is memory-bound and, on
+# CPUs, runs at a small fraction of the matmul rate. With the input cut into 2x2 blocks, each
+# output of the 2x2 pooling window at block (i, j) and phase (a, b) (the position inside the
+# window) depends only on the 4x4 input patch starting at (2i - 1, 2j - 1). So:
+#   pre-activations [M, 4 phases, C] = patches [M, 16] @ W [16, 4 * C]   (M = B * T/2 * F/2)
+# where W holds the 3x3 kernel shifted to each phase. The BatchNorm statistics are exact
+# functions of the patches' sum and Gram matrix (16 x 16), so they are known before the matmul;
+# the BatchNorm affine is then folded into W and the block is max over phases -> + shift -> ReLU
+# (folding makes max and the affine commute whatever the sign of the scale). The full-resolution
+# tensor is read once, by the max. Rows and columns that the pooling drops (odd T or F) still
+# count in the statistics, as in the direct path; they are convolved separately (one row or
+# column each).
+
+
+def _phase_kernel_map() -> np.ndarray:
+    """[4, 4, 2, 2, 3, 3] 0/1: patch tap (u, v) feeds phase (a, b) through kernel tap (u-a, v-b)."""
+    taps = np.zeros((4, 4, 2, 2, 3, 3), np.float32)
+    for u in range(4):
+        for v in range(4):
+            for a in range(2):
+                for b in range(2):
+                    if 0 <= u - a <= 2 and 0 <= v - b <= 2:
+                        taps[u, v, a, b, u - a, v - b] = 1.0
+    return taps
+
+
+_PHASE_KERNEL_MAP = _phase_kernel_map()
+
+
+def _pooling_patches(x: jax.Array) -> jax.Array:
+    """The 4x4 input patch of every 2x2 pooling window: [B, T, F] -> [B, T/2, F/2, 16].
+
+    Patch (i, j) covers input rows 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2 (zero outside), tap
+    index 4 u + v. Built from 2x2 blocks of the zero-padded input by slices, no gather.
+    """
+    n, t, f = x.shape
+    rows, cols = t // 2, f // 2
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1)))[:, : 2 * rows + 2, : 2 * cols + 2]
+    blocks = padded.reshape(n, rows + 1, 2, cols + 1, 2)
+    # Neighbouring blocks (di, dj) in {0, 1}^2; tap u = 2 di + row-in-block, v = 2 dj + col.
+    parts = [blocks[:, di : di + rows, :, dj : dj + cols, :] for di in (0, 1) for dj in (0, 1)]
+    stacked = jnp.stack(parts, axis=-1).reshape(n, rows, 2, cols, 2, 2, 2)  # n i pt j pf di dj
+    return stacked.transpose(0, 1, 3, 5, 2, 6, 4).reshape(n, rows, cols, 16)
+
+
+def _dropped_edge_outputs(conv: nnx.Conv, x: jax.Array) -> list[jax.Array]:
+    """Conv outputs of the last row / column that 2x2 pooling drops (odd T / F), each [K, C]."""
+    _, t, f, _ = x.shape
+    rows, cols = t // 2, f // 2
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    kernel = conv.kernel[...].astype(x.dtype)
+    edges = []
+    if t % 2:  # row 2 * rows, every column
+        edges.append(padded[:, 2 * rows : 2 * rows + 3])
+    if f % 2:  # column 2 * cols, the rows not counted above
+        edges.append(padded[:, : 2 * rows + 2, 2 * cols : 2 * cols + 3])
+    outputs = []
+    for edge in edges:
+        y = jax.lax.conv_general_dilated(
+            edge, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        y = y.astype(jnp.float32) + conv.bias[...]
+        outputs.append(y.reshape(-1, y.shape[-1]))
+    return outputs
+
+
+def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Array:
+    """`conv_block` for a 1-channel input, as one matmul over pooling phases (see above).
+
+    Same result as `conv_block(conv, bn, x, train=train)` (tested to float32 rounding, forward
+    and gradients, running statistics included): [B, T, F, 1] -> [B, T/2, F/2, C].
+    """
+    n, t, f, _ = x.shape
+    channels = conv.kernel.shape[-1]
+    rows, cols = t // 2, f // 2
+    kernel = conv.kernel[...][:, :, 0, :]  # [3, 3, C] float32
+    phase_kernel = jnp.einsum("uvabkl,klc->uvabc", _PHASE_KERNEL_MAP, kernel)
+    phase_kernel = phase_kernel.reshape(16, 4, channels)  # [tap, phase, C]
+    patches = _pooling_patches(x[..., 0]).reshape(-1, 16)  # [M, 16] in the compute dtype
+    if train:
+        p32 = patches.astype(jnp.float32)
+        count = 4 * p32.shape[0]  # every phase of every window
+        tap_sum = jnp.sum(p32, axis=0)  # [16]
+        gram = jnp.matmul(p32.T, p32, precision=jax.lax.Precision.HIGHEST)  # [16, 16]
+        bias = conv.bias[...]
+        linear_sum = jnp.einsum("k,kpc->c", tap_sum, phase_kernel)  # sum of (y - bias)
+        total = linear_sum + count * bias
+        total_sq = (
+            jnp.einsum("kpc,kl,lpc->c", phase_kernel, gram, phase_kernel)
+            + 2.0 * bias * linear_sum
+            + count * jnp.square(bias)
+        )
+        for edge in _dropped_edge_outputs(conv, x):
+            total += jnp.sum(edge, axis=0)
+            total_sq += jnp.sum(jnp.square(edge), axis=0)
+            count += edge.shape[0]
+        mean = total / count
+        var = jnp.maximum(total_sq / count - jnp.square(mean), 0.0)
+        _update_running_stats(bn, mean, var)
+    else:
+        mean, var = bn.mean[...], bn.var[...]
+    scale = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
+    shift = bn.bias[...] + (conv.bias[...] - mean) * scale
+    folded = (phase_kernel * scale).reshape(16, 4 * channels).astype(patches.dtype)
+    pre = (patches @ folded).reshape(n, rows, cols, 4, channels)
+    return jax.nn.relu(pre.max(axis=3) + shift.astype(pre.dtype))
+
+
+FIRST_BLOCK_IMPLS = ("conv", "phases")
+
+
 class AudioNTT2020(nnx.Module):
     """BYOL-A's CNN encoder: normalised log-mel [B, T, n_mels] -> frame embeddings [B, T // 8, dim].
 
     Parameters are float32; activations are computed in `dtype` (float32 or bfloat16). BatchNorm
-    statistics are always reduced in float32.
+    statistics are always reduced in float32. `first_block` picks how block 1 is computed:
+    "conv" (a direct convolution) or "phases" (`first_conv_block`, the same function as one
+    matmul over pooling phases); the parameters are the same either way.
     """
 
     def __init__(
@@ -108,8 +223,12 @@ class AudioNTT2020(nnx.Module):
         dim: int = 2048,
         dropout: float = 0.3,
         dtype: Any = jnp.float32,
+        first_block: str = "conv",
         rngs: nnx.Rngs,
     ):
+        if first_block not in FIRST_BLOCK_IMPLS:
+            raise ValueError(f"first_block={first_block!r}; use one of {FIRST_BLOCK_IMPLS}.")
+        self.first_block = first_block
         self.n_mels = n_mels
         self.channels = channels
         self.dim = dim
@@ -160,7 +279,9 @@ class AudioNTT2020(nnx.Module):
         if num_output_frames(logmel.shape[1]) < 1:
             raise ValueError(f"AudioNTT2020 needs at least 8 frames; got T={logmel.shape[1]}.")
         x = logmel[..., None].astype(self.dtype)  # [B, T, F, 1]
-        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+        first = first_conv_block if self.first_block == "phases" else conv_block
+        x = first(self.conv1, self.bn1, x, train=train)
+        for conv, bn in ((self.conv2, self.bn2), (self.conv3, self.bn3)):
             x = conv_block(conv, bn, x, train=train)
         b, t, f, c = x.shape  # [B, T/8, F/8, C]
         x = x.reshape(b, t, f * c)  # feature index f * C + c, as in PyTorch after its permute
