@@ -122,3 +122,19 @@ def test_frames_are_independent_across_batch_and_local_in_time(jit_log_mel):
 def test_too_short_input_fails_clearly():
     with pytest.raises(ValueError, match="reflect padding"):
         frontend.log_mel(jnp.zeros((1, 400)))
+
+
+@pytest.mark.parametrize(
+    "n_samples, n_fft, hop", [(16000, 1024, 160), (1000, 400, 160), (777, 256, 100)]
+)
+def test_frames_by_gather_equal_frames_by_slices(n_samples, n_fft, hop):
+    """The CPU framing (one gather) and the accelerator framing (shifted slices) cut the same
+    frames: frame t is padded[t * hop : t * hop + n_fft]."""
+    rng = np.random.default_rng(0)
+    padded = jnp.asarray(rng.normal(size=(2, n_samples + n_fft)), jnp.float32)
+    n_frames = frontend.num_frames(n_samples, hop)
+    by_slices = frontend._frames_by_slices(padded, n_frames, n_fft, hop)
+    by_gather = frontend._frames_by_gather(padded, n_frames, n_fft, hop)
+    assert by_slices.shape == by_gather.shape == (2, n_frames, n_fft)
+    np.testing.assert_array_equal(by_gather, by_slices)
+    np.testing.assert_array_equal(by_gather[:, 3], padded[:, 3 * hop : 3 * hop + n_fft])

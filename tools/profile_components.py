@@ -26,7 +26,7 @@ from flax import nnx  # noqa: E402
 
 from adc_jax.config import base_config  # noqa: E402
 from adc_jax.models.adc import compute_dtype, create_model  # noqa: E402
-from adc_jax.models.byola import conv_block  # noqa: E402
+from adc_jax.models.byola import conv_block, first_conv_block  # noqa: E402
 
 
 def _time(fn, *args, runs: int = 10) -> float:
@@ -55,8 +55,9 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
     out["frontend (fwd)"] = _time(jax.jit(lambda w: model.log_mel(w)), wav, runs=runs)
     logmel = jax.jit(lambda w: model.log_mel(w))(wav)
 
-    def grad_time(name, module, fn, *inputs):
+    def grad_time(name, module, fn, *inputs, wrt_inputs=True):
         graphdef, state = nnx.split(module)
+        argnums = tuple(range(len(inputs) + 1)) if wrt_inputs else 0
 
         @jax.jit
         def step(state, *xs):
@@ -65,14 +66,22 @@ def profile(size: str, batch: int, dtype: str, runs: int) -> dict[str, float]:
                 return jnp.sum(jnp.asarray(y, jnp.float32) ** 2) * 1e-6
 
             m = nnx.merge(graphdef, state)
-            return nnx.grad(loss, argnums=tuple(range(len(xs) + 1)))(m, *xs)
+            return nnx.grad(loss, argnums=argnums)(m, *xs)
 
         out[name] = _time(step, state, *inputs, runs=runs)
 
     b = model.byola
     x = logmel[..., None].astype(cdt)
-    grad_time("cnn block 1", b, lambda m, x: conv_block(m.conv1, m.bn1, x, train=True), x)
-    x1 = conv_block(b.conv1, b.bn1, x, train=True)
+    # Block 1 as the model runs it (model.byola_first_block); its input needs no gradient.
+    first = first_conv_block if b.first_block == "phases" else conv_block
+    grad_time(
+        f"cnn block 1 ({b.first_block})",
+        b,
+        lambda m, x: first(m.conv1, m.bn1, x, train=True),
+        x,
+        wrt_inputs=False,
+    )
+    x1 = first(b.conv1, b.bn1, x, train=True)
     grad_time("cnn block 2", b, lambda m, x: conv_block(m.conv2, m.bn2, x, train=True), x1)
     x2 = conv_block(b.conv2, b.bn2, x1, train=True)
     grad_time("cnn block 3", b, lambda m, x: conv_block(m.conv3, m.bn3, x, train=True), x2)

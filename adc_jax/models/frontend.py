@@ -86,7 +86,7 @@ def _window(win_length: int, n_fft: int) -> np.ndarray:
     return out
 
 
-def _frames(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
+def _frames_by_slices(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
     """Overlapping frames by strided reshapes and slices only (no gather).
 
     The signal is cut into hop-sized chunks; frame t is chunks t, t+1, ..., t+k-1 laid end to end
@@ -109,6 +109,22 @@ def _frames(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> ja
     chunks = padded[:, :need].reshape(padded.shape[0], n_chunks, hop_length)  # [B, M, hop]
     frames = jnp.concatenate([chunks[:, i : i + n_frames] for i in range(k)], axis=-1)
     return frames[..., :n_fft]
+
+
+def _frames_by_gather(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
+    """The same frames as `_frames_by_slices`, by one gather with a constant [T, n_fft] index.
+
+    On CPUs this is about 2x faster than the concatenation of k shifted slices (measured at the
+    `:quick` size, 2-core AMD EPYC).
+    """
+    index = np.arange(n_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+    return padded[:, index]
+
+
+def _frames(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
+    """[B, L] -> [B, n_frames, n_fft]: the gather on CPU, slices elsewhere (chosen when traced)."""
+    frames = _frames_by_gather if jax.default_backend() == "cpu" else _frames_by_slices
+    return frames(padded, n_frames, n_fft, hop_length)
 
 
 def log_mel(
