@@ -169,3 +169,37 @@ def test_segment_embedding_tells_the_clips_apart(encoders, inputs):
     p1, valid, _, _ = inputs
     memory, _, _ = encoders["cross", 1](p1, valid, p1, valid)
     assert np.abs(memory[:, :T] - memory[:, T:]).max() > 1e-3
+
+
+def test_cac_as_two_cross_attentions_equals_the_masked_joint_attention():
+    """A CAC layer computed as two cross-attentions (clip 1 -> clip 2, clip 2 -> clip 1) gives
+    the same output, gradients and 2T x 2T weights as masked self-attention over both clips with
+    the CAC mask (the general path), with padding in both clips."""
+    from adc_jax.models.encoder import EncoderLayer
+
+    layer = EncoderLayer(
+        D, HEADS, 32, attention="cross", dropout=0.0, dtype=jnp.float32, rngs=nnx.Rngs(1)
+    )
+    x = jax.random.normal(jax.random.key(2), (B, 2 * T, D))
+    valid = jnp.ones((B, 2 * T), bool).at[0, T - 2 : T].set(False).at[1, 2 * T - 1].set(False)
+    segment_ids = jnp.repeat(jnp.array([[0, 1]]), T, axis=1).repeat(B, axis=0)
+    cac_mask = encoder_attention_mask(segment_ids, valid, "cross")
+
+    def run(mode):
+        def loss(layer):
+            layer.attention_mode = mode
+            mask = None if mode == "cross" else cac_mask
+            out, weights = layer(x, valid, mask, train=False)
+            return jnp.sum(out * jnp.sin(out)), (out, weights)
+
+        (_, (out, weights)), grads = nnx.value_and_grad(loss, has_aux=True)(nnx.clone(layer))
+        return out, weights, grads
+
+    out_fast, w_fast, g_fast = run("cross")
+    out_ref, w_ref, g_ref = run("full")  # the joint path, here with the CAC mask
+    np.testing.assert_allclose(out_fast, out_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(w_fast, w_ref, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(w_fast[:, :, :T, :T]).max()) == 0.0  # no clip 1 -> clip 1 weight
+    assert float(jnp.abs(w_fast[:, :, :T, T:]).max()) > 0.0
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_fast), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

@@ -6,6 +6,11 @@ visible), and concatenated into one sequence [B, 2T, D]. With `attention="cross"
 mask lets a frame of clip 1 attend only to frames of clip 2 and vice versa (the paper's CAC
 encoder); `attention="full"` is plain self-attention over both clips (the ablation's baseline).
 
+The CAC mask zeroes the two diagonal blocks of the 2T x 2T attention, so a CAC layer is computed
+as what it is, two cross-attentions: queries of clip 1 over keys/values of clip 2, and queries of
+clip 2 over clip 1 (half the attention FLOPs, no 2T x 2T mask). The full 2T x 2T weights, for the
+attention plots, are assembled from the two blocks (XLA drops them when only the loss is used).
+
 Shapes: B batch, T frames per clip, D d_model, H heads.
 """
 
@@ -40,11 +45,20 @@ def encoder_attention_mask(segment_ids: jax.Array, valid: jax.Array, attention: 
 
 
 class EncoderLayer(nnx.Module):
-    """Pre-LayerNorm transformer encoder layer."""
+    """Pre-LayerNorm transformer encoder layer over both clips' frames [B, 2T, D]."""
 
     def __init__(
-        self, d_model: int, num_heads: int, d_ff: int, *, dropout: float, dtype, rngs: nnx.Rngs
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        *,
+        attention: str,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
     ):
+        self.attention_mode = attention
         self.attention_norm = layer_norm(d_model, dtype, rngs)
         self.attention = MultiHeadAttention(
             d_model, num_heads, dropout=dropout, dtype=dtype, rngs=rngs
@@ -53,12 +67,41 @@ class EncoderLayer(nnx.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-    def __call__(
-        self, x: jax.Array, mask: jax.Array, *, train: bool
+    def _cross_attention(
+        self, y: jax.Array, valid: jax.Array, *, train: bool
     ) -> tuple[jax.Array, jax.Array]:
-        """x [B, L, D], mask [B, 1, L, L] -> (x [B, L, D], attention weights [B, H, L, L])."""
+        """CAC attention as two cross-attentions: y [B, 2T, D], valid [B, 2T] bool ->
+        (output [B, 2T, D], weights [B, H, 2T, 2T] float32, zero on the diagonal blocks)."""
+        frames = y.shape[1] // 2
+        keys, values = self.attention.project_kv(y)  # [B, 2T, H, K]
+        queries = self.attention.project_q(y)
+        clip = lambda a, i: a[:, i * frames : (i + 1) * frames]  # noqa: E731
+        key_mask = lambda i: clip(valid, i)[:, None, None, :]  # noqa: E731 - [B, 1, 1, T]
+        # Clip 1 reads clip 2 (block [0, 1]) and clip 2 reads clip 1 (block [1, 0]).
+        context1, w12 = self.attention.attend_projected(
+            clip(queries, 0), clip(keys, 1), clip(values, 1), key_mask(1), train=train
+        )
+        context2, w21 = self.attention.attend_projected(
+            clip(queries, 1), clip(keys, 0), clip(values, 0), key_mask(0), train=train
+        )
+        out = self.attention.out(jnp.concatenate([context1, context2], axis=1))
+        zeros = jnp.zeros_like(w12)
+        weights = jnp.concatenate(
+            [jnp.concatenate([zeros, w12], axis=-1), jnp.concatenate([w21, zeros], axis=-1)],
+            axis=2,
+        )
+        return out, weights
+
+    def __call__(
+        self, x: jax.Array, valid: jax.Array, mask: jax.Array | None, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """x [B, 2T, D], valid [B, 2T] bool, mask [B, 1, 2T, 2T] bool (full attention only;
+        None for CAC) -> (x [B, 2T, D], attention weights [B, H, 2T, 2T] float32)."""
         y = self.attention_norm(x)
-        y, weights = self.attention(y, y, mask, train=train)
+        if self.attention_mode == "cross":
+            y, weights = self._cross_attention(y, valid, train=train)
+        else:
+            y, weights = self.attention(y, y, mask, train=train)
         x = x + self.dropout(y, deterministic=not train)
         y = self.ffn(self.ffn_norm(x), train=train)
         return x + self.dropout(y, deterministic=not train), weights
@@ -94,7 +137,15 @@ class DifferenceEncoder(nnx.Module):
         self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
         self.layers = nnx.List(
             [
-                EncoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
+                EncoderLayer(
+                    d_model,
+                    num_heads,
+                    d_ff,
+                    attention=attention,
+                    dropout=dropout,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
                 for _ in range(num_layers)
             ]
         )
@@ -132,9 +183,14 @@ class DifferenceEncoder(nnx.Module):
         segment_ids = jnp.concatenate(
             [jnp.zeros((batch, frames), jnp.int32), jnp.ones((batch, frames), jnp.int32)], axis=1
         )
-        mask = encoder_attention_mask(segment_ids, valid, self.attention_mode)
+        # CAC layers mask by clip themselves; full attention needs the 2T x 2T mask.
+        mask = (
+            None
+            if self.attention_mode == "cross"
+            else encoder_attention_mask(segment_ids, valid, self.attention_mode)
+        )
         all_weights = []
         for layer in self.layers:
-            x, weights = layer(x, mask, train=train)
+            x, weights = layer(x, valid, mask, train=train)
             all_weights.append(weights)
         return self.final_norm(x), valid, all_weights

@@ -53,6 +53,27 @@ class MultiHeadAttention(nnx.Module):
         """x [B, S, D] -> keys, values [B, S, H, K] (what the decoder caches)."""
         return self.key(x), self.value(x)
 
+    def project_q(self, x: jax.Array) -> jax.Array:
+        """x [B, L, D] -> queries [B, L, H, K], already scaled by 1 / sqrt(K)."""
+        return self.query(x) * (self.head_dim**-0.5)
+
+    def attend_projected(
+        self, q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """Scaled queries [B, L, H, K] over keys/values [B, S, H, K].
+
+        Args:
+          mask: [B, 1 or H, L or 1, S] bool, True where query l may attend to key s.
+        Returns:
+          context [B, L, H, K] (before the output projection), weights [B, H, L, S] float32.
+        """
+        logits = jnp.einsum("blhk,bshk->bhls", q, keys).astype(jnp.float32)
+        logits = jnp.where(mask, logits, MASK_VALUE)
+        weights = jax.nn.softmax(logits, axis=-1)
+        dropped = self.dropout(weights, deterministic=not train)
+        context = jnp.einsum("bhls,bshk->blhk", dropped.astype(values.dtype), values)
+        return context, weights
+
     def attend(
         self, x_q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool
     ) -> tuple[jax.Array, jax.Array]:
@@ -63,12 +84,9 @@ class MultiHeadAttention(nnx.Module):
         Returns:
           output [B, L, D] and attention weights [B, H, L, S] float32.
         """
-        q = self.query(x_q) * (self.head_dim**-0.5)
-        logits = jnp.einsum("blhk,bshk->bhls", q, keys).astype(jnp.float32)
-        logits = jnp.where(mask, logits, MASK_VALUE)
-        weights = jax.nn.softmax(logits, axis=-1)
-        dropped = self.dropout(weights, deterministic=not train)
-        context = jnp.einsum("bhls,bshk->blhk", dropped.astype(values.dtype), values)
+        context, weights = self.attend_projected(
+            self.project_q(x_q), keys, values, mask, train=train
+        )
         return self.out(context), weights
 
     def __call__(
