@@ -114,8 +114,8 @@ def _frames_by_slices(padded: jax.Array, n_frames: int, n_fft: int, hop_length: 
 def _frames_by_gather(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> jax.Array:
     """The same frames as `_frames_by_slices`, by one gather with a constant [T, n_fft] index.
 
-    On CPUs this is about 2x faster than the concatenation of k shifted slices (measured at the
-    `:quick` size, 2-core AMD EPYC).
+    On CPUs the gather is faster: at the `:quick` size (64 clips of 4 s, 2-core AMD EPYC) framing
+    and windowing took 83 ms against 167 ms for the slices, the whole front end 238 against 262.
     """
     index = np.arange(n_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
     return padded[:, index]
