@@ -26,7 +26,9 @@ SIZES = ("paper", "quick", "smoke")
 ATTENTION_MODES = ("cross", "full")
 FIRST_BLOCK_SETTINGS = ("auto", "conv", "phases")
 SDD_MODES = ("none", "early", "late")
-DATASETS = ("synthetic_adc", "audio_diff_caps")
+DATASETS = ("synthetic_adc", "audio_diff_caps", "adiff", "clip_pairs")
+ADIFF_SUBSETS = ("acd", "cld")
+ADIFF_TIERS = (1, 2, 3)
 DTYPES = ("float32", "bfloat16")
 DECODE_MODES = ("greedy", "beam")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -65,7 +67,9 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- data
     c.data = ml_collections.ConfigDict()
-    # Dataset: "synthetic_adc" (built-in, generated on first use) or "audio_diff_caps" (real data).
+    # Dataset: "synthetic_adc" (built-in, generated on first use), "audio_diff_caps" (NTT's
+    # release), "adiff" (ADIFF's ACD/CLD explanations over AudioCaps/Clotho audio) or
+    # "clip_pairs" (AudioDiffCaps-style pairs mixed from the user's ESC-50/FSD50K recordings).
     c.data.name = "synthetic_adc"
     # Directory holding tfds datasets; "" means $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets.
     c.data.data_dir = ""
@@ -82,15 +86,43 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     # Synthetic data: seed of the generator (the data, not the training run).
     c.data.synth_seed = 0
     # AudioDiffCaps: directory of the WAV files named in the CSVs' s1_fn/s2_fn columns.
+    # ADIFF: the directory the CSVs' filepath1/filepath2 columns are relative to.
     c.data.audio_dir = ""
     # AudioDiffCaps: directory holding adc_{rain,traffic}/{dev,eval}/adc_*_{dev,eval}.csv.
+    # ADIFF: directory holding the {acd,cld}_<split>_adiff_<tier>_answer.csv files.
     c.data.csv_dir = ""
+    # ADIFF: "acd" (AudioCaps pairs, 10 s clips) or "cld" (Clotho v2.1 pairs, 15-30 s clips).
+    c.data.adiff_subset = "acd"
+    # ADIFF: comma-separated explanation tiers to train and score on, from "1" (few words),
+    # "2" (a sentence), "3" (in detail); with several, the decoder starts from a tier token.
+    c.data.adiff_tiers = "1"
+    # clip_pairs: foreground recordings in ESC-50's layout (meta/esc50.csv + audio/), FSD50K's
+    # (FSD50K.ground_truth/*.csv + FSD50K.*_audio/) or one sub-folder per class.
+    c.data.clips_dir = ""
+    # clip_pairs: background recordings, in the same layouts ("" = the same as data.clips_dir).
+    c.data.background_dir = ""
+    # clip_pairs: comma-separated foreground class labels as the data names them ("" = the
+    # AudioDiffCaps classes: dog, footsteps, church bells, thunderstorm, car horn, chirping birds).
+    c.data.clip_classes = ""
+    # clip_pairs: comma-separated background class labels ("" = rain, car passing).
+    c.data.background_classes = ""
+    # Real data: a clip shorter than this fraction of the dataset's nominal clip length fails
+    # the build naming the file (0 = never fail; such clips and truncated files are counted
+    # and logged as a warning either way).
+    c.data.min_clip_fraction = 0.0
     # AudioDiffCaps: fraction of the dev set held out (deterministically) as the validation split.
     c.data.validation_fraction = 0.05
     # Maximum caption length in tokens, <bos> and <eos> included.
     c.data.max_caption_tokens = 32
     # Words seen fewer times than this in the training captions map to <unk>.
     c.data.vocab_min_count = 1
+    # Keep "," "." ";" ":" "!" "?" as tokens (long explanations stay readable); scoring strips
+    # them either way. False drops punctuation, as the built-in data's runs always have.
+    c.data.punctuation_tokens = False
+    # Comma-separated caption lengths in tokens to bucket training batches by (each batch padded
+    # to the smallest bucket its captions fit, one compilation per bucket); "" = one length,
+    # data.max_caption_tokens. The largest bucket must equal data.max_caption_tokens.
+    c.data.token_buckets = ""
     # Number of grain worker processes for the training pipeline (0 = in the main process).
     c.data.num_workers = 0
     # Number of batches prepared ahead of the device (host-side prefetch).
@@ -333,6 +365,44 @@ def get_field(c: ml_collections.ConfigDict, key: str) -> Any:
     return node
 
 
+def _check_directory(c: ml_collections.ConfigDict, key: str, what: str) -> None:
+    value = get_field(c, key)
+    _check(
+        isinstance(value, str) and bool(value),
+        key,
+        value,
+        f"must name a directory when data.name is {c.data.name!r} "
+        f"(e.g. --config.{key}=/path/to/it).",
+    )
+    _check(
+        os.path.isdir(os.path.expanduser(value)),
+        key,
+        value,
+        f"directory does not exist; point it at {what}.",
+    )
+
+
+def parse_tiers(text: str) -> tuple[int, ...] | None:
+    """'1,3' -> (1, 3): distinct ADIFF tiers in increasing order; None if malformed or empty."""
+    try:
+        tiers = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        return None
+    return tuple(tiers) if tiers and set(tiers) <= set(ADIFF_TIERS) else None
+
+
+def parse_buckets(text: str) -> tuple[int, ...] | None:
+    """'64,128,320' -> (64, 128, 320); '' -> (); None if malformed, not increasing or < 3."""
+    if not text.strip():
+        return ()
+    try:
+        buckets = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        return None
+    ok = all(b >= 3 for b in buckets) and all(a < b for a, b in zip(buckets, buckets[1:]))
+    return buckets if ok else None
+
+
 def min_clip_samples(c: ml_collections.ConfigDict) -> int:
     """Fewest samples that give at least one frame after BYOL-A's three 2x2 poolings."""
     # Centred STFT: n_frames = n_samples // hop + 1; three poolings need 8 frames.
@@ -422,26 +492,45 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
         f"least {min_clip_samples(c) / c.data.sample_rate:.3f} s.",
     )
-    if c.data.name == "synthetic_adc":
+    if c.data.name in ("synthetic_adc", "clip_pairs"):
         for key in ("data.num_train", "data.num_validation", "data.num_eval"):
             _positive_int(c, key)
         _non_negative_int(c, "data.synth_seed")
-    else:
-        for key in ("data.audio_dir", "data.csv_dir"):
-            value = get_field(c, key)
-            _check(
-                bool(value),
-                key,
-                value,
-                "must name a directory when data.name is "
-                "'audio_diff_caps' (e.g. --config.data.audio_dir=/path/to/wavs).",
-            )
-            _check(
-                os.path.isdir(os.path.expanduser(value)),
-                key,
-                value,
-                "directory does not exist; point it at your AudioDiffCaps copy.",
-            )
+    if c.data.name == "clip_pairs":
+        _check_directory(c, "data.clips_dir", "your ESC-50, FSD50K or folder-per-class copy")
+        if c.data.background_dir:
+            _check_directory(c, "data.background_dir", "your background recordings")
+        for key in ("data.clip_classes", "data.background_classes"):
+            _check(isinstance(get_field(c, key), str), key, get_field(c, key), "must be a string.")
+    elif c.data.name in ("audio_diff_caps", "adiff"):
+        what = "your AudioDiffCaps copy" if c.data.name == "audio_diff_caps" else "your ADIFF copy"
+        _check_directory(c, "data.audio_dir", what)
+        _check_directory(c, "data.csv_dir", what)
+    if c.data.name == "adiff":
+        _choice(c, "data.adiff_subset", ADIFF_SUBSETS)
+        tiers = c.data.adiff_tiers
+        _check(
+            isinstance(tiers, str) and parse_tiers(tiers) is not None,
+            "data.adiff_tiers",
+            tiers,
+            "must list tiers from 1, 2, 3 separated by commas, e.g. '1' or '1,2,3'.",
+        )
+    _in_range(c, "data.min_clip_fraction", 0.0, 1.0)
+    _check(
+        isinstance(c.data.punctuation_tokens, bool),
+        "data.punctuation_tokens",
+        c.data.punctuation_tokens,
+        "must be True or False.",
+    )
+    buckets = parse_buckets(c.data.token_buckets) if isinstance(c.data.token_buckets, str) else None
+    _check(
+        buckets is not None and (not buckets or buckets[-1] == c.data.max_caption_tokens),
+        "data.token_buckets",
+        c.data.token_buckets,
+        "must be '' or increasing token lengths >= 3 separated by commas, the last equal to "
+        f"data.max_caption_tokens={c.data.max_caption_tokens}, e.g. '64,128,"
+        f"{c.data.max_caption_tokens}'.",
+    )
     _in_range(c, "data.validation_fraction", 0.0, 1.0, hi_open=True)
     _check(
         isinstance(c.data.max_caption_tokens, int) and c.data.max_caption_tokens >= 3,

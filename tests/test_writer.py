@@ -62,6 +62,7 @@ def test_waveforms_read_back_identical_as_int16(tmp_path):
             "audio2": np.zeros((0,), np.int16) if i == 1 else full_range[::-1][: 1000 + i],
             "captions": ["add a dog", "a dog barks"][: 2 - i],
             "scene": "rain",
+            "tier": 0,
             "edit_ops": ["add"],
             "edit_classes": ["dog"],
             "edit_magnitudes": np.asarray([0.5], np.float32),

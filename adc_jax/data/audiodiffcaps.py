@@ -374,6 +374,7 @@ def _example(job: _Job) -> dict:
         "audio2": audio[1],
         "captions": list(r.captions),
         "scene": r.scene,
+        "tier": 0,
         "edit_ops": [],
         "edit_classes": [],
         "edit_magnitudes": np.zeros((0,), np.float32),

@@ -10,7 +10,10 @@ Per example:
                    (Encoding.BYTES; read back as read-only int16 arrays). Lengths may differ
                    from the configured clip length; the pipeline pads/crops.
   captions:        1..5 reference captions (lower case) that turn clip 1 into clip 2.
-  scene:           "rain" or "traffic" (the background scene).
+  scene:           "rain" or "traffic" (the background scene); "acd" or "cld" for ADIFF.
+  tier:            ADIFF: the explanation tier of the references (1 few words, 2 a sentence,
+                   3 in detail); 0 for every other dataset. Datasets built before this field
+                   existed read as tier 0 (`record_tier`).
   edit_ops:        synthetic data only: the operation of each edit ("add", "remove", "louder",
                    "quieter", "change", "earlier", "later"); empty for real data.
   edit_classes:    the event class of each edit, aligned with edit_ops.
@@ -55,6 +58,7 @@ def features_dict():
             "audio2": _waveform(),
             "captions": tfds.features.Sequence(tfds.features.Text()),
             "scene": tfds.features.Text(),
+            "tier": tfds.features.Tensor(shape=(), dtype=np.int32),
             "edit_ops": tfds.features.Sequence(tfds.features.Text()),
             "edit_classes": tfds.features.Sequence(tfds.features.Text()),
             "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
@@ -70,6 +74,12 @@ def to_int16(wav: np.ndarray) -> np.ndarray:
 def to_float(wav: np.ndarray) -> np.ndarray:
     """int16 waveform -> float32 in [-1, 1]."""
     return wav.astype(np.float32) / INT16_SCALE
+
+
+def record_tier(record) -> int:
+    """The tier of a decoded record (0 when the dataset was built without the field)."""
+    tier = record.get("tier") if hasattr(record, "get") else None
+    return 0 if tier is None else int(tier)
 
 
 def as_text(value) -> str:
