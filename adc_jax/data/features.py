@@ -11,9 +11,12 @@ Per example:
                    from the configured clip length; the pipeline pads/crops.
   captions:        1..5 reference captions (lower case) that turn clip 1 into clip 2.
   scene:           "rain" or "traffic" (the background scene); "acd" or "cld" for ADIFF.
-  tier:            ADIFF: the explanation tier of the references (1 few words, 2 a sentence,
-                   3 in detail); 0 for every other dataset. Datasets built before this field
-                   existed read as tier 0 (`record_tier`).
+  caption_tiers:   ADIFF: the explanation tier of each caption, aligned with captions (1 few
+                   words, 2 a sentence, 3 in detail); empty for every other dataset, whose
+                   captions all count as tier 0 (`caption_tiers`), as do datasets built before
+                   this field existed.
+  recipe:          clip_pairs: how the pair was mixed (source files, offsets, onsets, gains) as
+                   JSON, so it can be re-rendered; "" for every other dataset.
   edit_ops:        synthetic data only: the operation of each edit ("add", "remove", "louder",
                    "quieter", "change", "earlier", "later"); empty for real data.
   edit_classes:    the event class of each edit, aligned with edit_ops.
@@ -58,7 +61,8 @@ def features_dict():
             "audio2": _waveform(),
             "captions": tfds.features.Sequence(tfds.features.Text()),
             "scene": tfds.features.Text(),
-            "tier": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "caption_tiers": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "recipe": tfds.features.Text(),
             "edit_ops": tfds.features.Sequence(tfds.features.Text()),
             "edit_classes": tfds.features.Sequence(tfds.features.Text()),
             "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
@@ -76,10 +80,19 @@ def to_float(wav: np.ndarray) -> np.ndarray:
     return wav.astype(np.float32) / INT16_SCALE
 
 
-def record_tier(record) -> int:
-    """The tier of a decoded record (0 when the dataset was built without the field)."""
-    tier = record.get("tier") if hasattr(record, "get") else None
-    return 0 if tier is None else int(tier)
+def caption_tiers(record) -> np.ndarray:
+    """[len(captions)] int32: the tier of each caption of a decoded record (0 when untiered)."""
+    num = len(record["captions"])
+    tiers = record.get("caption_tiers") if hasattr(record, "get") else None
+    if tiers is None or len(tiers) == 0:
+        return np.zeros((num,), np.int32)
+    tiers = np.asarray(tiers, np.int32)
+    if tiers.shape != (num,):
+        raise ValueError(
+            f"Record {as_text(record.get('key', '?'))!r} has {num} captions but "
+            f"{tiers.shape[0]} caption tiers; rebuild the dataset."
+        )
+    return tiers
 
 
 def as_text(value) -> str:
