@@ -278,13 +278,20 @@ def decode(
     state: nnx.State,
     batch: dict[str, jax.Array],
 ) -> tuple[jax.Array, jax.Array]:
-    """Captions a batch: tokens [B, K, L-1] int32 (K = 1 for greedy) and scores [B, K]."""
+    """Captions a batch: tokens [B, K, L-1] int32 (K = 1 for greedy) and scores [B, K].
+
+    The batch may hold "start" [B] int32, each row's first decoder token (a tier token);
+    without it every row starts from <bos>.
+    """
     model = nnx.merge(graphdef, rng_state, state)["model"]
     enc = model.encode(
         batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], train=False
     )
+    start = batch.get("start")  # [B] first tokens (tier tokens); absent: <bos>
     if mode == "greedy":
-        tokens, score = greedy_decode(model.decoder, enc["memory"], enc["memory_valid"])
+        tokens, score = greedy_decode(
+            model.decoder, enc["memory"], enc["memory_valid"], start=start
+        )
         return tokens[:, None], score[:, None]
     return beam_search(
         model.decoder,
@@ -292,6 +299,7 @@ def decode(
         enc["memory_valid"],
         beam_size=beam_size,
         length_penalty=length_penalty,
+        start=start,
     )
 
 

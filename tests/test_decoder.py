@@ -291,3 +291,75 @@ def test_higher_length_penalty_favours_the_longer_hypothesis(alpha):
     for k, (want_tokens, want_score) in enumerate(expected):
         np.testing.assert_array_equal(tokens[k], want_tokens, err_msg=f"alpha={alpha} beam {k}")
         assert scores[k] == pytest.approx(want_score, rel=1e-5), (alpha, k)
+
+
+@pytest.mark.parametrize("alpha", [0.0, ALPHA, 2.0])
+def test_early_stop_gives_the_full_length_result(setup, alpha):
+    """Stopping once every row is settled returns exactly what running to L_max returns."""
+    decoder, memory, valid, _ = setup
+    for name, fn in {
+        "greedy": greedy_decode,
+        "beam": functools.partial(beam_search, beam_size=BEAM, length_penalty=alpha),
+    }.items():
+        fast = _jit(decoder, functools.partial(fn, early_stop=True))(memory, valid)
+        full = _jit(decoder, functools.partial(fn, early_stop=False))(memory, valid)
+        np.testing.assert_array_equal(np.asarray(fast[0]), np.asarray(full[0]), err_msg=name)
+        np.testing.assert_allclose(np.asarray(fast[1]), np.asarray(full[1]), rtol=1e-6)
+
+
+def test_greedy_early_stop_runs_fewer_steps(setup):
+    """Once every row ended, the loop stops: the decoder is called fewer than L_max - 1 times."""
+    decoder, memory, valid, _ = setup
+    greedy = _jit(decoder, greedy_decode)
+    ended = (np.asarray(greedy(memory, valid)[0]) == EOS).any(axis=1)
+    assert ended.any() and not ended.all(), (
+        "the fixture must have rows that end and rows that do not"
+    )
+    memory, valid = memory[ended], valid[ended]  # only rows that end
+    tokens = np.asarray(greedy(memory, valid)[0])
+    longest = int(((tokens == EOS).argmax(axis=1)).max()) + 1
+    calls = []
+    graphdef, state = nnx.split(decoder)
+
+    def counted(st, mem, val):
+        d = nnx.merge(graphdef, st)
+        step = d.step
+
+        def step_and_count(*args):
+            jax.debug.callback(lambda: calls.append(1))
+            return step(*args)
+
+        d.step = step_and_count
+        return greedy_decode(d, mem, val)
+
+    jax.block_until_ready(jax.jit(counted)(state, memory, valid))
+    assert len(calls) == longest < L - 1
+
+
+def test_start_tokens_condition_the_decoder(setup, fns):
+    """A per-row start token replaces <bos>: greedy from start s equals teacher-forced argmax
+    decoding after s, and rows with different start tokens decode differently."""
+    decoder, memory, valid, _ = setup
+    start = jnp.array([BOS, 5, 6, 7], jnp.int32)
+    greedy = _jit(decoder, lambda d, m, v, s: greedy_decode(d, m, v, start=s))
+    tokens = np.asarray(greedy(memory, valid, start)[0])
+    # Teacher-forced check: every generated token is the argmax after (start, generated prefix).
+    inputs = np.concatenate([np.asarray(start)[:, None], tokens[:, :-1]], axis=1)
+    logits = np.asarray(fns["logits"](jnp.asarray(inputs), memory, valid))
+    for b in range(B):
+        ends = np.flatnonzero(tokens[b] == EOS)
+        n = ends[0] + 1 if ends.size else tokens.shape[1]
+        np.testing.assert_array_equal(tokens[b, :n], logits[b, :n].argmax(-1))
+    default = np.asarray(fns["greedy_cached"](memory, valid)[0])
+    np.testing.assert_array_equal(tokens[0], default[0])  # start <bos> = the default
+    same_memory = jnp.repeat(memory[:1], B, axis=0), jnp.repeat(valid[:1], B, axis=0)
+    varied = np.asarray(greedy(*same_memory, start)[0])
+    assert len({tuple(r) for r in varied}) > 1, "the start token must change the output"
+    beam = _jit(
+        decoder,
+        lambda d, m, v, s: beam_search(d, m, v, beam_size=BEAM, length_penalty=ALPHA, start=s),
+    )
+    beam_tokens = np.asarray(beam(memory, valid, start)[0])
+    assert beam_tokens.shape == (B, BEAM, L - 1)
+    default_beam = np.asarray(fns["beam_cached"](memory, valid)[0])
+    np.testing.assert_array_equal(beam_tokens[0], default_beam[0])

@@ -209,33 +209,56 @@ def _step_fn(
     return step_uncached, {}
 
 
+def _start_sequences(start: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+    """[*shape] int32 <pad> everywhere but position 0 of the last axis: start (default <bos>).
+
+    start: None, or [B] int32 per-example first tokens (e.g. ADIFF's tier tokens); shape[0] = B.
+    """
+    first = (
+        BOS if start is None else start.astype(jnp.int32).reshape((-1,) + (1,) * (len(shape) - 2))
+    )
+    return jnp.full(shape, PAD, jnp.int32).at[..., 0].set(first)
+
+
 def greedy_decode(
-    decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, *, use_cache: bool = True
+    decoder: TextDecoder,
+    memory: jax.Array,
+    memory_valid: jax.Array,
+    *,
+    start: jax.Array | None = None,
+    use_cache: bool = True,
+    early_stop: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-    """Greedy decoding.
+    """Greedy decoding; stops as soon as every row has produced <eos> (unless early_stop=False,
+    the reference that always runs to L_max).
 
     Args:
       memory: [B, S, D]; memory_valid: [B, S] bool.
+      start: [B] int32 first token of each row (default: <bos> for all).
     Returns:
-      tokens [B, L_max - 1] int32 (after <bos>; <eos> then <pad>), and their summed
+      tokens [B, L_max - 1] int32 (after the start token; <eos> then <pad>), and their summed
       log-probabilities [B] float32.
     """
     batch, length = memory.shape[0], decoder.max_len
     step, cache = _step_fn(decoder, memory, memory_valid, use_cache)
-    seqs = jnp.full((batch, length), PAD, jnp.int32).at[:, 0].set(BOS)
+    seqs = _start_sequences(start, (batch, length))
 
-    def body(t, state):
-        seqs, cache, done, score = state
+    def cond(state):
+        t, _, _, done, _ = state
+        return (t < length - 1) & ~(early_stop & jnp.all(done))
+
+    def body(state):
+        t, seqs, cache, done, score = state
         logits, cache = step(seqs, t, cache)
         logp = jax.nn.log_softmax(logits)
         token = jnp.argmax(logp, axis=-1).astype(jnp.int32)
         score = score + jnp.where(done, 0.0, jnp.max(logp, axis=-1))
         token = jnp.where(done, PAD, token)
         seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token[:, None], t + 1, axis=1)
-        return seqs, cache, done | (token == EOS), score
+        return t + 1, seqs, cache, done | (token == EOS), score
 
-    init = (seqs, cache, jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
-    seqs, _, _, score = jax.lax.fori_loop(0, length - 1, body, init)
+    init = (0, seqs, cache, jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
+    _, seqs, _, _, score = jax.lax.while_loop(cond, body, init)
     return seqs[:, 1:], score
 
 
@@ -251,15 +274,22 @@ def beam_search(
     *,
     beam_size: int,
     length_penalty: float = 0.6,
+    start: jax.Array | None = None,
     use_cache: bool = True,
+    early_stop: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search keeping `beam_size` live and `beam_size` finished hypotheses per example.
 
     Finished hypotheses are scored by log-probability / ((5 + length) / 6) ** length_penalty
-    (GNMT); a hypothesis still alive at L_max is closed there.
+    (GNMT); a hypothesis still alive at L_max is closed there. The search stops early once no
+    live hypothesis of any row can still enter that row's finished top `beam_size`: with
+    length_penalty >= 0 a live hypothesis can at best keep its log-probability and reach the
+    largest penalty, L_max's, so its best possible score is alive_logp / penalty(L_max - 1);
+    stopping then gives exactly the result of running to L_max (early_stop=False, the reference).
 
     Args:
       memory: [B, S, D]; memory_valid: [B, S] bool.
+      start: [B] int32 first token of each row (default: <bos> for all).
     Returns:
       tokens [B, K, L_max - 1] int32, best first, and their normalised scores [B, K] float32.
     """
@@ -270,14 +300,23 @@ def beam_search(
     step, cache = _step_fn(decoder, memory_k, valid_k, use_cache)
     neg_inf = jnp.float32(-jnp.inf)
 
-    alive = jnp.full((batch, k, length), PAD, jnp.int32).at[:, :, 0].set(BOS)
+    alive = _start_sequences(start, (batch, k, length))
     alive_logp = jnp.full((batch, k), neg_inf).at[:, 0].set(0.0)
     finished = jnp.full((batch, k, length), PAD, jnp.int32)
     finished_score = jnp.full((batch, k), neg_inf)
     rows = jnp.arange(batch)[:, None]
+    final_penalty = _length_penalty(length - 1.0, length_penalty)
 
-    def body(t, state):
-        alive, alive_logp, finished, finished_score, cache = state
+    def cond(state):
+        t, _, alive_logp, _, finished_score, _ = state
+        if length_penalty < 0 or not early_stop:  # no safe bound with a negative penalty
+            return t < length - 1
+        best_alive = jnp.max(alive_logp, axis=1) / final_penalty
+        settled = jnp.all(best_alive < jnp.min(finished_score, axis=1))
+        return (t < length - 1) & ~settled
+
+    def body(state):
+        t, alive, alive_logp, finished, finished_score, cache = state
         logits, cache = step(alive.reshape(n, length), t, cache)
         vocab = logits.shape[-1]
         logp = jax.nn.log_softmax(logits).reshape(batch, k, vocab)
@@ -302,12 +341,12 @@ def beam_search(
         alive = seqs[rows, keep]
         source = (rows * k + origin[rows, keep]).reshape(n)
         cache = jax.tree.map(lambda x: _gather_beams(x, source), cache)
-        return alive, alive_logp, finished, finished_score, cache
+        return t + 1, alive, alive_logp, finished, finished_score, cache
 
-    init = (alive, alive_logp, finished, finished_score, cache)
-    alive, alive_logp, finished, finished_score, _ = jax.lax.fori_loop(0, length - 1, body, init)
+    init = (0, alive, alive_logp, finished, finished_score, cache)
+    _, alive, alive_logp, finished, finished_score, _ = jax.lax.while_loop(cond, body, init)
     # Close hypotheses that reached the maximum length without <eos>.
-    closed = alive_logp / _length_penalty(length - 1.0, length_penalty)
+    closed = alive_logp / final_penalty
     pool_scores = jnp.concatenate([finished_score, closed], axis=1)
     pool_seqs = jnp.concatenate([finished, alive], axis=1)
     scores, keep = jax.lax.top_k(pool_scores, k)
