@@ -44,7 +44,7 @@ from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError, min_clip_samples
 from adc_jax.data.audio_io import AudioError, load_audio
-from adc_jax.data.pipeline import clip_samples
+from adc_jax.data.pipeline import clip_samples, split_tiers
 from adc_jax.data.waveform import fit_length
 from adc_jax.plotting import plot_attention
 
@@ -184,7 +184,24 @@ class Captioner:
             "<array>", fitted, num_valid, wav.shape[0] / self.sample_rate, cropped, self.sample_rate
         )
 
-    def _batch(self, clip1: Clip, clip2: Clip) -> dict[str, Any]:
+    @property
+    def tiers(self) -> tuple[int, ...]:
+        """The tiers the run was trained on ((0,) for untiered data; ADIFF: e.g. (1, 2, 3))."""
+        return split_tiers(self.config)
+
+    def _start_token(self, tier: int | None) -> int:
+        """The decoder's first token for `tier` (None: the run's only or first tier)."""
+        tiers = self.tiers
+        if tier is None:
+            tier = tiers[0]
+        if tier not in tiers:
+            trained = (
+                "none (this run has no tiers)" if tiers == (0,) else ", ".join(map(str, tiers))
+            )
+            raise CaptionError(f"tier {tier} was not trained; this run's tiers: {trained}.")
+        return self.run.vocab.start_id(tier)
+
+    def _batch(self, clip1: Clip, clip2: Clip, tier: int | None = None) -> dict[str, Any]:
         """The pair as a global batch, repeated to fill every device (row 0 is the pair)."""
         rows = jax.device_count()
         local = {
@@ -192,6 +209,7 @@ class Captioner:
             "wav1_len": np.full((rows,), clip1.num_valid, np.int32),
             "wav2": np.repeat(clip2.wav[None], rows, 0).astype(np.float32),
             "wav2_len": np.full((rows,), clip2.num_valid, np.int32),
+            "start": np.full((rows,), self._start_token(tier), np.int32),
         }
         return sharding_lib.global_batch(local, self.run.mesh)
 
@@ -211,6 +229,7 @@ class Captioner:
         beam_size: int = 4,
         nbest: int = 3,
         length_penalty: float | None = None,
+        tier: int | None = None,
     ) -> list[tuple[str, float]]:
         """The `nbest` best captions of beam search for the pair, best first, with their scores.
 
@@ -219,6 +238,8 @@ class Captioner:
           beam_size: beams kept by the search (>= 1).
           nbest: captions returned, 1 <= nbest <= beam_size.
           length_penalty: GNMT alpha (default: the run's eval.length_penalty).
+          tier: ADIFF runs: the explanation tier (1 few words, 2 a sentence, 3 in detail) the
+            decoder starts from (default: the run's first tier); must be one it was trained on.
         """
         if beam_size < 1:
             raise CaptionError(f"beam_size must be >= 1, got {beam_size}.")
@@ -230,7 +251,7 @@ class Captioner:
         lp = self.config.eval.length_penalty if length_penalty is None else length_penalty
         ts = self.run.train_state
         tokens, scores = self._decoder(beam_size, float(lp))(
-            ts.rng_state, ts.state, self._batch(self._as_clip(clip1), self._as_clip(clip2))
+            ts.rng_state, ts.state, self._batch(self._as_clip(clip1), self._as_clip(clip2), tier)
         )
         tokens, scores = np.asarray(jax.device_get(tokens)), np.asarray(jax.device_get(scores))
         return [(self.run.vocab.decode(tokens[0, k]), float(scores[0, k])) for k in range(nbest)]
@@ -319,6 +340,13 @@ def _parser() -> argparse.ArgumentParser:
         help="GNMT length penalty alpha (default: the run's)",
     )
     parser.add_argument(
+        "--tier",
+        type=int,
+        default=None,
+        help="ADIFF runs: explanation tier 1 (few words), 2 (a sentence) or 3 (in detail); "
+        "default: the run's first tier",
+    )
+    parser.add_argument(
         "--checkpoint_step", type=int, default=None, help="checkpoint to use (default: the latest)"
     )
     parser.add_argument(
@@ -354,7 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"Warning: {clip.crop_message()}", file=sys.stderr)
         captioner = Captioner.from_workdir(args.workdir, args.checkpoint_step)
         results = captioner.caption(
-            *clips, beam_size=args.beam_size, nbest=nbest, length_penalty=args.length_penalty
+            *clips,
+            beam_size=args.beam_size,
+            nbest=nbest,
+            length_penalty=args.length_penalty,
+            tier=args.tier,
         )
     except (AudioError, CaptionError, FileNotFoundError, ConfigError, CheckpointError) as e:
         print(f"Error: {e}", file=sys.stderr)

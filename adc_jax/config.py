@@ -399,7 +399,9 @@ def parse_buckets(text: str) -> tuple[int, ...] | None:
         buckets = tuple(int(t) for t in text.split(","))
     except ValueError:
         return None
-    ok = all(b >= 3 for b in buckets) and all(a < b for a, b in zip(buckets, buckets[1:]))
+    ok = all(b >= 3 for b in buckets) and all(
+        a < b for a, b in zip(buckets, buckets[1:], strict=False)
+    )
     return buckets if ok else None
 
 

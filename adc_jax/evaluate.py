@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -40,7 +41,7 @@ from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError
 from adc_jax.data import pipeline
 from adc_jax.data.tokenizer import Vocabulary
-from adc_jax.metrics.baseline import baseline_result, most_frequent_caption
+from adc_jax.metrics.baseline import baseline_result
 from adc_jax.metrics.breakdown import breakdown
 from adc_jax.metrics.scores import score_predictions
 
@@ -84,6 +85,7 @@ def decode_split(
         split,
         config,
         batch_size=batch_size,
+        vocab=vocab,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     ):
@@ -112,7 +114,8 @@ class Evaluator:
       vocab: the run's vocabulary.
       split, split_name: the split to score and its name.
       settings: the decoding settings.
-      baseline_caption: the most frequent training caption (the trivial baseline).
+      baseline_captions: tier -> the most frequent training caption of the tier (the trivial
+        baseline; {0: caption} for untiered data, `rundir.RunData.baseline_captions`).
     """
 
     def __init__(
@@ -125,11 +128,11 @@ class Evaluator:
         split_name: str,
         settings: DecodeSettings,
         *,
-        baseline_caption: str,
+        baseline_captions: Mapping[int, str],
     ):
         self.config, self.mesh, self.vocab = config, mesh, vocab
         self.split, self.split_name, self.settings = split, split_name, settings
-        self.baseline_caption = baseline_caption
+        self.baseline_captions = dict(baseline_captions)
         self.decode_fn = step_lib.jit_decode(
             train_state, mesh, settings.mode, settings.beam_size, settings.length_penalty
         )
@@ -163,12 +166,18 @@ class Evaluator:
         eval_dir = os.path.dirname(out_prefix)
         result["baseline"] = baseline_result(
             self.split,
-            self.baseline_caption,
+            self.baseline_captions,
             os.path.join(eval_dir, f"baseline_{self.split_name}.json"),
         )
-        result["breakdown"] = breakdown(
-            predictions, self.split, self.baseline_caption, result.get("difference_accuracy")
-        )
+        if set(self.split.tiers) == {0}:
+            result["breakdown"] = breakdown(
+                predictions,
+                self.split,
+                self.baseline_captions[0],
+                result.get("difference_accuracy"),
+            )
+        else:
+            result["tiers"] = self._tier_results(predictions, eval_dir)
         result["decode_seconds"] = round(decode_seconds, 2)
         result["total_seconds"] = round(time.time() - start, 2)
         if jax.process_index() == 0:
@@ -180,6 +189,20 @@ class Evaluator:
             )
         logging.info("Eval %s step %d: %s", self.split_name, step, report.summary_line(result))
         return result
+
+    def _tier_results(self, predictions: dict[str, str], eval_dir: str) -> dict[str, Any]:
+        """tier -> the scores of that tier's entries and of its most-frequent-answer baseline."""
+        out = {}
+        for tier, split in self.split.by_tier().items():
+            tier_result: dict[str, Any] = {"num_pairs": len(split.keys)}
+            tier_result.update(score_predictions({k: predictions[k] for k in split.keys}, split))
+            tier_result["baseline"] = baseline_result(
+                split,
+                {tier: self.baseline_captions[tier]},
+                os.path.join(eval_dir, f"baseline_{self.split_name}_tier{tier}.json"),
+            )
+            out[str(tier)] = tier_result
+        return out
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -248,6 +271,7 @@ def evaluate_workdir(
     eval_split = pipeline.load_eval_split(
         data.builder.as_data_source(split),
         max_examples if max_examples is not None else config.eval.max_examples,
+        data.tiers,
     )
     evaluator = Evaluator(
         run.train_state,
@@ -257,7 +281,7 @@ def evaluate_workdir(
         eval_split,
         split,
         settings,
-        baseline_caption=most_frequent_caption(data.train_captions),
+        baseline_captions=data.baseline_captions(),
     )
     out_dir = os.path.join(run.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)

@@ -26,6 +26,16 @@ def summary_line(result: dict[str, Any]) -> str:
     return line
 
 
+def _baseline_name(caption: str | dict[str, str], width: int = 60) -> str:
+    """'most frequent caption: "..."' (per tier: the tiers' captions, each shortened)."""
+    if isinstance(caption, dict):
+        if len(caption) != 1:
+            return "most frequent answer of each tier"
+        caption = next(iter(caption.values()))
+    short = caption if len(caption) <= width else caption[: width - 3] + "..."
+    return f'most frequent caption: "{short}"'
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -45,9 +55,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines.append(
         row(f"{result['config_name']} (step {result['step']}, {result['decode']})", result)
     )
-    lines.append(
-        row(f'most frequent caption: "{result["baseline"]["caption"]}"', result["baseline"])
-    )
+    lines.append(row(_baseline_name(result["baseline"]["caption"]), result["baseline"]))
+    for tier, r in sorted(result.get("tiers", {}).items()):
+        lines.append(row(f"tier {tier}: model ({r['num_pairs']} pairs)", r))
+        lines.append(row(f"tier {tier}: {_baseline_name(r['baseline']['caption'])}", r["baseline"]))
     notes = result["scores"].get("notes", {})
     if notes.get("SPICE") and result["scores"].get("SPICE") is None:
         lines.append(f"\nSPICE/SPIDEr n/a: {notes['SPICE']}")

@@ -32,6 +32,7 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
 from adc_jax.data.tokenizer import Vocabulary
+from adc_jax.metrics.baseline import most_frequent_caption
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -106,12 +107,23 @@ class RunData:
 
     builder: the tfds builder (read splits with `builder.as_data_source(split)`).
     vocab: the run's vocabulary (workdir/vocab.json).
-    train_captions: every training caption, in dataset order (for the most-frequent baseline).
+    train_captions: every training caption of the run's tiers, in dataset order.
+    train_stats: the training split's `pipeline.CaptionStats` (entries, per-tier captions).
+    tiers: the caption tiers the run trains and scores on ((0,) unless ADIFF).
     """
 
     builder: object
     vocab: Vocabulary
     train_captions: list[str]
+    train_stats: pipeline.CaptionStats
+    tiers: tuple[int, ...] = (0,)
+
+    def baseline_captions(self) -> dict[int, str]:
+        """tier -> the most frequent training caption of that tier (the trivial baseline)."""
+        return {
+            tier: most_frequent_caption(self.train_stats.by_tier.get(tier) or self.train_captions)
+            for tier in self.tiers
+        }
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
@@ -123,7 +135,9 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     if jax.process_index() != 0:
         builder = pipeline.load_builder(config)
     start = time.time()
-    _, stats = pipeline.read_captions(builder.as_data_source("train"))
+    tiers = pipeline.split_tiers(config)
+    punctuation = bool(config.data.punctuation_tokens)
+    _, stats = pipeline.read_captions(builder.as_data_source("train"), tiers, punctuation)
     logging.info(
         "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
         stats.num_captions,
@@ -131,6 +145,11 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
         time.time() - start,
         stats.pairs_without_captions,
     )
+    if not stats.num_captions:
+        raise ValueError(
+            f"The training split of {config.data.name} has no caption of the selected tiers "
+            f"{tiers}; check data.adiff_tiers against the CSVs in data.csv_dir."
+        )
 
     # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
     def vocab() -> Vocabulary:
@@ -139,6 +158,8 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
             stats.captions,
             config.data.vocab_min_count,
             config.data.max_caption_tokens,
+            punctuation=punctuation,
+            extra_tokens=pipeline.tier_tokens(config),
         )
 
     if jax.process_index() == 0:
@@ -146,7 +167,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     multihost.sync("vocab_written")
     if jax.process_index() != 0:
         vocabulary = vocab()
-    return RunData(builder, vocabulary, stats.captions)
+    return RunData(builder, vocabulary, stats.captions, stats, tiers)
 
 
 @dataclasses.dataclass

@@ -48,7 +48,6 @@ from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
-from adc_jax.metrics.baseline import most_frequent_caption
 
 
 class NonFiniteError(FloatingPointError):
@@ -297,6 +296,7 @@ def restore_or_init(
             data.builder.as_data_source("train"),
             data.vocab,
             config,
+            stats=data.train_stats,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
@@ -323,7 +323,7 @@ class PeriodicEval:
         self.eval_dir = os.path.join(workdir, "eval")
         self.train_state, self.writer = train_state, writer
         split = pipeline.load_eval_split(
-            data.builder.as_data_source(config.eval.split), config.eval.max_examples
+            data.builder.as_data_source(config.eval.split), config.eval.max_examples, data.tiers
         )
         self.evaluator = evaluate.Evaluator(
             train_state,
@@ -333,7 +333,7 @@ class PeriodicEval:
             split,
             config.eval.split,
             evaluate.DecodeSettings.from_config(config),
-            baseline_caption=most_frequent_caption(data.train_captions),
+            baseline_captions=data.baseline_captions(),
         )
 
     def is_due(self, step: int) -> bool:

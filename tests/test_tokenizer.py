@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from adc_jax.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Vocabulary, words
+from adc_jax.data.tokenizer import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    Vocabulary,
+    tier_token,
+    words,
+)
 
 CAPTIONS = [
     "The rain is heavier in the second clip.",
@@ -83,3 +92,39 @@ def test_invalid_vocabularies_are_rejected():
         Vocabulary(["a", "b"])
     with pytest.raises(ValueError, match="duplicate"):
         Vocabulary([*SPECIAL_TOKENS, "rain", "rain"])
+
+
+def test_punctuation_tokens_and_unicode_words():
+    text = "The dog's bark is louder, and Café noise stops. Then: silence!"
+    assert words(text, punctuation=True) == [
+        "the", "dog's", "bark", "is", "louder", ",", "and", "café", "noise", "stops", ".",
+        "then", ":", "silence", "!",
+    ]  # fmt: skip
+    vocab = Vocabulary.build([text], punctuation=True)
+    ids, _ = vocab.encode(text, 64)
+    assert vocab.decode(ids) == "the dog's bark is louder, and café noise stops. then: silence!"
+    # The default vocabulary drops punctuation, as runs on the built-in data always have.
+    assert "," not in Vocabulary.build([text]).index
+
+
+def test_tier_tokens_start_captions(tmp_path):
+    vocab = Vocabulary.build(
+        ["louder", "much louder"], extra_tokens=[tier_token(1), tier_token(3)], punctuation=True
+    )
+    assert vocab.tokens[4:6] == ["<tier1>", "<tier3>"]
+    assert vocab.start_id(0) == BOS
+    ids, _ = vocab.encode("much louder", 8, start=vocab.start_id(3))
+    assert ids[0] == vocab.index["<tier3>"] and vocab.decode(ids[1:]) == "much louder"
+    with pytest.raises(ValueError, match="not trained on tier 2.*<tier1>, <tier3>"):
+        vocab.start_id(2)
+    # A caption cannot spell a tier token: "<" is not a word character.
+    assert vocab.encode("<tier1> louder", 8)[0][1:-1] == [UNK, vocab.index["louder"]]
+    vocab.save(str(tmp_path / "v.json"))
+    loaded = Vocabulary.load(str(tmp_path / "v.json"))
+    assert loaded.punctuation and loaded.tokens == vocab.tokens
+
+
+def test_vocabulary_files_without_the_punctuation_field_load_as_before(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"tokens": [*SPECIAL_TOKENS, "dog"]}))
+    assert Vocabulary.load(str(path)).punctuation is False
