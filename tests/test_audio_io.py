@@ -1,14 +1,16 @@
-"""Tests of adc_jax.data.audio_io: decoding, mixing, resampling and failures."""
+"""Tests of adc_jax.data.audio_io: decoding, mixing, resampling, failures, truncation checks."""
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data import audio_io
+from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio, probe_audio
 
 
 def _sine(freq: float, seconds: float, rate: int, amp: float) -> np.ndarray:
@@ -92,3 +94,193 @@ def test_directory_is_not_audio(tmp_path):
     with pytest.raises(AudioError, match="not a file"):
         load_audio(str(tmp_path))
     assert os.path.isdir(tmp_path)
+
+
+# (name, soundfile format, subtype, endian): WAV flavours whose chunk headers probe_audio parses.
+WAV_KINDS = [
+    ("riff_pcm16.wav", "WAV", "PCM_16", "FILE"),
+    ("riff_pcm24.wav", "WAV", "PCM_24", "FILE"),
+    ("riff_float.wav", "WAV", "FLOAT", "FILE"),
+    ("riff_ulaw.wav", "WAV", "ULAW", "FILE"),
+    ("rifx_pcm16.wav", "WAV", "PCM_16", "BIG"),
+    ("wavex_pcm24.wav", "WAVEX", "PCM_24", "FILE"),
+    ("rf64_float.wav", "RF64", "FLOAT", "FILE"),
+]
+FRAMES, RATE = 8000, 8000  # 1 s
+
+
+def _noise(channels: int = 2) -> np.ndarray:
+    return (np.random.default_rng(2).standard_normal((FRAMES, channels)) * 0.2).astype(np.float32)
+
+
+def _write(path, fmt: str, subtype: str, endian: str = "FILE") -> str:
+    sf.write(str(path), _noise(), RATE, format=fmt, subtype=subtype, endian=endian)
+    return str(path)
+
+
+def _cut(path: str, fraction: float) -> str:
+    """Keeps the first `fraction` of the file's bytes (a partial download), in place."""
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+    return path
+
+
+@pytest.mark.parametrize("name, fmt, subtype, endian", WAV_KINDS)
+def test_probe_of_a_complete_wav(tmp_path, name, fmt, subtype, endian):
+    probe = probe_audio(_write(tmp_path / name, fmt, subtype, endian))
+    assert (probe.sample_rate, probe.channels) == (RATE, 2)
+    assert probe.frames == probe.header_frames == FRAMES
+    assert not probe.truncated and probe.seconds == 1.0
+
+
+@pytest.mark.parametrize("name, fmt, subtype, endian", WAV_KINDS)
+def test_a_cut_wav_is_truncated_and_load_audio_still_reads_what_is_there(
+    tmp_path, name, fmt, subtype, endian
+):
+    path = _cut(_write(tmp_path / name, fmt, subtype, endian), 0.6)
+    present = sf.info(path).frames  # libsndfile counts the frames present, silently
+    assert 0 < present < FRAMES
+    probe = probe_audio(path, key="k1")
+    assert probe.truncated
+    assert (probe.frames, probe.header_frames) == (present, FRAMES)
+    assert probe.header_seconds == 1.0 and probe.seconds == present / RATE
+    wav = load_audio(path, RATE)
+    assert wav.shape == (present,)
+
+
+def test_wav_chunks_before_data_and_unknown_data_sizes(tmp_path):
+    path = str(tmp_path / "meta.wav")
+    with sf.SoundFile(path, "w", RATE, 1, "PCM_16") as f:
+        f.title = "a LIST chunk before the data chunk"
+        f.write(_noise(1))
+    complete = probe_audio(path)
+    assert (complete.frames, complete.header_frames) == (FRAMES, FRAMES)
+    assert probe_audio(_cut(path, 0.5)).truncated
+    # A streamed WAV declares 0xFFFFFFFF data bytes: the header does not say, so not truncated.
+    data = bytearray(open(_write(tmp_path / "streamed.wav", "WAV", "PCM_16"), "rb").read())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = b"\xff\xff\xff\xff"
+    with open(tmp_path / "streamed.wav", "wb") as f:
+        f.write(data[: len(data) // 2])
+    streamed = probe_audio(str(tmp_path / "streamed.wav"))
+    assert not streamed.truncated and streamed.frames == sf.info(streamed.path).frames > 0
+
+
+def test_a_cut_flac_is_truncated_from_its_tail(tmp_path):
+    frames = 5 * FRAMES  # ten FLAC frames
+    path = str(tmp_path / "clip.flac")
+    sf.write(path, np.tile(_noise(), (5, 1)), RATE, subtype="PCM_16")
+    full = probe_audio(path)
+    assert (full.frames, full.header_frames, full.truncated) == (frames, frames, False)
+    _cut(path, 0.5)
+    assert sf.info(path).frames == frames  # STREAMINFO still promises them all
+    probe = probe_audio(path)
+    assert probe.truncated and probe.header_frames == frames
+    assert frames * 0.25 < probe.frames < frames * 0.55  # about half of them decode
+    with pytest.raises(AudioError, match="Cannot read"):  # as before: libsndfile cannot decode it
+        load_audio(path, RATE)
+
+
+@pytest.mark.parametrize("fmt, subtype", [("OGG", "VORBIS"), ("WAV", "IMA_ADPCM")])
+def test_other_codecs_are_probed_from_what_soundfile_reports(tmp_path, fmt, subtype):
+    path = str(tmp_path / f"clip.{fmt.lower()}")
+    sf.write(path, _noise(1), RATE, format=fmt, subtype=subtype)
+    probe = probe_audio(path)
+    assert probe.frames == probe.header_frames == sf.info(path).frames >= FRAMES
+    assert probe.channels == 1 and not probe.truncated
+
+
+@pytest.mark.parametrize(
+    "writer, reason",
+    [
+        (None, "does not exist"),
+        (_write_zero_bytes, "empty"),
+        (_write_zero_samples, "empty"),
+        (_write_corrupt, "Cannot read"),
+    ],
+)
+def test_probe_rejects_bad_files_like_load_audio(tmp_path, writer, reason):
+    path = str(tmp_path / "bad.wav")
+    if writer is not None:
+        writer(path)
+    with pytest.raises(AudioError) as info:
+        probe_audio(path, key="pair_007")
+    message = str(info.value)
+    assert path in message and "pair_007" in message and reason in message
+
+
+def test_a_wav_cut_before_its_first_frame_is_empty_and_says_what_was_promised(tmp_path):
+    path = _write(tmp_path / "cut.wav", "WAV", "PCM_16")
+    _cut(path, 46 / os.path.getsize(path))  # the 44-byte header and half a frame
+    with pytest.raises(AudioError, match=f"0 samples of the {FRAMES} its header promises"):
+        probe_audio(path)
+
+
+def _clip(tmp_path, name: str, seconds: float, cut: float | None = None) -> str:
+    path = str(tmp_path / name)
+    sf.write(path, np.zeros(int(seconds * 1000), np.int16), 1000, subtype="PCM_16")
+    return _cut(path, cut) if cut else path
+
+
+def test_check_clip_lengths_counts_and_warns_once(tmp_path, caplog, monkeypatch):
+    full = _clip(tmp_path, "full.wav", 10.0)
+    items = [
+        ("row 2", full),
+        ("row 3", _clip(tmp_path, "partial.wav", 10.0, cut=0.8)),  # truncated, 8 s
+        ("row 4", _clip(tmp_path, "short.wav", 3.0)),
+        ("row 5", _clip(tmp_path, "both.wav", 10.0, cut=0.2)),  # truncated and short, 2 s
+        ("row 6", full),  # the same file again: probed once, counted twice
+    ]
+    probed = []
+    real = audio_io.probe_audio
+    monkeypatch.setattr(audio_io, "probe_audio", lambda p, **k: probed.append(p) or real(p, **k))
+    with caplog.at_level(std_logging.INFO):
+        report = check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.0)
+    assert sorted(probed) == sorted(set(p for _, p in items))
+    assert report.dataset == "Toy" and report.nominal_seconds == 10.0 and report.checked == 5
+    assert [w for w, _ in report.truncated] == ["row 3", "row 5"]
+    assert [w for w, _ in report.short] == ["row 4", "row 5"]
+    assert report.truncated[0][1].seconds == pytest.approx(8.0, abs=0.01)
+    warnings = [r for r in caplog.records if r.levelno == std_logging.WARNING]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "of 5 audio files, 2 are truncated" in text and "2 are shorter than 5 s" in text
+    assert "row 3: " + items[1][1] in text and "of the 10.00 s its header promises" in text
+    assert "row 4: " + items[2][1] + " (3.00 s)" in text and "data.min_clip_fraction" in text
+
+
+def test_check_clip_lengths_fails_on_clips_below_min_fraction(tmp_path, caplog):
+    long_but_cut = _clip(tmp_path, "partial.wav", 10.0, cut=0.8)
+    items = [("key 'a'", long_but_cut), ("key 'b'", _clip(tmp_path, "two.wav", 2.0))]
+    # A truncated file alone never fails; 2 s < 0.5 * 10 s does.
+    check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=10.0, min_fraction=0.5)
+    with caplog.at_level(std_logging.WARNING), pytest.raises(AudioError) as info:
+        check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.5)
+    message = str(info.value)
+    assert "1 of 2 audio files are shorter than 5 s" in message
+    assert f"key 'b': {items[1][1]} (2.00 s)" in message and "key 'a'" not in message
+    assert "data.min_clip_fraction=0" in message
+    assert "1 are shorter than 5 s" in caplog.text  # the warning comes first
+    report = check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.1)
+    assert len(report.short) == 1
+
+
+def test_no_warning_when_every_clip_is_complete(tmp_path, caplog):
+    items = [(f"row {i}", _clip(tmp_path, f"c{i}.wav", 10.0)) for i in range(3)]
+    with caplog.at_level(std_logging.INFO):
+        report = check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.9)
+    assert report.truncated == report.short == [] and report.checked == 3
+    assert not [r for r in caplog.records if r.levelno >= std_logging.WARNING]
+    assert "3 audio files checked" in caplog.text
+
+
+def test_check_clip_lengths_names_an_unreadable_file_and_rejects_bad_arguments(tmp_path):
+    good = _clip(tmp_path, "good.wav", 10.0)
+    items = [("row 2", good), ("row 3", str(tmp_path / "gone.wav"))]
+    with pytest.raises(AudioError, match="Toy row 3: .*gone.wav.* does not exist"):
+        check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.0)
+    with pytest.raises(ValueError, match="min_fraction"):
+        check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=10.0, min_fraction=1.5)
+    with pytest.raises(ValueError, match="nominal_seconds"):
+        check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=0.0, min_fraction=0.0)

@@ -7,6 +7,7 @@ CSV_DIR/adc_{rain,traffic}/{dev,eval}/adc_*_{dev,eval}.csv and 44.1 kHz WAVs nam
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 
@@ -237,3 +238,48 @@ def test_bad_header_and_duplicate_keys_fail_clearly(fixture_dirs, tmp_path):
         f.write("id,first,second,text\n1,a.wav,b.wav,hello\n")
     with pytest.raises(ValueError, match="key"):
         adc.read_csv(path, "rain", "eval")
+
+
+def test_a_truncated_wav_is_built_and_counted_in_one_warning(fixture_dirs, tmp_path, caplog):
+    csv_dir, audio_dir = _copy_audio(fixture_dirs, tmp_path)
+    cut = os.path.join(audio_dir, "rain_eval_e01_s1.wav")
+    data = open(cut, "rb").read()
+    with open(cut, "wb") as f:
+        f.write(data[: int(len(data) * 0.6)])  # a partial download
+    with caplog.at_level(logging.WARNING):
+        builder = adc.build_audio_diff_caps(
+            str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=csv_dir
+        )
+    warnings = [r.getMessage() for r in caplog.records if "audio files" in r.getMessage()]
+    assert len(warnings) == 1
+    # 12 pairs; every fixture clip is 0.5 s, so all are short of half the nominal 10 s.
+    assert "of 24 audio files, 1 are truncated" in warnings[0]
+    assert "24 are shorter than 5 s" in warnings[0]
+    assert f"key 'e01' (row at {adc.csv_path(csv_dir, 'rain', 'eval')}:2): {cut}" in warnings[0]
+    e01 = {features.as_text(e["key"]): e for e in builder.as_data_source("eval")}["e01"]
+    expected = features.to_int16(load_audio(cut, 16000))  # the frames that are there
+    assert 0 < expected.shape[0] < 8000
+    np.testing.assert_array_equal(e01["audio1"], expected)
+
+
+def test_a_clip_below_min_clip_fraction_fails_naming_row_and_file(fixture_dirs, tmp_path):
+    csv_dir, audio_dir = _copy_audio(fixture_dirs, tmp_path)
+    short = os.path.join(audio_dir, "traffic_dev_t03_s2.wav")
+    for path in glob.glob(os.path.join(audio_dir, "**", "*.wav"), recursive=True):
+        seconds = 2.0 if path == short else 10.0  # every other clip at its nominal length
+        sf.write(path, np.zeros(int(seconds * 8000), np.int16), 8000, subtype="PCM_16")
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(ValueError, match="data.min_clip_fraction"):
+        adc.build_audio_diff_caps(
+            data_dir, audio_dir=audio_dir, csv_dir=csv_dir, min_clip_fraction=1.5
+        )
+    with pytest.raises(AudioError) as info:
+        adc.build_audio_diff_caps(
+            data_dir, audio_dir=audio_dir, csv_dir=csv_dir, min_clip_fraction=0.5
+        )
+    message = str(info.value)
+    assert "1 of 24 audio files are shorter than 5 s" in message
+    assert f"key 't03' (row at {adc.csv_path(csv_dir, 'traffic', 'dev')}:4): {short}" in message
+    assert "(2.00 s)" in message and "data.min_clip_fraction=0" in message
+    version = str(adc.AudioDiffCaps.VERSION)
+    assert not glob.glob(str(tmp_path / "data" / "audio_diff_caps" / "*" / version))  # not built

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import writer_workers  # tests/ is on sys.path; spawned workers import it the same way
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 from adc_jax.data import features as features_lib
@@ -91,3 +95,98 @@ def test_map_in_order_keeps_the_order_in_worker_processes():
         assert list(results) == [abs(i) for i in items]
     assert writer.resolve_workers(None, 10) == 1  # small splits stay in-process
     assert writer.resolve_workers(3, 1000) == 3
+
+
+def _run_with_deadline(body, seconds: float = 60.0):
+    """body() in a daemon thread; fails the test if it takes longer than `seconds` (a hang)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = body()
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"map_in_order did not return within {seconds} s: it hangs")
+    return outcome, time.monotonic() - start
+
+
+def _assert_no_workers_left(before: set) -> None:
+    """No child process started since `before` still runs (each may be reaped by another thread
+    of the executor, which multiprocessing sees only when that thread records its exit)."""
+    for _ in range(100):
+        alive = [p for p in multiprocessing.active_children() if p not in before]
+        if not any(os.path.exists(f"/proc/{p.pid}") for p in alive):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker processes still running: {alive}")
+
+
+def _consume(fn, items, chunksize=4):
+    with writer.map_in_order(fn, items, num_workers=2, chunksize=chunksize) as results:
+        return list(results)
+
+
+def test_map_in_order_many_items_equal_the_serial_map():
+    items = list(range(1003))  # not a multiple of the chunk size
+    with writer.map_in_order(writer_workers.square, items, num_workers=2, chunksize=7) as results:
+        got = list(results)
+    assert got == [writer_workers.square(i) for i in items]
+    with writer.map_in_order(writer_workers.square, items, num_workers=1) as results:
+        assert list(results) == got
+
+
+@pytest.mark.parametrize(
+    "fn, status",
+    [
+        (writer_workers.exit_on_17, "exit code 3"),
+        (writer_workers.kill_on_17, "killed by signal 9 (SIGKILL)"),
+    ],
+)
+def test_a_dying_worker_raises_naming_the_item_instead_of_hanging(fn, status):
+    items = list(range(64))
+    outcome, _ = _run_with_deadline(lambda: _consume(fn, items))
+    error = outcome.get("error")
+    assert isinstance(error, writer.BuildWorkerDied), outcome
+    assert isinstance(error, RuntimeError)
+    message = str(error)
+    assert f"item {writer_workers.FATAL_ITEM} of 64: {writer_workers.FATAL_ITEM}" in message
+    assert status in message
+    assert "out of memory" in message and "num_workers, 2 here" in message
+    assert message.count("while making") == 1  # the survivors, terminated after it, are not named
+    _assert_no_workers_left(set())
+
+
+def test_long_item_reprs_are_shortened_in_the_message():
+    items = [("x" * 5000, i) for i in range(3)]
+    error = writer._worker_died_error([], [0, 0], items, 0, 4, 2)
+    assert "x" * 100 in str(error) and "x" * 400 not in str(error)
+
+
+def test_an_exception_in_fn_keeps_its_type_and_message():
+    with pytest.raises(writer_workers.Unlucky, match="item 5 is unlucky"):
+        _consume(writer_workers.raise_on_5, list(range(40)))
+
+
+def test_leaving_the_loop_early_does_not_wait_for_queued_work():
+    """Items from 4 on take 60 s each: a pool that waited for them would take minutes."""
+    before = set(multiprocessing.active_children())
+
+    def body():
+        with writer.map_in_order(
+            writer_workers.slow_after_3, list(range(200)), num_workers=2, chunksize=1
+        ) as results:
+            for value in results:
+                if value == 2:
+                    break
+        return value
+
+    outcome, elapsed = _run_with_deadline(body, seconds=50.0)
+    assert outcome == {"value": 2}
+    assert elapsed < 30.0
+    _assert_no_workers_left(before)

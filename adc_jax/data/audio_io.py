@@ -10,23 +10,93 @@ Every failure (missing, empty, unreadable or non-finite file) raises `AudioError
 names the file (and the dataset key when given) and what to do about it.
 
 Padding or cropping to the model's clip length is `adc_jax.data.waveform.fit_length`.
+
+Truncated and short files. A partial download or copy leaves a file shorter than its header
+promises, and libsndfile hides that. Measured with soundfile 0.14.0 / libsndfile 1.2.2 on a 1 s
+44.1 kHz mono file cut to half its bytes:
+  * WAV (PCM_16, PCM_24, FLOAT): `soundfile.info(path).frames` is the complete frames present
+    (22039 for PCM_16), not the 44100 of the header, and `soundfile.read` returns them without a
+    word. So `probe_audio` reads the RIFF/RIFX/RF64 `fmt ` and `data` chunk headers itself and
+    compares the data size they declare with the frames present (PCM, IEEE float, A-law/u-law;
+    for other WAV codecs, such as ADPCM, it cannot tell and reports the file as complete).
+  * FLAC: `frames` is 44100 (the STREAMINFO total) and `soundfile.read` fails ("flac decoder lost
+    sync"), as does seeking to a frame past the cut (after which the handle stays failed). So
+    `probe_audio` seeks to the last frame and reads it (about 0.2 ms); only when that fails does
+    it decode the file to count the frames that decode. `load_audio` still fails on such a file
+    (as before: libsndfile cannot decode it to the end), naming it.
+  * Other formats (OGG, ...): the same last-frame check.
+`load_audio` reads a truncated WAV as before: the frames present are real data. A builder calls
+`check_clip_lengths` over all its files before decoding: it logs one warning with the truncated
+files and the clips shorter than half the dataset's nominal length (both are zero-padded, and
+the model masks the padding) and fails only on clips shorter than `min_fraction` of it.
+
+Public API:
+  AudioError                                   ValueError whose message names the file and fix.
+  load_audio(path, sample_rate, key=)          any file -> [N] float32 mono at sample_rate.
+  AudioProbe                                   rate, channels, frames present and promised.
+  probe_audio(path, key=)                      header-level probe (no full decode).
+  LengthReport                                 what check_clip_lengths found.
+  check_clip_lengths(items, dataset=, ...)     probe a dataset's files; warn, or fail on short.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import os
+import struct
+from collections.abc import Iterable
 
 import numpy as np
 import soundfile as sf
 import soxr
+from absl import logging
 
 
 class AudioError(ValueError):
     """An audio file is missing or cannot be used; the message names the file and the fix."""
 
 
+# What libsndfile (through soundfile) raises for a file it cannot open or decode.
+_READ_ERRORS = (sf.SoundFileError, RuntimeError, OSError, ValueError)
+# WAV format tags whose frames are data bytes // block_align: PCM, IEEE float, A-law, u-law.
+_WAV_LINEAR_TAGS = (0x0001, 0x0003, 0x0006, 0x0007)
+_WAV_EXTENSIBLE = 0xFFFE
+# A chunk size that means "unknown" (streamed WAV) or "see ds64" (RF64).
+_UNKNOWN_SIZE = 0xFFFFFFFF
+# Chunks scanned at most before the data chunk (a malformed file must not loop for long).
+_MAX_CHUNKS = 64
+# Frames per block when a file that fails its last-frame check is decoded to count its frames.
+_COUNT_BLOCK = 1024
+# Examples per kind named in check_clip_lengths' warning and error.
+_EXAMPLES = 5
+
+
 def _where(path: str, key: str | None) -> str:
     return f"{path!r} (key {key!r})" if key is not None else repr(path)
+
+
+def _check_file(path: str, where: str) -> None:
+    """Raises AudioError unless `path` is an existing, non-empty file."""
+    if not os.path.exists(path):
+        raise AudioError(
+            f"Audio file {where} does not exist; check the path (and the "
+            "data.audio_dir setting for datasets)."
+        )
+    if not os.path.isfile(path):
+        raise AudioError(f"Audio path {where} is not a file.")
+    if os.path.getsize(path) == 0:
+        raise AudioError(
+            f"Audio file {where} is empty (0 bytes); replace it with the original recording."
+        )
+
+
+def _unreadable(where: str, error: Exception) -> AudioError:
+    return AudioError(
+        f"Cannot read audio file {where} ({str(error).rstrip('.')}). The file is corrupt or not an "
+        "audio format libsndfile reads (WAV, FLAC, OGG, ...); re-download or "
+        "re-encode it."
+    )
 
 
 def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -> np.ndarray:
@@ -46,25 +116,11 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}.")
     where = _where(path, key)
-    if not os.path.exists(path):
-        raise AudioError(
-            f"Audio file {where} does not exist; check the path (and the "
-            "data.audio_dir setting for datasets)."
-        )
-    if not os.path.isfile(path):
-        raise AudioError(f"Audio path {where} is not a file.")
-    if os.path.getsize(path) == 0:
-        raise AudioError(
-            f"Audio file {where} is empty (0 bytes); replace it with the original recording."
-        )
+    _check_file(path, where)
     try:
         data, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as e:
-        raise AudioError(
-            f"Cannot read audio file {where} ({str(e).rstrip('.')}). The file is corrupt or not an "
-            "audio format libsndfile reads (WAV, FLAC, OGG, ...); re-download or "
-            "re-encode it."
-        ) from e
+    except _READ_ERRORS as e:
+        raise _unreadable(where, e) from e
     if data.shape[0] == 0:
         raise AudioError(
             f"Audio file {where} is empty (0 samples); replace it with the original recording."
@@ -82,3 +138,274 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
                 f"to {sample_rate} Hz (no samples left)."
             )
     return np.clip(np.ascontiguousarray(wav, dtype=np.float32), -1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioProbe:
+    """What `probe_audio` learned about one file without decoding it."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    # Frames actually present in the file (what `load_audio` gets, before resampling).
+    frames: int
+    # Frames the header promises (== frames unless the file is truncated).
+    header_frames: int
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the frames present, in seconds."""
+        return self.frames / self.sample_rate
+
+    @property
+    def header_seconds(self) -> float:
+        """Duration the header promises, in seconds."""
+        return self.header_frames / self.sample_rate
+
+    @property
+    def truncated(self) -> bool:
+        """The file holds fewer frames than its header promises (a partial download or copy)."""
+        return self.frames < self.header_frames
+
+
+def _wav_header_frames(path: str) -> int | None:
+    """Frames the `data` chunk of a RIFF/RIFX/RF64 WAVE file declares; None when not a WAV of a
+    linear codec, or when the header does not say (a streamed WAV's unknown size)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX", b"RF64"):
+            return None
+        endian = ">" if head[:4] == b"RIFX" else "<"
+        block_align = ds64_data_size = None
+        position = 12
+        for _ in range(_MAX_CHUNKS):
+            f.seek(position)
+            header = f.read(8)
+            if len(header) < 8:
+                return None  # no data chunk before the end of the file
+            chunk_id, (size,) = header[:4], struct.unpack(endian + "I", header[4:])
+            if chunk_id == b"ds64":  # RF64: 64-bit RIFF size, data size, sample count
+                body = f.read(16)
+                if len(body) == 16:
+                    (ds64_data_size,) = struct.unpack("<Q", body[8:16])
+            elif chunk_id == b"fmt ":
+                body = f.read(min(size, 40))
+                if len(body) < 16:
+                    return None
+                tag, _, _, _, block_align = struct.unpack(endian + "HHIIH", body[:14])
+                if (
+                    tag == _WAV_EXTENSIBLE and len(body) >= 26
+                ):  # the sub-format GUID's first 2 bytes
+                    (tag,) = struct.unpack(endian + "H", body[24:26])
+                if tag not in _WAV_LINEAR_TAGS or block_align == 0:
+                    return None
+            elif chunk_id == b"data":
+                if block_align is None:
+                    return None
+                if size == _UNKNOWN_SIZE:
+                    if head[:4] != b"RF64" or ds64_data_size is None:
+                        return None
+                    size = ds64_data_size
+                return size // block_align
+            position += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
+def _frames_that_decode(path: str) -> int:
+    """Decodes `path` block by block; the frames before the first decoding error.
+
+    libsndfile drops the block in which decoding fails, so this undercounts by less than
+    _COUNT_BLOCK frames plus one codec frame (a FLAC frame: 4096 frames as libsndfile writes).
+    """
+    frames = 0
+    try:
+        with sf.SoundFile(path) as f:
+            for block in f.blocks(blocksize=_COUNT_BLOCK, dtype="float32", always_2d=True):
+                frames += block.shape[0]
+    except _READ_ERRORS:
+        pass
+    return frames
+
+
+def _last_frame_decodes(f: sf.SoundFile) -> bool:
+    """Seeks an open file to its last frame and reads it: False when that fails (truncated)."""
+    if not f.seekable():
+        return True  # cannot check cheaply; trust the header
+    try:
+        f.seek(f.frames - 1)
+        return f.read(1, dtype="float32").shape[0] == 1
+    except _READ_ERRORS:
+        return False
+
+
+def probe_audio(path: str, *, key: str | None = None) -> AudioProbe:
+    """Cheap header-level check of an audio file (no full decode where the format allows).
+
+    WAV: the chunk headers are parsed and compared with the frames present. Other formats: the
+    frame count soundfile reports, and the last frame is decoded; only when that fails (a
+    truncated FLAC) is the file decoded to count the frames that decode.
+
+    Args:
+      path: an audio file in any format libsndfile reads.
+      key: optional dataset key of the example, named in error messages.
+
+    Returns:
+      The file's AudioProbe; `probe.truncated` when it is shorter than its header promises.
+
+    Raises:
+      AudioError: the file is missing, empty (0 bytes or 0 frames) or unreadable, as `load_audio`.
+    """
+    where = _where(path, key)
+    _check_file(path, where)
+    try:
+        with sf.SoundFile(path) as f:
+            sample_rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            header_frames = _wav_header_frames(path)
+            cut = False
+            if header_frames is None:  # not a linear WAV: trust the count, check the last frame
+                header_frames = frames
+                cut = frames > 0 and not _last_frame_decodes(f)
+    except _READ_ERRORS as e:
+        raise _unreadable(where, e) from e
+    if cut:  # rare (a damaged file): worth one decode to say how much of it is there
+        frames = _frames_that_decode(path)
+    if frames == 0:
+        promised = f" of the {header_frames} its header promises" if header_frames else ""
+        raise AudioError(
+            f"Audio file {where} is empty (0 samples{promised}); replace it with the original "
+            "recording."
+        )
+    return AudioProbe(
+        path=path,
+        sample_rate=sample_rate,
+        channels=channels,
+        frames=frames,
+        header_frames=max(header_frames, frames),
+    )
+
+
+@dataclasses.dataclass
+class LengthReport:
+    """What `check_clip_lengths` found in one dataset's files."""
+
+    dataset: str
+    nominal_seconds: float
+    # How many (where, path) items were checked (a file named by two items counts twice).
+    checked: int
+    # (where, probe) of every file shorter than its header promises.
+    truncated: list[tuple[str, AudioProbe]]
+    # (where, probe) of every clip shorter than short_fraction * nominal_seconds.
+    short: list[tuple[str, AudioProbe]]
+
+
+def _example_lines(found: list[tuple[str, AudioProbe]]) -> str:
+    """'WHERE: PATH (S s[ of the H s its header promises]); ...' for the first few."""
+    lines = []
+    for where, probe in found[:_EXAMPLES]:
+        promised = (
+            f" of the {probe.header_seconds:.2f} s its header promises" if probe.truncated else ""
+        )
+        lines.append(f"{where}: {probe.path} ({probe.seconds:.2f} s{promised})")
+    more = f"; and {len(found) - _EXAMPLES} more" if len(found) > _EXAMPLES else ""
+    return "; ".join(lines) + more
+
+
+def check_clip_lengths(
+    items: Iterable[tuple[str, str]],
+    *,
+    dataset: str,
+    nominal_seconds: float,
+    min_fraction: float,
+    short_fraction: float = 0.5,
+    num_threads: int = 8,
+) -> LengthReport:
+    """Probes every file of a dataset; warns about truncated and short ones, fails on too short.
+
+    Run it after all files are found and before decoding. Every file is probed once
+    (`probe_audio`, in threads: it is I/O). One warning is logged with the counts and the first
+    few examples of truncated files and of clips shorter than short_fraction * nominal_seconds
+    (both are kept: zero-padded to the clip length, and the model masks the padding).
+    Truncated files never fail on their own, only when they are also too short.
+
+    Args:
+      items: (where, path) pairs; `where` names the file's place in the dataset for messages
+        (a CSV row, a key).
+      dataset: the dataset's name, for messages.
+      nominal_seconds: the dataset's clip length in seconds (10 for AudioDiffCaps).
+      min_fraction: in [0, 1]; when > 0, a clip shorter than min_fraction * nominal_seconds
+        fails (config key data.min_clip_fraction).
+      short_fraction: in [0, 1]; clips shorter than this fraction of nominal_seconds are
+        counted as short and warned about.
+      num_threads: probing threads.
+
+    Returns:
+      The LengthReport.
+
+    Raises:
+      AudioError: a file is missing, empty or unreadable (the first, and how many there are), or
+        a clip is shorter than min_fraction * nominal_seconds (how many, and the first few).
+      ValueError: an argument out of range.
+    """
+    if not nominal_seconds > 0:
+        raise ValueError(f"nominal_seconds={nominal_seconds!r} must be positive.")
+    for name, value in (("min_fraction", min_fraction), ("short_fraction", short_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}={value!r} must be in [0, 1].")
+    items = list(items)
+    paths = list(dict.fromkeys(path for _, path in items))
+
+    def probe(path: str) -> AudioProbe | AudioError:
+        try:
+            return probe_audio(path)
+        except AudioError as e:
+            return e
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(num_threads, len(paths)))) as pool:
+        probes = dict(zip(paths, pool.map(probe, paths), strict=True))
+    failed = [
+        (where, probes[path]) for where, path in items if isinstance(probes[path], AudioError)
+    ]
+    if failed:
+        where, error = failed[0]
+        raise AudioError(f"{dataset} {where}: {error} ({len(failed)} unusable file(s) in all.)")
+    found = [(where, probes[path]) for where, path in items]
+    truncated = [(w, p) for w, p in found if p.truncated]
+    short = [(w, p) for w, p in found if p.seconds < short_fraction * nominal_seconds]
+    report = LengthReport(dataset, float(nominal_seconds), len(items), truncated, short)
+    if truncated or short:
+        logging.warning(
+            "%s: of %d audio files, %d are truncated (shorter than their header promises: a "
+            "partial download or copy?)%s and %d are shorter than %.3g s (%.3g of the nominal "
+            "%.3g s clip)%s. Both are zero-padded to the clip length and the model masks the "
+            "padding; replace them with the original recordings, or set data.min_clip_fraction "
+            "to fail the build on clips shorter than that fraction of %.3g s.",
+            dataset,
+            len(items),
+            len(truncated),
+            f" ({_example_lines(truncated)})" if truncated else "",
+            len(short),
+            short_fraction * nominal_seconds,
+            short_fraction,
+            nominal_seconds,
+            f" ({_example_lines(short)})" if short else "",
+            nominal_seconds,
+        )
+    else:
+        logging.info(
+            "%s: %d audio files checked: none truncated, none shorter than %.3g s.",
+            dataset,
+            len(items),
+            short_fraction * nominal_seconds,
+        )
+    if min_fraction > 0:
+        too_short = [(w, p) for w, p in found if p.seconds < min_fraction * nominal_seconds]
+        if too_short:
+            raise AudioError(
+                f"{dataset}: {len(too_short)} of {len(items)} audio files are shorter than "
+                f"{min_fraction * nominal_seconds:.3g} s (data.min_clip_fraction={min_fraction:g} "
+                f"of the nominal {nominal_seconds:g} s clip): "
+                f"{_example_lines(too_short)}. Replace them with complete "
+                "recordings, or set data.min_clip_fraction=0 to accept them (they are "
+                "zero-padded and the model masks the padding)."
+            )
+    return report

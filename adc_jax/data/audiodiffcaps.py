@@ -18,8 +18,12 @@ Audio: the WAV file named by `s1_fn`/`s2_fn` (any rate and channel count; the or
   AUDIO_DIR/<scene>/<fn>
 where scene is rain/traffic and subset is dev/eval. A file that is found nowhere, or that cannot
 be decoded, fails the build with an error naming the key, the CSV row and the file: silently
-dropping pairs would change the benchmark. Clips are mixed to mono, resampled to 16 kHz and
-stored as int16 (`features.to_int16`). Splits are written by `adc_jax.data.writer` (no
+dropping pairs would change the benchmark. Before anything is decoded, every file is probed
+(`audio_io.check_clip_lengths`): truncated files (shorter than their WAV header promises: a
+partial download) and clips shorter than 5 s (half the nominal 10 s) are counted and logged in
+one warning, and clips shorter than `min_clip_fraction` * 10 s fail the build naming the row and
+the file (`min_clip_fraction` = 0, the default, fails none). Clips are mixed to mono, resampled
+to 16 kHz and stored as int16 (`features.to_int16`). Splits are written by `adc_jax.data.writer` (no
 TensorFlow, also for the 3 GB dev split), records in CSV order (rain before traffic).
 
 Splits: `eval` = the eval CSVs; the dev CSVs are divided into `train` and a held-out
@@ -54,13 +58,15 @@ from etils import epath
 
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
-from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 
 SCENES = ("rain", "traffic")
 SUBSETS = ("dev", "eval")
 REQUIRED_COLUMNS = ("key", "s1_fn", "s2_fn")
 # Bump when the generated examples change for the same inputs (forces a rebuild).
 GENERATION_VERSION = 1
+# Length of an AudioDiffCaps clip in seconds (what check_clip_lengths compares clips with).
+NOMINAL_SECONDS = 10.0
 _CAPTION_COLUMN = re.compile(r"^caption_(\d+)$")
 
 
@@ -286,6 +292,11 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
     def code_path(cls) -> epath.Path:
         return epath.Path(__file__)
 
+    # Clips shorter than this fraction of NOMINAL_SECONDS fail the build (0: none do). Set on the
+    # instance by `build_audio_diff_caps`; not in the builder config, whose name fingerprints the
+    # data, because it only decides whether a build fails, never what it writes.
+    min_clip_fraction: float = 0.0
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
         return tfds.core.DatasetInfo(
@@ -300,7 +311,8 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_rows(self) -> dict[str, tuple[list[Row], dict[tuple[str, str], str]]]:
-        """The non-empty splits' rows and every audio path (all files found before decoding)."""
+        """The non-empty splits' rows and every audio path (all files found and their lengths
+        checked before decoding)."""
         cfg = self.builder_config
         splits = split_rows(read_rows(cfg.csv_dir), cfg.validation_fraction)
         resolved = _resolve_all(cfg.audio_dir, [r for rows in splits.values() for r in rows])
@@ -309,6 +321,17 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
                 f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
                 f"{cfg.csv_dir!r} hold no row with a caption)."
             )
+        check_clip_lengths(
+            [
+                (r.where(), resolved[(r.key, fn)])
+                for rows in splits.values()
+                for r in rows
+                for fn in (r.s1_fn, r.s2_fn)
+            ],
+            dataset="AudioDiffCaps",
+            nominal_seconds=NOMINAL_SECONDS,
+            min_fraction=self.min_clip_fraction,
+        )
         out = {}
         for split, rows in splits.items():
             if rows:  # tfds cannot write an empty split; it is left out instead.
@@ -416,6 +439,7 @@ def build_audio_diff_caps(
     validation_fraction: float = 0.05,
     sample_rate: int = features_lib.SAMPLE_RATE,
     num_workers: int | None = None,
+    min_clip_fraction: float = 0.0,
 ) -> tfds.core.DatasetBuilder:
     """Builds AudioDiffCaps into `data_dir` unless this exact version is there; returns the builder.
 
@@ -429,11 +453,16 @@ def build_audio_diff_caps(
       sample_rate: sample rate of the stored waveforms in Hz.
       num_workers: audio decoding processes while building (default: all CPUs; splits under
         64 pairs are decoded in-process); does not change the data.
+      min_clip_fraction: in [0, 1]; a clip shorter than this fraction of the nominal 10 s fails
+        the build (config key `data.min_clip_fraction`; 0 = none fails). Truncated and short
+        clips are logged either way; does not change the data (not in the fingerprint), and an
+        existing build is not checked again.
 
     Raises:
       FileNotFoundError: a directory, a CSV or an audio file is missing (the message names it and
         the config key to change).
-      AudioError: an audio file cannot be decoded (names the key, CSV row and file).
+      AudioError: an audio file cannot be decoded, or is shorter than min_clip_fraction * 10 s
+        (names the key, CSV row and file).
       ValueError: a malformed CSV or an invalid argument.
     """
     data_dir = os.path.expanduser(data_dir)
@@ -443,6 +472,8 @@ def build_audio_diff_caps(
         raise ValueError(f"data.validation_fraction={validation_fraction!r} must be in [0, 1).")
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"data.sample_rate={sample_rate!r} must be a positive integer.")
+    if not (0.0 <= min_clip_fraction <= 1.0):
+        raise ValueError(f"data.min_clip_fraction={min_clip_fraction!r} must be in [0, 1].")
     if not csv_dir or not os.path.isdir(csv_dir):
         raise FileNotFoundError(
             f"AudioDiffCaps CSV directory {csv_dir!r} does not exist; set "
@@ -473,5 +504,6 @@ def build_audio_diff_caps(
         num_workers=num_workers,
     )
     builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
+    builder.min_clip_fraction = float(min_clip_fraction)
     builder.download_and_prepare(file_format="array_record")
     return builder

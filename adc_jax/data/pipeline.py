@@ -43,6 +43,7 @@ from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.config import default_data_dir, parse_buckets, parse_tiers
+from adc_jax.data.adiff import build_adiff
 from adc_jax.data.audiodiffcaps import build_audio_diff_caps
 from adc_jax.data.features import as_text, caption_tiers
 from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
@@ -70,6 +71,17 @@ def load_builder(config: ml_collections.ConfigDict):
             csv_dir=os.path.expanduser(d.csv_dir),
             validation_fraction=d.validation_fraction,
             sample_rate=d.sample_rate,
+            min_clip_fraction=d.min_clip_fraction,
+        )
+    if d.name == "adiff":
+        return build_adiff(
+            data_dir(config),
+            csv_dir=os.path.expanduser(d.csv_dir),
+            audio_dir=os.path.expanduser(d.audio_dir),
+            subset=d.adiff_subset,
+            clip_seconds=float(d.clip_seconds),
+            sample_rate=d.sample_rate,
+            min_clip_fraction=d.min_clip_fraction,
         )
     raise ValueError(f"config.data.name={d.name!r} is not a known dataset.")
 

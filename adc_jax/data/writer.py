@@ -17,7 +17,9 @@ synthetic train split (6000 pairs of 10 s) and the AudioDiffCaps dev split (abou
 
 Public API:
   serialize_example(example)               encode + serialise one example of the shared schema.
-  map_in_order(fn, items, num_workers)     context manager: fn over items, in order, in processes.
+  map_in_order(fn, items, num_workers)     context manager: fn over items, in order, in processes;
+                                           a worker that dies raises BuildWorkerDied (no hang).
+  BuildWorkerDied                          RuntimeError naming the item a dead worker was making.
   resolve_workers(num_workers, num_items)  how many processes a split is worth.
   write_split(template, records, ...)      records -> shards of one split -> its SplitInfo.
   generate_splits(builder, split_jobs, ...)  the `_generate_splits` of a builder.
@@ -25,12 +27,17 @@ Public API:
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import functools
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import tensorflow_datasets as tfds
@@ -81,22 +88,212 @@ def resolve_workers(num_workers: int | None, num_items: int) -> int:
     return 1 if num_items < MIN_ITEMS_FOR_WORKERS else max(1, int(num_workers))
 
 
+class BuildWorkerDied(RuntimeError):
+    """A worker process of `map_in_order` died (crash, OOM kill): the build cannot finish."""
+
+
+# Chunks of items in flight per worker process (submitted and not yet consumed): enough to keep
+# every worker busy while the consumer writes, few enough that finished results waiting for an
+# earlier, slower chunk stay a bounded amount of memory.
+CHUNKS_IN_FLIGHT_PER_WORKER = 3
+# Longest item repr quoted in a BuildWorkerDied message.
+_MAX_ITEM_REPR = 300
+
+# Set in each worker process by `_init_worker`: the mapped function, the shared table in which
+# every worker writes (its pid, the index of the item it is making or -1), and its slot in it.
+_worker_fn: Callable[[Any], Any] | None = None
+_worker_table: Any = None
+_worker_slot = -1
+
+
+def _init_worker(fn: Callable[[Any], Any], table: Any, slots: Any) -> None:
+    """ProcessPoolExecutor initializer: claims a slot of the table and remembers `fn`."""
+    global _worker_fn, _worker_table, _worker_slot
+    with slots.get_lock():
+        _worker_slot = slots.value
+        slots.value += 1
+    _worker_fn, _worker_table = fn, table
+    if 2 * _worker_slot + 1 < len(table):
+        table[2 * _worker_slot] = os.getpid()
+        table[2 * _worker_slot + 1] = -1
+
+
+def _run_chunk(start: int, chunk: Sequence[Any]) -> list[Any]:
+    """Runs `_worker_fn` over the items start, start+1, ... of one chunk, in a worker process."""
+    assert _worker_fn is not None, "_init_worker did not run in this process"
+    tracked = 2 * _worker_slot + 1 < len(_worker_table)
+    results = []
+    for offset, item in enumerate(chunk):
+        if tracked:
+            _worker_table[2 * _worker_slot + 1] = start + offset
+        results.append(_worker_fn(item))
+    if tracked:
+        _worker_table[2 * _worker_slot + 1] = -1
+    return results
+
+
+def _worker_processes(executor: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
+    """The executor's worker processes (multiprocessing.Process), for exit codes and terminating.
+
+    ProcessPoolExecutor has no public accessor before Python 3.14 (`terminate_workers`), so this
+    reads its `_processes` dict; when that ever disappears, messages lose the exit code and an
+    early exit waits for the chunks already running instead of terminating them.
+    """
+    processes = getattr(executor, "_processes", None)
+    return list(processes.values()) if isinstance(processes, dict) else []
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exit code {exitcode}"
+
+
+def _short_repr(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= _MAX_ITEM_REPR else text[: _MAX_ITEM_REPR - 3] + "..."
+
+
+def _wait_for_breakdown(executor: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
+    """Waits until a broken executor has stopped all its workers; returns them (exit codes set).
+
+    Once a worker has died, the executor's manager thread terminates (SIGTERM) the others and
+    joins them all. Joining them here at the same time would race it for each exit status (the
+    loser of two waitpid calls sees none), so this waits for that thread instead (private, as in
+    `_worker_processes`; without it, the processes are joined here).
+    """
+    processes = _worker_processes(executor)
+    manager = getattr(executor, "_executor_manager_thread", None)
+    if isinstance(manager, threading.Thread):
+        manager.join(timeout=30.0)
+    else:
+        for p in processes:
+            p.join(timeout=10.0)
+    return processes
+
+
+def _worker_died_error(
+    processes: list[Any],
+    table: Any,
+    items: Sequence[Any],
+    chunk_start: int,
+    chunksize: int,
+    num_workers: int,
+) -> BuildWorkerDied:
+    """The error that names the item(s) a dead worker was making, its exit status and the fix."""
+    # `processes` have all ended (`_wait_for_breakdown`): the survivors by the executor's SIGTERM,
+    # so the culprits are the processes that ended any other way.
+    making = {int(table[i]): int(table[i + 1]) for i in range(0, len(table), 2) if table[i] > 0}
+    dead = [p for p in processes if p.exitcode is not None and p.exitcode != -signal.SIGTERM]
+    if not dead:  # a culprit killed by SIGTERM itself cannot be told apart from the others
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+    culprits = []
+    for p in dead:
+        index = making.get(p.pid)
+        if index is None:
+            what = "before it took any item (it failed to start: see its traceback above)"
+        elif 0 <= index < len(items):
+            what = f"while making item {index} of {len(items)}: {_short_repr(items[index])}"
+        else:
+            what = "between two items"
+        culprits.append(f"worker process {p.pid} ({_describe_exit(p.exitcode)}) {what}")
+    if not culprits:
+        end = min(chunk_start + chunksize, len(items))
+        culprits.append(
+            f"a worker process (exit status unknown) while making one of items {chunk_start} to "
+            f"{end - 1} of {len(items)}, the first being {_short_repr(items[chunk_start])}"
+        )
+    return BuildWorkerDied(
+        "A build worker process died: "
+        + "; ".join(culprits)
+        + ". Its work is lost, so the build stops here instead of waiting for it forever. Likely "
+        "causes: the machine ran out of memory (the kernel's OOM killer sends SIGKILL; `dmesg` "
+        "shows it) or an audio decoder crashed on a damaged file. Rerun the build; if it dies "
+        f"again, give the builder fewer worker processes (num_workers, {num_workers} here) to "
+        "use less memory, and decode the file named above on its own (e.g. "
+        "adc_jax.data.audio_io.load_audio(path)) to see whether it crashes."
+    )
+
+
+def _ordered_results(
+    executor: concurrent.futures.ProcessPoolExecutor,
+    items: Sequence[_T],
+    chunksize: int,
+    num_workers: int,
+    table: Any,
+    finished: list[bool],
+) -> Iterator[_R]:
+    """fn(item) in order, submitting chunks as results are consumed (a bounded window)."""
+    window = CHUNKS_IN_FLIGHT_PER_WORKER * num_workers
+    in_flight: collections.deque[tuple[int, concurrent.futures.Future]] = collections.deque()
+    next_start = 0
+    while next_start < len(items) or in_flight:
+        start = in_flight[0][0] if in_flight else next_start
+        try:
+            while next_start < len(items) and len(in_flight) < window:
+                chunk = items[next_start : next_start + chunksize]
+                in_flight.append((next_start, executor.submit(_run_chunk, next_start, chunk)))
+                next_start += chunksize
+            start, future = in_flight.popleft()
+            results = future.result()
+        except BrokenProcessPool as e:  # from result(), or from submit() once it is known
+            raise _worker_died_error(
+                _wait_for_breakdown(executor), table, items, start, chunksize, num_workers
+            ) from e
+        yield from results
+    finished[0] = True  # every result was consumed
+
+
 @contextlib.contextmanager
 def map_in_order(
     fn: Callable[[_T], _R], items: Sequence[_T], num_workers: int, chunksize: int = 4
 ) -> Iterator[Iterator[_R]]:
     """Yields an iterator over fn(item) for every item, in order.
 
-    With num_workers > 1, `fn` runs in a pool of that many spawned processes (spawn, not fork:
-    the caller may already run JAX threads), so `fn` and the items must be picklable and `fn`
-    defined at the top level of a module. An exception in `fn` is raised by the iterator; leaving
-    the context terminates the pool.
+    With num_workers > 1, `fn` runs in a `concurrent.futures.ProcessPoolExecutor` of that many
+    spawned processes (spawn, not fork: the caller may already run JAX threads), so `fn` and the
+    items must be picklable and `fn` defined at the top level of a module. Items go to the
+    workers in chunks of `chunksize`, and at most CHUNKS_IN_FLIGHT_PER_WORKER chunks per worker
+    are submitted and not yet consumed, so memory stays bounded however many items there are.
+
+    An exception raised by `fn` is raised by the iterator with its own type and message. A
+    worker process that dies (a crash in native code, an out-of-memory kill, os._exit) raises
+    `BuildWorkerDied`, naming the item it was making and its exit status, instead of waiting
+    forever for the lost work. Leaving the context before the end (a break, an exception,
+    KeyboardInterrupt) cancels the queued chunks and terminates the workers without waiting.
     """
+    if chunksize < 1:
+        raise ValueError(f"chunksize={chunksize} must be at least 1.")
     if num_workers <= 1:
         yield map(fn, items)
         return
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
-        yield pool.imap(fn, items, chunksize=chunksize)
+    context = multiprocessing.get_context("spawn")
+    # (pid, index of the item being made or -1) per worker: names the item a dead worker held.
+    table = context.RawArray("q", 2 * num_workers)
+    slots = context.Value("i", 0)
+    executor = concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=context, initializer=_init_worker, initargs=(fn, table, slots)
+    )
+    finished = [False]
+    try:
+        yield _ordered_results(executor, items, chunksize, num_workers, table, finished)
+    finally:
+        if finished[0]:
+            executor.shutdown(wait=True)
+        else:
+            processes = _worker_processes(executor)
+            executor.shutdown(wait=False, cancel_futures=True)
+            for p in processes:  # the chunks they run are not wanted any more
+                if p.is_alive():
+                    p.terminate()
+            for p in processes:
+                p.join(timeout=10.0)
 
 
 def write_split(
