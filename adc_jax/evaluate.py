@@ -162,6 +162,8 @@ class Evaluator:
             "num_pairs": len(predictions),
             "config_name": self.config.name,
         }
+        if self.config.data.name == "adiff":
+            result["subset"] = self.config.data.adiff_subset
         result.update(score_predictions(predictions, self.split))
         eval_dir = os.path.dirname(out_prefix)
         result["baseline"] = baseline_result(

@@ -151,3 +151,72 @@ def write_samples(path: str, predictions: dict[str, str], split: EvalSplit, num:
             if edits:
                 f.write("  edits:     " + ", ".join(f"{o} {c}" for o, c in edits) + "\n")
             f.write("\n")
+
+
+# ---------------------------------------------------------------------------------- ADIFF table
+
+# ADIFF's leaderboard columns: subset and tier.
+ADIFF_COLUMNS = (("cld", 1), ("cld", 2), ("cld", 3), ("acd", 1), ("acd", 2), ("acd", 3))
+# ADIFF's published greedy-decoding SPICE (x100) per column (Deshmukh et al., ICLR 2025): a
+# reference row, printed as theirs, beside ours.
+ADIFF_PUBLISHED_SPICE = {
+    ("cld", 1): 11.85,
+    ("cld", 2): 23.15,
+    ("cld", 3): 16.67,
+    ("acd", 1): 12.68,
+    ("acd", 2): 22.16,
+    ("acd", 3): 17.07,
+}
+ADIFF_REFERENCE_ROW = "ADIFF, published (Deshmukh et al., 2025; greedy; theirs, not run here)"
+
+
+def adiff_cells(result: dict[str, Any], metric: str, *, baseline: bool = False) -> dict:
+    """(subset, tier) -> metric x 100 of one ADIFF eval result (its baseline's with baseline)."""
+    cells = {}
+    for tier, r in result.get("tiers", {}).items():
+        scores = (r["baseline"] if baseline else r)["scores"]
+        value = scores.get(metric)
+        cells[(result["subset"], int(tier))] = None if value is None else 100.0 * value
+    return cells
+
+
+def adiff_table(systems: list[tuple[str, list[dict[str, Any]]]], metric: str = "SPICE") -> str:
+    """A Markdown table laid out like ADIFF's leaderboard for one metric (x 100).
+
+    Args:
+      systems: (row name, eval results of that system: one per subset it was run on) pairs.
+      metric: a key of the results' "scores" (SPICE, SPIDEr, CIDEr, BLEU_4, METEOR, ROUGE_L).
+
+    Rows: each system; the most-frequent-answer baseline of each tier (from the first result
+    that scored the column); and, for SPICE, ADIFF's published figures, labelled as theirs.
+    Columns: CLD-1..3, ACD-1..3 ("-" where nothing was run, "n/a" where the metric could not be
+    computed, e.g. SPICE without Stanford CoreNLP).
+    """
+    header = ["system"] + [f"{subset.upper()}-{tier}" for subset, tier in ADIFF_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(name: str, cells: dict, present: set) -> str:
+        out = []
+        for column in ADIFF_COLUMNS:
+            if column not in present:
+                out.append("-")
+            else:
+                out.append("n/a" if cells.get(column) is None else f"{cells[column]:.2f}")
+        return "| " + " | ".join([name, *out]) + " |"
+
+    baseline: dict = {}
+    baseline_present: set = set()
+    for name, results in systems:
+        cells: dict = {}
+        for result in results:
+            cells.update(adiff_cells(result, metric))
+            for column, value in adiff_cells(result, metric, baseline=True).items():
+                if column not in baseline_present:
+                    baseline[column] = value
+                    baseline_present.add(column)
+        lines.append(row(name, cells, set(cells)))
+    if baseline_present:
+        lines.append(row("most frequent training answer of the tier", baseline, baseline_present))
+    if metric == "SPICE":
+        lines.append(row(ADIFF_REFERENCE_ROW, ADIFF_PUBLISHED_SPICE, set(ADIFF_COLUMNS)))
+    return "\n".join(lines)

@@ -8,18 +8,19 @@ baselines, the ADIFF table, and `caption --tier`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-from adc_jax import caption, evaluate, rundir, train
+from adc_jax import caption, evaluate, report, rundir, train
 from adc_jax import config as config_lib
 from adc_jax.data import pipeline
 from adc_jax.data.tokenizer import Vocabulary, tier_token
 from tests.adiff_fixture import make_adiff_fixture
-from tests.conftest import load_config
+from tests.conftest import REPO_ROOT, load_config
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,27 @@ def test_evaluate_workdir_reproduces_the_final_scores(adiff_run):
         assert again["tiers"][tier]["scores"]["CIDEr"] == pytest.approx(
             result["tiers"][tier]["scores"]["CIDEr"]
         )
+
+
+def test_adiff_table_has_the_leaderboard_layout(adiff_run, capsys):
+    _, _, workdir, result = adiff_run
+    table = report.adiff_table([("ours", [result])], "CIDEr").splitlines()
+    assert table[0] == "| system | CLD-1 | CLD-2 | CLD-3 | ACD-1 | ACD-2 | ACD-3 |"
+    ours = table[2].split(" | ")
+    assert ours[1] == f"{100 * result['tiers']['1']['scores']['CIDEr']:.2f}"
+    assert ours[4:] == ["-", "-", "- |"]  # ACD was not run
+    assert table[3].startswith("| most frequent training answer of the tier")
+    assert len(table) == 4  # the published reference row is SPICE only
+    spice = report.adiff_table([("ours", [result])], "SPICE").splitlines()
+    assert spice[-1] == (
+        f"| {report.ADIFF_REFERENCE_ROW} | 11.85 | 23.15 | 16.67 | 12.68 | 22.16 | 17.07 |"
+    )
+    spec = importlib.util.spec_from_file_location(
+        "adiff_table", os.path.join(REPO_ROOT, "tools", "adiff_table.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([f"late SDD={workdir}", "--metrics=CIDEr,SPICE"]) == 0
+    out = capsys.readouterr().out
+    assert "### CIDEr (x 100)" in out and "| late SDD |" in out and "11.85" in out
+    assert tool.main([str(os.path.dirname(workdir))]) == 1  # no eval there: a clear error

@@ -1,18 +1,25 @@
-"""Writes synthetic_adc pairs as WAV files with their captions, to listen to the data.
+"""Writes synthetic_adc or clip_pairs pairs as WAV files with their captions, to listen to the data.
 
 For each pair: DIR/<key>_1.wav, DIR/<key>_2.wav (16-bit PCM) and DIR/<key>.txt (scene, edits with
-their magnitudes, the five reference captions).
+their magnitudes, the five reference captions and, for clip_pairs, the recordings it was mixed
+from).
 
   python tools/listen.py --size=quick --split=eval --num=5 --output=/tmp/listen
   python tools/listen.py --size=paper --source=generate --num=3 --output=/tmp/listen
+  python tools/listen.py --data=clip_pairs --clips_dir=ESC-50 --background_dir=FSD50K \
+      --size=quick --num=5 --output=/tmp/listen
 
 --source=dataset (default) reads the built dataset (building it if needed); --source=generate
-synthesises the same pairs directly, which needs no build (the data is a function of the seed).
+synthesises the same pairs directly, which needs no build (synthetic_adc only: the data is a
+function of the seed). With --data=clip_pairs each pair is also re-rendered from its recipe and
+the recordings, and must equal the stored audio within int16 rounding (the tool stops if not).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 
@@ -22,12 +29,91 @@ import soundfile as sf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_synthetic import add_size_flags, resolve  # noqa: E402  (sibling tool)
 
-from adc_jax.data import synthetic  # noqa: E402
-from adc_jax.data.features import as_text  # noqa: E402
+from adc_jax import config as config_lib  # noqa: E402
+from adc_jax.data import clip_pairs, synthetic  # noqa: E402
+from adc_jax.data.features import as_text, to_int16  # noqa: E402
+
+# Largest difference, in int16 steps, allowed between a re-rendered recipe and the stored audio.
+MAX_RENDER_ERROR = 1
+
+
+def clip_pairs_spec(args: argparse.Namespace) -> clip_pairs.ClipPairsSpec:
+    """The clip_pairs spec of the flags: the size preset's data fields, overridden by flags."""
+    d = config_lib.base_config(args.size).data
+    for name in ("clips_dir", "background_dir", "clip_classes", "background_classes"):
+        d[name] = getattr(args, name)
+    spec = clip_pairs.ClipPairsSpec.from_config(d)
+    sizes = resolve(args)[1]  # the preset with the size flags applied
+    return dataclasses.replace(
+        spec,
+        **{k: getattr(sizes, k) for k in ("num_train", "num_validation", "num_eval")},
+        clip_seconds=sizes.clip_seconds,
+        seed=sizes.seed,
+    )
+
+
+def _record_fields(ex) -> tuple:
+    edits = list(
+        zip(
+            map(as_text, ex["edit_ops"]),
+            map(as_text, ex["edit_classes"]),
+            ex["edit_magnitudes"],
+            strict=True,
+        )
+    )
+    return (
+        as_text(ex["key"]),
+        ex["audio1"],
+        ex["audio2"],
+        as_text(ex["scene"]),
+        edits,
+        [as_text(c) for c in ex["captions"]],
+    )
+
+
+def _clip_pairs(args: argparse.Namespace):
+    """Yields the fields of `_pairs` plus recipe lines, after checking each recipe re-renders."""
+    if args.source == "generate":
+        raise SystemExit("--source=generate is for synthetic_adc; clip_pairs reads its build.")
+    if not args.clips_dir:
+        raise SystemExit("--data=clip_pairs needs --clips_dir (ESC-50, FSD50K or class folders).")
+    spec = clip_pairs_spec(args)
+    data_dir = resolve(args)[0]
+    builder = clip_pairs.build_clip_pairs(data_dir, spec, num_workers=args.num_workers)
+    source = builder.as_data_source(args.split)
+    for i in range(args.start, min(len(source), args.start + args.num)):
+        ex = source[i]
+        fields = _record_fields(ex)
+        rendered = clip_pairs.render_recipe(ex["recipe"], spec.clips_dir, spec.background_dir)
+        worst = max(
+            int(np.abs(to_int16(r).astype(np.int32) - np.asarray(s, np.int32)).max())
+            for r, s in zip(rendered, (ex["audio1"], ex["audio2"]), strict=True)
+        )
+        if worst > MAX_RENDER_ERROR:
+            raise SystemExit(
+                f"{fields[0]}: re-rendering its recipe differs from the stored audio by {worst} "
+                "int16 steps: the recordings changed since the build (rebuild it)."
+            )
+        recipe = json.loads(as_text(ex["recipe"]))
+        lines = [f"render check: recipe re-renders within {worst} int16 step(s)"]
+        sr = recipe["sample_rate"]
+        for c, clip in enumerate(recipe["clips"], 1):
+            bg = clip["background"]
+            lines.append(f"clip {c} background: {bg['file']} from {bg['start'] / sr:.2f} s")
+            lines += [
+                f"clip {c} event: {ev['class']} from {ev['file']} "
+                f"[{ev['start'] / sr:.2f} s + {ev['length'] / sr:.2f} s] at {ev['onset'] / sr:.2f} s"
+                for ev in clip["events"]
+            ]
+        yield (*fields, lines)
 
 
 def _pairs(args: argparse.Namespace):
-    """Yields (key, audio1, audio2 int16, scene, edits [(op, cls, magnitude)], captions)."""
+    """Yields (key, audio1, audio2 int16, scene, edits [(op, cls, magnitude)], captions, extra
+    text lines)."""
+    if args.data == "clip_pairs":
+        yield from _clip_pairs(args)
+        return
     data_dir, spec = resolve(args)
     if args.source == "generate":
         for i in range(args.start, args.start + args.num):
@@ -39,31 +125,16 @@ def _pairs(args: argparse.Namespace):
                 ex["scene"],
                 list(zip(ex["edit_ops"], ex["edit_classes"], ex["edit_magnitudes"], strict=True)),
                 ex["captions"],
+                [],
             )
         return
     builder = synthetic.build_synthetic(data_dir, spec, num_workers=args.num_workers)
     source = builder.as_data_source(args.split)
     for i in range(args.start, min(len(source), args.start + args.num)):
-        ex = source[i]
-        edits = list(
-            zip(
-                map(as_text, ex["edit_ops"]),
-                map(as_text, ex["edit_classes"]),
-                ex["edit_magnitudes"],
-                strict=True,
-            )
-        )
-        yield (
-            as_text(ex["key"]),
-            ex["audio1"],
-            ex["audio2"],
-            as_text(ex["scene"]),
-            edits,
-            [as_text(c) for c in ex["captions"]],
-        )
+        yield (*_record_fields(source[i]), [])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_size_flags(parser)
     parser.add_argument("--split", default="eval", choices=synthetic.SPLITS)
@@ -71,10 +142,21 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="index of the first pair")
     parser.add_argument("--output", required=True, help="directory for the WAV and text files")
     parser.add_argument("--source", default="dataset", choices=("dataset", "generate"))
-    args = parser.parse_args()
+    parser.add_argument("--data", default="synthetic_adc", choices=("synthetic_adc", "clip_pairs"))
+    parser.add_argument("--clips_dir", default="", help="clip_pairs: foreground recordings")
+    parser.add_argument(
+        "--background_dir", default="", help="clip_pairs: background recordings (default: clips)"
+    )
+    parser.add_argument(
+        "--clip_classes", default="", help="clip_pairs: comma-separated foreground labels"
+    )
+    parser.add_argument(
+        "--background_classes", default="", help="clip_pairs: comma-separated background labels"
+    )
+    args = parser.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     sample_rate = resolve(args)[1].sample_rate
-    for key, audio1, audio2, scene, edits, captions in _pairs(args):
+    for key, audio1, audio2, scene, edits, captions, extra in _pairs(args):
         for suffix, audio in (("1", audio1), ("2", audio2)):
             sf.write(
                 os.path.join(args.output, f"{key}_{suffix}.wav"),
@@ -89,6 +171,7 @@ def main() -> None:
             for op, cls, m in edits
         ]
         lines += [f"caption {j + 1}: {c}" for j, c in enumerate(captions)]
+        lines += extra
         with open(os.path.join(args.output, f"{key}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
         print(f"{key}: {'; '.join(captions[:1])}  [{', '.join(f'{o} {c}' for o, c, _ in edits)}]")

@@ -10,12 +10,28 @@ operation, a phrase per class, the order of the edits and the connective between
 reference the grammar produces exactly (the tests check all of them) and is lenient on model
 outputs: it keys on single words ("louder", "dog", "delay") inside clauses split at "and", "then"
 and commas, so partial or garbled text still gives its best-effort set of edits.
+
+Classes beyond the synthetic EVENT_CLASSES (the clip_pairs dataset's labels, e.g. "crying_baby")
+are phrased from their words (`label_phrases`: "the crying baby" / "a crying baby"); the parser
+reads them when told which ones a run uses (`parse_caption(text, classes)`), and
+`check_phrasing(classes)` says whether every caption of a set of classes reads back exactly.
+
+Public API:
+  make_captions(edits, rng, num)        reference captions of (operation, class) edits.
+  parse_caption(text, classes=())       the edits a caption asks for.
+  label_class(label)                    a data label as a class name ("Car horn" -> "car_horn").
+  label_words(cls), label_phrases(cls)  a class's words and (definite, indefinite) phrases.
+  is_class_name(cls)                    a synthetic class or a label class name.
+  check_phrasing(classes)               raises if a caption of these classes reads back wrong.
+  all_single_edit_captions(classes), vocabulary()   every single-edit caption, the grammar's words.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -129,7 +145,78 @@ def _fill(template: str, phrase: str) -> str:
 
 
 def _phrases(op: str, cls: str) -> tuple[str, ...]:
-    return INDEFINITE[cls] if op == "add" else DEFINITE[cls]
+    if cls in DEFINITE:
+        return INDEFINITE[cls] if op == "add" else DEFINITE[cls]
+    definite, indefinite = label_phrases(cls)
+    return indefinite if op == "add" else definite
+
+
+# ------------------------------------------------------------------ classes named by data labels
+
+# A class name made from a label: lower-case letters and digits, words joined by "_".
+_LABEL_CLASS_RE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+# Last words that take no indefinite article ("add pouring water", "add crackling fire").
+_MASS_NOUNS = frozenset(
+    "applause fire gravel hail laughter music noise rain smoke snow speech static steam surf "
+    "thunder traffic water wind".split()
+)
+_IRREGULAR_PLURALS = frozenset("children feet fish geese men mice people sheep teeth women".split())
+
+
+def label_class(label: str) -> str:
+    """The class name of a data label in captions and edit labels: its words joined by "_".
+
+    Case and separators do not matter ("Car horn", "car_horn" and "CAR-HORN" give "car_horn");
+    parenthesised parts are dropped and a label listing alternatives keeps the first
+    ("Fill_(with_liquid)" -> "fill", "Crumpling_and_crinkling" -> "crumpling"). Words the parser
+    reads as clause boundaries are dropped. "" if no word is left.
+    """
+    text = re.sub(r"\([^)]*\)", " ", label.lower())
+    words = re.findall(r"[a-z0-9]+", text)
+    if "and" in words:
+        words = words[: words.index("and")]
+    return "_".join(w for w in words if w not in _SEPARATORS)
+
+
+def label_words(cls: str) -> tuple[str, ...]:
+    """The words naming a class in captions: "church_bells" -> ("church", "bells").
+
+    Only letters count (the parser reads words of letters): "hi_hat" -> ("hi", "hat").
+    """
+    return tuple(re.findall(r"[a-z]+", label_class(cls)))
+
+
+def is_class_name(cls: str) -> bool:
+    """A synthetic class, or a label class name as `label_class` writes it (with a letter)."""
+    if cls in DEFINITE:
+        return True
+    return (
+        bool(_LABEL_CLASS_RE.fullmatch(cls)) and label_class(cls) == cls and bool(label_words(cls))
+    )
+
+
+def label_phrases(cls: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(definite, indefinite) noun phrases of a class, as the templates' {the} and {a} slots use.
+
+    The synthetic classes keep their own phrases (DEFINITE, INDEFINITE); any other class is
+    phrased from its words: "crying_baby" -> ("the crying baby",), ("a crying baby",); plurals,
+    "-ing" words and mass nouns take no article ("sea_waves" -> "sea waves", "snoring").
+    """
+    if cls in DEFINITE:
+        return DEFINITE[cls], INDEFINITE[cls]
+    words = label_words(cls)
+    if not words:
+        raise ValueError(f"Class {cls!r} has no words to name it in a caption.")
+    phrase = " ".join(words)
+    last = words[-1]
+    bare = (
+        last in _MASS_NOUNS
+        or last in _IRREGULAR_PLURALS
+        or last.endswith("ing")
+        or (last.endswith("s") and not last.endswith("ss"))
+    )
+    article = "" if bare else ("an " if phrase[0] in "aeiou" else "a ")
+    return (f"the {phrase}",), (f"{article}{phrase}",)
 
 
 def caption_edit(op: str, cls: str, rng: np.random.Generator) -> str:
@@ -171,9 +258,10 @@ def make_captions(edits: Sequence[Edit], rng: np.random.Generator, num: int = 5)
     if not edits:
         raise ValueError("A synthetic pair needs at least one edit to describe.")
     for op, cls in edits:
-        if op not in OPERATIONS or cls not in EVENT_CLASSES:
+        if op not in OPERATIONS or not is_class_name(cls):
             raise ValueError(
-                f"Unknown edit {(op, cls)!r}: operations are {OPERATIONS}, classes {EVENT_CLASSES}."
+                f"Unknown edit {(op, cls)!r}: operations are {OPERATIONS}, classes {EVENT_CLASSES} "
+                "or label class names (lower-case words joined by '_', see `label_class`)."
             )
     captions: list[str] = []
     for _ in range(100 * num):
@@ -185,11 +273,12 @@ def make_captions(edits: Sequence[Edit], rng: np.random.Generator, num: int = 5)
     raise RuntimeError(f"Could not phrase {edits!r} in {num} different ways.")
 
 
-def all_single_edit_captions() -> dict[Edit, list[str]]:
-    """Every caption the grammar can write for a single edit (for tests and vocabulary counts)."""
+def all_single_edit_captions(classes: Iterable[str] = EVENT_CLASSES) -> dict[Edit, list[str]]:
+    """Every caption the grammar can write for a single edit of these classes (default: the
+    synthetic ones), for tests, vocabulary counts and `check_phrasing`."""
     out: dict[Edit, list[str]] = {}
     for op in OPERATIONS:
-        for cls in EVENT_CLASSES:
+        for cls in classes:
             out[(op, cls)] = [_fill(t, p) for t in TEMPLATES[op] for p in _phrases(op, cls)]
     return out
 
@@ -262,12 +351,44 @@ def _tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def _match(tokens: list[str], patterns: dict[tuple[str, ...], str]) -> list[str]:
+# Words of the templates and the operation cues: a class named by a label is never read from one
+# of these alone (its full phrase still is).
+_TEMPLATE_WORDS = frozenset(
+    {w for texts in TEMPLATES.values() for t in texts for w in _TOKEN_RE.findall(t)}
+    | {w for pattern in _OP_PATTERNS for w in pattern}
+    | {"a", "an", "the"}
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _class_patterns(extra: frozenset[str]) -> tuple[dict[tuple[str, ...], str], int]:
+    """The class patterns with the label classes `extra` added, and the longest pattern's length.
+
+    A label class is read from its full phrase ("crying baby"), which wins over the synthetic
+    classes' single words, and from each of its words that no other class of the run and no
+    template uses ("baby").
+    """
+    if not extra:
+        return _CLASS_PATTERNS, _MAX_PATTERN
+    patterns = dict(_CLASS_PATTERNS)
+    counts = collections.Counter(w for cls in extra for w in set(label_words(cls)))
+    for cls in sorted(extra):
+        for w in label_words(cls):
+            if counts[w] == 1 and (w,) not in _CLASS_PATTERNS and w not in _TEMPLATE_WORDS:
+                patterns[(w,)] = cls
+    for cls in sorted(extra):
+        patterns[label_words(cls)] = cls
+    return patterns, max(len(p) for p in patterns)
+
+
+def _match(
+    tokens: list[str], patterns: dict[tuple[str, ...], str], max_pattern: int = _MAX_PATTERN
+) -> list[str]:
     """Labels of the patterns found in `tokens`, left to right, longest match first."""
     found: list[str] = []
     i = 0
     while i < len(tokens):
-        for length in range(_MAX_PATTERN, 0, -1):
+        for length in range(max_pattern, 0, -1):
             label = patterns.get(tuple(tokens[i : i + length]))
             if label is not None:
                 found.append(label)
@@ -296,7 +417,7 @@ def _clause_op(ops: list[str]) -> str | None:
     return ops[0] if ops else None
 
 
-def parse_caption(text: str) -> frozenset[Edit]:
+def parse_caption(text: str, classes: Iterable[str] = ()) -> frozenset[Edit]:
     """The set of (operation, event class) edits a caption asks for.
 
     The caption is split into clauses at "and", "then", "also" and punctuation. Each clause gives
@@ -304,13 +425,23 @@ def parse_caption(text: str) -> frozenset[Edit]:
     louder") takes the operation of the next clause that has one but no class of its own, or else of
     the nearest clause before it ("remove the dog | the bells"). Words that name nothing are
     ignored, so garbled text yields whatever edits it still states.
+
+    Args:
+      text: the caption.
+      classes: the classes of the run beyond EVENT_CLASSES (label classes such as "crying_baby",
+        whose phrases `label_phrases` makes); the synthetic classes are always read.
     """
+    extra = frozenset(c for c in classes if c not in DEFINITE)
+    for cls in extra:
+        if not is_class_name(cls):
+            raise ValueError(f"{cls!r} is not a class name (see `label_class`).")
+    class_patterns, max_pattern = _class_patterns(extra)
     parsed = []
     for clause in _clauses(_tokenize(text)):
-        classes = list(dict.fromkeys(_match(clause, _CLASS_PATTERNS)))
+        classes_found = list(dict.fromkeys(_match(clause, class_patterns, max_pattern)))
         op = _clause_op(_match(clause, _OP_PATTERNS))
-        if classes or op:
-            parsed.append((op, classes))
+        if classes_found or op:
+            parsed.append((op, classes_found))
 
     edits: set[Edit] = set()
     pending: list[str] = []  # classes still waiting for an operation
@@ -328,3 +459,28 @@ def parse_caption(text: str) -> frozenset[Edit]:
     if pending and last_op is not None:
         edits.update((last_op, cls) for cls in pending)
     return frozenset(edits)
+
+
+def check_phrasing(classes: Iterable[str]) -> None:
+    """Raises ValueError unless every single-edit caption of `classes` reads back as its edit.
+
+    Run before making data with label classes: a label whose words collide with the grammar or
+    with another class ("passing car" next to the synthetic "car") would make difference
+    accuracy wrong. The message names the class, the caption and what it read back as.
+    """
+    classes = tuple(dict.fromkeys(classes))
+    for cls in classes:
+        if not is_class_name(cls):
+            raise ValueError(
+                f"{cls!r} is not a class name: use `label_class(label)` (lower-case words joined "
+                "by '_' with at least one letter)."
+            )
+    for edit, texts in all_single_edit_captions(classes).items():
+        for text in texts:
+            got = parse_caption(text, classes)
+            if got != {edit}:
+                raise ValueError(
+                    f"Class {edit[1]!r} cannot be told apart in captions: {text!r} reads back as "
+                    f"{sorted(got)} instead of {[edit]}. Rename the class (its label's words "
+                    "collide with the caption grammar or with another class of the run)."
+                )

@@ -10,7 +10,9 @@ Per example:
                    (Encoding.BYTES; read back as read-only int16 arrays). Lengths may differ
                    from the configured clip length; the pipeline pads/crops.
   captions:        1..5 reference captions (lower case) that turn clip 1 into clip 2.
-  scene:           "rain" or "traffic" (the background scene); "acd" or "cld" for ADIFF.
+  scene:           the background scene: "rain" or "traffic" (synthetic, AudioDiffCaps), the
+                   background class as a phrase (clip_pairs, e.g. "car passing by"), or the
+                   subset "acd" / "cld" (ADIFF).
   caption_tiers:   ADIFF: the explanation tier of each caption, aligned with captions (1 few
                    words, 2 a sentence, 3 in detail); empty for every other dataset, whose
                    captions all count as tier 0 (`caption_tiers`), as do datasets built before

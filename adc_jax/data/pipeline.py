@@ -45,6 +45,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 from adc_jax.config import default_data_dir, parse_buckets, parse_tiers
 from adc_jax.data.adiff import build_adiff
 from adc_jax.data.audiodiffcaps import build_audio_diff_caps
+from adc_jax.data.clip_pairs import ClipPairsSpec, build_clip_pairs
 from adc_jax.data.features import as_text, caption_tiers
 from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
 from adc_jax.data.tokenizer import BOS, PAD, UNK, Vocabulary, tier_token, words
@@ -73,6 +74,8 @@ def load_builder(config: ml_collections.ConfigDict):
             sample_rate=d.sample_rate,
             min_clip_fraction=d.min_clip_fraction,
         )
+    if d.name == "clip_pairs":
+        return build_clip_pairs(data_dir(config), ClipPairsSpec.from_config(d))
     if d.name == "adiff":
         return build_adiff(
             data_dir(config),

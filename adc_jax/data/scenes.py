@@ -1,9 +1,12 @@
-"""Planning and mixing one synthetic_adc pair: a scene, its edits, two waveforms and captions.
+"""Planning and mixing one difference pair: a scene, its edits, two waveforms and captions.
 
 Modelled on how AudioDiffCaps was made (Takeuchi et al., DCASE 2023) with Scaper: a scene is a
 background (rain or road traffic) plus 0-2 foreground events; clip 2 is clip 1 after one edit, or
-two edits in about a third of the pairs. The sounds come from `adc_jax.data.sounds`, the captions
-from the grammar of `adc_jax.data.captions`; the pair is a function of its generator's state only.
+two edits in about a third of the pairs. For synthetic_adc the sounds come from
+`adc_jax.data.sounds`; the clip_pairs dataset plans the same way over real recordings
+(`RecordedSources`: an event is a segment of a recording, "change" takes another recording of the
+class) and mixes them itself. The captions come from the grammar of `adc_jax.data.captions`; the
+pair is a function of its generator's state (and the sources) only.
 
 Time scales with the clip: at 10 s events last 3-5 s and start in the first 8 s as in
 AudioDiffCaps; at 4 s (the quick config) they last 1.2-2 s. Levels are stated relative to the
@@ -22,13 +25,18 @@ No scene holds two events of a class and no event is edited twice, so every pair
 description up to wording. Both clips share the background instance and every untouched event.
 
 Public API:
-  generate_pair(rng, clip_seconds, ...)   one pair as float waveforms, captions and edits.
-  Event                                   a foreground event placed in a clip.
+  generate_pair(rng, clip_seconds, ...)   one synthetic pair as float waveforms, captions and edits.
+  plan_pair(rng, clip_seconds, sources)   the plan of a pair (scene, levels, events, edits,
+                                          captions) without audio.
+  Event, PairPlan                         a foreground event placed in a clip; a planned pair.
+  SYNTHESISED, RecordedSources            where instances come from: the synthesiser, or
+                                          recordings known by their lengths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,8 +85,10 @@ _F32 = np.float32
 class Event:
     """A foreground event placed in a clip.
 
-    cls: event class; seed/character: which instance; onset/duration: seconds;
-    level_db: active RMS in dB above the background RMS.
+    cls: event class; seed/character: which synthesised instance; onset/duration: seconds;
+    level_db: active RMS in dB above the background RMS; source/start (recorded sources only):
+    the recording's index in its class's pool and the sample where the segment starts in it
+    (-1 and 0 for synthesised events).
     """
 
     cls: str
@@ -87,10 +97,141 @@ class Event:
     onset: float
     duration: float
     level_db: float
+    source: int = -1
+    start: int = 0
+
+
+class SynthesisedSources:
+    """Instances from `adc_jax.data.sounds`: an event is a (seed, character), a background a seed."""
+
+    classes = EVENT_CLASSES
+    scenes = BACKGROUNDS
+
+    def new_instance(
+        self, rng: np.random.Generator, cls: str, duration: float
+    ) -> tuple[dict[str, Any], float]:
+        """(Event fields of a new instance of cls, its duration)."""
+        del cls
+        return {"seed": int(rng.integers(2**62)), "character": float(rng.random())}, duration
+
+    def other_instance(
+        self, rng: np.random.Generator, event: Event
+    ) -> tuple[dict[str, Any], float]:
+        """A different instance of the event's class, far in character, and its duration."""
+        character = event.character
+        while abs(character - event.character) < MIN_CHARACTER_CHANGE:
+            character = float(rng.random())
+        return {"seed": int(rng.integers(2**62)), "character": character}, event.duration
+
+    def background(
+        self, rng: np.random.Generator, scene: str, clip_seconds: float
+    ) -> dict[str, int]:
+        """The instance of a background: {"seed"}."""
+        del scene, clip_seconds
+        return {"seed": int(rng.integers(2**62))}
+
+
+SYNTHESISED = SynthesisedSources()
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedSources:
+    """Real recordings to cut events and backgrounds from, known by their lengths (clip_pairs).
+
+    An event is a segment of a recording's active part: as long as the planned duration or the
+    whole active part if that is shorter, at a random place in it; "change" takes another
+    recording of the class (the event keeps its onset, level and the shorter of the two
+    durations). A background is a clip-long stretch of a recording, looped if it is shorter.
+    CLASS_OFFSET_DB is not applied to recordings (it was tuned on the synthesised sounds).
+
+    Attributes:
+      events: class -> one (start, length) per recording: its active part in samples.
+      backgrounds: scene -> one length in samples per recording.
+      sample_rate: Hz of those samples.
+    """
+
+    events: Mapping[str, tuple[tuple[int, int], ...]]
+    backgrounds: Mapping[str, tuple[int, ...]]
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        for cls, pool in self.events.items():
+            if len(pool) < 2 or min(length for _, length in pool) < 1:
+                raise ValueError(
+                    f"Event class {cls!r} needs two or more non-empty recordings ('change' swaps "
+                    f"one for another), not {len(pool)}."
+                )
+        for scene, pool in self.backgrounds.items():
+            if not pool or min(pool) < 1:
+                raise ValueError(f"Background {scene!r} needs a non-empty recording.")
+        if len(self.events) < 2 or not self.backgrounds:
+            raise ValueError(
+                f"Pairs need two or more event classes and a background, not {len(self.events)} "
+                f"and {len(self.backgrounds)}."
+            )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.events)
+
+    @property
+    def scenes(self) -> tuple[str, ...]:
+        return tuple(self.backgrounds)
+
+    def _segment(
+        self, rng: np.random.Generator, cls: str, source: int, duration: float
+    ) -> tuple[dict[str, Any], float]:
+        start, length = self.events[cls][source]
+        n = min(max(1, int(round(duration * self.sample_rate))), length)
+        offset = start + int(rng.integers(length - n + 1))
+        return {"source": source, "start": offset}, n / self.sample_rate
+
+    def new_instance(
+        self, rng: np.random.Generator, cls: str, duration: float
+    ) -> tuple[dict[str, Any], float]:
+        """(Event fields of a random segment of a random recording of cls, its duration)."""
+        return self._segment(rng, cls, int(rng.integers(len(self.events[cls]))), duration)
+
+    def other_instance(
+        self, rng: np.random.Generator, event: Event
+    ) -> tuple[dict[str, Any], float]:
+        """A segment of another recording of the class, at most as long as the event."""
+        source = int(rng.integers(len(self.events[event.cls]) - 1))
+        source += source >= event.source
+        return self._segment(rng, event.cls, source, event.duration)
+
+    def background(
+        self, rng: np.random.Generator, scene: str, clip_seconds: float
+    ) -> dict[str, int]:
+        """{"source", "start"}: a recording of the scene and the sample where the clip starts."""
+        pool = self.backgrounds[scene]
+        source = int(rng.integers(len(pool)))
+        n = int(round(clip_seconds * self.sample_rate))
+        span = pool[source] - n + 1 if pool[source] >= n else pool[source]
+        return {"source": source, "start": int(rng.integers(span))}
+
+
+@dataclasses.dataclass(frozen=True)
+class PairPlan:
+    """A planned pair: everything but the audio.
+
+    scene: the background scene; background: its instance (`sources.background`);
+    background_gain: its RMS (linear, full scale 1); events1/events2: the events of each clip;
+    edits: (operation, class, magnitude) per edit; captions: the reference captions.
+    """
+
+    scene: str
+    background: dict[str, int]
+    background_gain: float
+    events1: list[Event]
+    events2: list[Event]
+    edits: list[tuple[str, str, float]]
+    captions: list[str]
 
 
 def _new_event(
     rng: np.random.Generator,
+    sources: SynthesisedSources | RecordedSources,
     cls: str,
     clip_seconds: float,
     onset_range: tuple[float, float] | None = None,
@@ -99,14 +240,17 @@ def _new_event(
 ) -> Event:
     if duration is None:
         duration = float(rng.uniform(*EVENT_FRACTION) * clip_seconds)
+    instance, duration = sources.new_instance(rng, cls, duration)
     lo, hi = onset_range if onset_range is not None else (0.0, _max_onset(duration, clip_seconds))
     return Event(
         cls=cls,
-        seed=int(rng.integers(2**62)),
-        character=float(rng.random()),
+        seed=instance.get("seed", 0),
+        character=instance.get("character", 0.0),
         onset=float(rng.uniform(lo, hi)),
         duration=duration,
         level_db=float(rng.uniform(*EVENT_DB)) if level_db is None else level_db,
+        source=instance.get("source", -1),
+        start=instance.get("start", 0),
     )
 
 
@@ -115,12 +259,16 @@ def _max_onset(duration: float, clip_seconds: float) -> float:
 
 
 def _plan(
-    rng: np.random.Generator, clip_seconds: float, num_edits: int | None
+    rng: np.random.Generator,
+    clip_seconds: float,
+    num_edits: int | None,
+    sources: SynthesisedSources | RecordedSources = SYNTHESISED,
 ) -> tuple[list[Event], list[Event], list[tuple[str, str, float]]]:
     """Draws clip 1's events, the edits, and clip 2's events.
 
     Returns (events1, events2, edits) with edits as (operation, class, magnitude).
     """
+    event_classes = sources.classes
     if num_edits is None:
         num_edits = 2 if rng.random() < TWO_EDIT_PROBABILITY else 1
     if num_edits not in (1, 2):
@@ -128,10 +276,15 @@ def _plan(
     ops = [OPERATIONS[i] for i in rng.integers(len(OPERATIONS), size=num_edits)]
     n_add = ops.count("add")
     n_mod = num_edits - n_add
-    max_extra = min(MAX_EVENTS_CLIP1 - n_mod, MAX_EVENTS_CLIP2 - n_mod - n_add)
+    if num_edits > len(event_classes):
+        raise ValueError(f"{num_edits} edits need as many event classes, not {event_classes}.")
+    # The last term only binds with fewer classes than the synthetic data's ten.
+    max_extra = min(
+        MAX_EVENTS_CLIP1 - n_mod, MAX_EVENTS_CLIP2 - n_mod - n_add, len(event_classes) - num_edits
+    )
     n_extra = int(rng.integers(0, max_extra + 1))
     classes = [
-        EVENT_CLASSES[i] for i in rng.choice(len(EVENT_CLASSES), num_edits + n_extra, replace=False)
+        event_classes[i] for i in rng.choice(len(event_classes), num_edits + n_extra, replace=False)
     ]
     T = clip_seconds
     min_shift = MIN_SHIFT_FRACTION * T
@@ -141,42 +294,62 @@ def _plan(
     for op, cls in zip(ops, classes[:num_edits], strict=True):
         magnitude = 0.0
         if op == "add":
-            events2.append(_new_event(rng, cls, T))
+            events2.append(_new_event(rng, sources, cls, T))
         elif op == "remove":
-            events1.append(_new_event(rng, cls, T))
+            events1.append(_new_event(rng, sources, cls, T))
         elif op in ("louder", "quieter"):
             step = float(rng.uniform(*LOUDNESS_STEP_DB))
             lo_db = float(rng.uniform(LOUDNESS_EDIT_RANGE_DB[0], LOUDNESS_EDIT_RANGE_DB[1] - step))
             first, second = (lo_db, lo_db + step) if op == "louder" else (lo_db + step, lo_db)
-            e1 = _new_event(rng, cls, T, level_db=first)
+            e1 = _new_event(rng, sources, cls, T, level_db=first)
             events1.append(e1)
             events2.append(dataclasses.replace(e1, level_db=second))
             magnitude = second - first
         elif op == "change":
-            e1 = _new_event(rng, cls, T)
-            character = e1.character
-            while abs(character - e1.character) < MIN_CHARACTER_CHANGE:
-                character = float(rng.random())
+            e1 = _new_event(rng, sources, cls, T)
+            instance, duration = sources.other_instance(rng, e1)
+            if duration != e1.duration:  # recordings: the other one's segment is shorter
+                e1 = dataclasses.replace(e1, duration=duration)
             events1.append(e1)
-            events2.append(
-                dataclasses.replace(e1, seed=int(rng.integers(2**62)), character=character)
-            )
+            events2.append(dataclasses.replace(e1, **instance))
         else:  # earlier / later: the later position is at least min_shift after the earlier one
             duration = float(rng.uniform(*EVENT_FRACTION) * T)
             latest = _max_onset(duration, T)  # >= 0.7 T > min_shift for any clip length
             early = float(rng.uniform(0.0, latest - min_shift))
             late = float(rng.uniform(early + min_shift, latest))
             first, second = (late, early) if op == "earlier" else (early, late)
-            e1 = _new_event(rng, cls, T, onset_range=(first, first), duration=duration)
+            e1 = _new_event(rng, sources, cls, T, onset_range=(first, first), duration=duration)
             events1.append(e1)
             events2.append(dataclasses.replace(e1, onset=second))
             magnitude = second - first
         edits.append((op, cls, magnitude))
     for cls in classes[num_edits:]:
-        e = _new_event(rng, cls, T)
+        e = _new_event(rng, sources, cls, T)
         events1.append(e)
         events2.append(e)
     return events1, events2, edits
+
+
+def plan_pair(
+    rng: np.random.Generator,
+    clip_seconds: float,
+    sources: SynthesisedSources | RecordedSources = SYNTHESISED,
+    num_edits: int | None = None,
+) -> PairPlan:
+    """Plans one pair: scene, background instance and level, events of both clips, edits, captions.
+
+    Args:
+      rng: the pair's generator (the plan is a function of its state and `sources`).
+      clip_seconds: length of both clips.
+      sources: where instances come from (SYNTHESISED, or a `RecordedSources`).
+      num_edits: 1 or 2 edits; None draws 2 with probability TWO_EDIT_PROBABILITY.
+    """
+    scene = sources.scenes[int(rng.integers(len(sources.scenes)))]
+    bg_gain = 10.0 ** ((BACKGROUND_DBFS + rng.uniform(-1, 1) * BACKGROUND_DBFS_SPREAD) / 20.0)
+    background = sources.background(rng, scene, clip_seconds)
+    events1, events2, edits = _plan(rng, clip_seconds, num_edits, sources)
+    captions = make_captions([(op, cls) for op, cls, _ in edits], rng, NUM_CAPTIONS)
+    return PairPlan(scene, background, float(bg_gain), events1, events2, edits, captions)
 
 
 def _place(out: np.ndarray, wav: np.ndarray, onset: float, gain: float, sr: int) -> np.ndarray:
@@ -215,11 +388,10 @@ def generate_pair(
       ({class: [N]}), which sum to audio1/audio2.
     """
     sr = sample_rate
-    scene = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    bg_gain = 10.0 ** ((BACKGROUND_DBFS + rng.uniform(-1, 1) * BACKGROUND_DBFS_SPREAD) / 20.0)
-    background = bg_gain * synthesize_background(scene, int(rng.integers(2**62)), clip_seconds, sr)
-    events1, events2, edits = _plan(rng, clip_seconds, num_edits)
-    captions = make_captions([(op, cls) for op, cls, _ in edits], rng, NUM_CAPTIONS)
+    plan = plan_pair(rng, clip_seconds, SYNTHESISED, num_edits)
+    scene, bg_gain, edits = plan.scene, plan.background_gain, plan.edits
+    events1, events2, captions = plan.events1, plan.events2, plan.captions
+    background = bg_gain * synthesize_background(scene, plan.background["seed"], clip_seconds, sr)
 
     cache: dict[tuple, np.ndarray] = {}
     clips, stems = [], []

@@ -27,6 +27,7 @@ from adc_jax.data.captions import OPERATIONS, parse_caption
 from adc_jax.data.pipeline import EvalSplit
 from adc_jax.data.tokenizer import words
 from adc_jax.metrics.captioning import tokenize_for_scoring
+from adc_jax.metrics.difference import label_classes
 from adc_jax.metrics.scores import has_edit_labels
 
 # Scores computed on every subset of a breakdown.
@@ -165,8 +166,12 @@ class _SubsetScorer:
     def _exact(texts: list[str], split: EvalSplit) -> np.ndarray | None:
         if not has_edit_labels(split):
             return None
+        classes = label_classes(split.edits)  # clip_pairs: its label classes too
         return np.asarray(
-            [parse_caption(t) == frozenset(e) for t, e in zip(texts, split.edits, strict=True)],
+            [
+                parse_caption(t, classes) == frozenset(e)
+                for t, e in zip(texts, split.edits, strict=True)
+            ],
             np.float64,
         )
 

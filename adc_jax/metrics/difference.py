@@ -11,13 +11,15 @@ class) edits by `adc_jax.data.captions.parse_caption` and compared with the labe
   operation_accuracy: fraction of labelled edits whose op the prediction uses (on any class).
 
 Pairs without a prediction count as predicting nothing. All values are plain Python floats/ints.
+The parser reads the synthetic classes and, on clip_pairs data, the label classes of the labels
+(e.g. "crying_baby"), so a caption is only credited with classes that the scored split holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from adc_jax.data.captions import OPERATIONS, parse_caption
+from adc_jax.data.captions import OPERATIONS, is_class_name, parse_caption
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -27,9 +29,16 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return float(precision), float(recall), float(f1)
 
 
+def label_classes(labels: Iterable[Iterable[tuple[str, str]]]) -> list[str]:
+    """The distinct event classes of some pairs' edit labels that captions can name, sorted
+    (the `classes` argument of `parse_caption`)."""
+    return sorted({str(c) for edits in labels for _, c in edits if is_class_name(str(c))})
+
+
 def difference_accuracy(
     predictions: Mapping[str, str],
     labels: Mapping[str, Iterable[tuple[str, str]]],
+    classes: Sequence[str] | None = None,
 ) -> dict:
     """Scores predicted captions against the labelled edits.
 
@@ -37,6 +46,8 @@ def difference_accuracy(
       predictions: pair key -> generated caption. Keys missing here predict no edit; keys not in
         `labels` are ignored.
       labels: pair key -> the (operation, event class) edits that turn clip 1 into clip 2.
+      classes: the event classes the parser reads beyond the synthetic ones (clip_pairs' label
+        classes); None takes those of `labels`.
 
     Returns:
       A JSON-serialisable dict: exact_set_accuracy, edit_precision, edit_recall, edit_f1,
@@ -51,10 +62,13 @@ def difference_accuracy(
     op_hits = 0
     num_labelled_edits = 0
     counts = {op: {"tp": 0, "fp": 0, "fn": 0} for op in OPERATIONS}
+    labels = {key: list(edits) for key, edits in labels.items()}
+    if classes is None:
+        classes = label_classes(labels.values())
     for key, label_edits in labels.items():
         truth = frozenset((str(op), str(cls)) for op, cls in label_edits)
         if key in predictions:
-            predicted = parse_caption(predictions[key])
+            predicted = parse_caption(predictions[key], classes)
         else:
             predicted = frozenset()
             num_missing += 1
