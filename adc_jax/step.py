@@ -171,10 +171,13 @@ def compute_loss(
         batch["wav1"], batch["wav1_len"], batch["wav2"], batch["wav2_len"], inputs, train=train
     )
     logits = out["logits"]
-    labels = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
-    if loss_config.label_smoothing:
-        labels = optax.smooth_labels(labels, loss_config.label_smoothing)
-    token_ce = optax.softmax_cross_entropy(logits, labels)
+    # Cross-entropy against the smoothed labels (1 - a) * one_hot + a / V, without building
+    # the [B, L, V] label tensor: (1 - a) * NLL(target) + a * mean over the vocabulary of -log p.
+    # With a 10k-word vocabulary the one-hot labels cost more than the decoder on a CPU.
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    alpha = loss_config.label_smoothing
+    token_ce = (1.0 - alpha) * nll - alpha * jnp.mean(logp, axis=-1) if alpha else nll
     n_tokens = jnp.maximum(weights.sum(), 1.0)
     caption_loss = jnp.sum(token_ce * weights) / n_tokens
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import glob
+import importlib.util
 import logging
 import os
 import shutil
@@ -448,3 +449,28 @@ def test_answer_length_statistics_per_split_and_tier(cld):
     assert table[-1] == f"| eval | 3 (detail) | {s['answers']} | {s['median_words']:g} | " + (
         f"{s['max_words']} |"
     )
+
+
+def test_stats_tool_reports_lengths_and_unknown_rates(tmp_path, capsys):
+    """tools/adiff_stats.py on the fixture: every split and tier, train has no unknown tokens
+    at min count 1, and the eval answers' "(eval pair N)" tags are unknown to a train vocabulary."""
+    fixture = make_adiff_fixture(str(tmp_path / "adiff"), "cld")
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "adiff_stats.py")
+    spec = importlib.util.spec_from_file_location("adiff_stats", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rows, _ = tool.split_statistics(fixture.csv_dir, "cld", min_count=1, max_tokens=320)
+    by = {(r["split"], r["tier"]): r for r in rows}
+    assert set(by) == {(s, t) for s in ("train", "validation", "eval") for t in (1, 2, 3)}
+    assert all(r["unknown_rate"] == 0.0 for (s, _), r in by.items() if s == "train")
+    assert all(r["unknown_rate"] > 0.0 for (s, _), r in by.items() if s == "eval")
+    expected = fixture.expected["train"]
+    tier3 = [a for refs in expected.values() for t, a in refs if t == 3]
+    assert by[("train", 3)]["max_words"] == max(len(a.split()) for a in tier3)
+    limit = by[("train", 2)]["max_tokens"]  # every tier 2 answer fits; no tier 3 one does
+    short, _ = tool.split_statistics(fixture.csv_dir, "cld", min_count=1, max_tokens=limit)
+    cut = {(r["split"], r["tier"]): r["cut"] for r in short}
+    assert cut[("train", 2)] == 0.0 and cut[("train", 3)] == 1.0
+    assert tool.main([f"--csv_dir={fixture.csv_dir}", "--subset=cld"]) == 0
+    assert "| eval | 3 |" in capsys.readouterr().out
+    assert tool.main([f"--csv_dir={tmp_path}", "--subset=cld"]) == 1

@@ -384,3 +384,27 @@ def test_remat_cnn_gives_the_same_loss_and_gradient_norm():
         _, metrics = step_lib.jit_train_step(ts, config, mesh)(ts.rng_state, ts.state, batch)
         results.append((float(metrics["loss"]), float(metrics["grad_norm"])))
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_caption_loss_equals_cross_entropy_with_smoothed_one_hot_labels(batch, alpha):
+    """The loss skips building [B, L, V] one-hot labels; it must equal optax's cross-entropy
+    against optax.smooth_labels(one_hot) over the non-padding tokens."""
+    config = smoke_config()
+    model = step_lib.build_model_and_optimizer(config, VOCAB)[0]
+    loss_config = step_lib.LossConfig(sdd_weight=0.0, label_smoothing=alpha)
+    _, metrics = step_lib.compute_loss(model, batch, loss_config, train=False)
+    tokens = jnp.asarray(batch["tokens"])
+    out = model(
+        jnp.asarray(batch["wav1"]),
+        jnp.asarray(batch["wav1_len"]),
+        jnp.asarray(batch["wav2"]),
+        jnp.asarray(batch["wav2_len"]),
+        tokens[:, :-1],
+        train=False,
+    )
+    labels = optax.smooth_labels(jax.nn.one_hot(tokens[:, 1:], VOCAB), alpha)
+    ce = optax.softmax_cross_entropy(out["logits"], labels)
+    weights = (tokens[:, 1:] != 0).astype(jnp.float32)
+    expected = jnp.sum(ce * weights) / weights.sum()
+    np.testing.assert_allclose(float(metrics["caption_loss"]), float(expected), rtol=1e-5)
