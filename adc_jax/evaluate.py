@@ -44,6 +44,12 @@ from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import baseline_result
 from adc_jax.metrics.breakdown import breakdown
 from adc_jax.metrics.scores import score_predictions
+from adc_jax.predictions import (
+    PredictionsError,
+    predictions_path,
+    read_predictions,
+    write_predictions,
+)
 
 SPLITS = ("train", "validation", "eval")
 
@@ -60,6 +66,13 @@ class DecodeSettings:
     beam_size: int
     length_penalty: float
     batch_size: int
+
+    @property
+    def name(self) -> str:
+        """ "greedy", or "beam<K>_lp<alpha>": names the files of one decode setting."""
+        return (
+            "greedy" if self.mode == "greedy" else f"beam{self.beam_size}_lp{self.length_penalty:g}"
+        )
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> DecodeSettings:
@@ -150,6 +163,7 @@ class Evaluator:
             self.mesh,
             self.vocab,
             batch_size=self.settings.batch_size,
+            nbest=self.settings.beam_size if self.settings.mode == "beam" else 1,
         )
         predictions = {k: v[0][0] for k, v in nbest.items()}
         decode_seconds = time.time() - start
@@ -164,7 +178,7 @@ class Evaluator:
         }
         if self.config.data.name == "adiff":
             result["subset"] = self.config.data.adiff_subset
-        result.update(score_predictions(predictions, self.split))
+        result.update(score_predictions(predictions, self.split, intervals=True))
         eval_dir = os.path.dirname(out_prefix)
         result["baseline"] = baseline_result(
             self.split,
@@ -180,9 +194,11 @@ class Evaluator:
             )
         else:
             result["tiers"] = self._tier_results(predictions, eval_dir)
+        result["predictions_file"] = os.path.basename(predictions_path(out_prefix))
         result["decode_seconds"] = round(decode_seconds, 2)
         result["total_seconds"] = round(time.time() - start, 2)
         if jax.process_index() == 0:
+            write_predictions(predictions_path(out_prefix), nbest, self.split)
             _write_json(out_prefix + ".json", result)
             with open(out_prefix + ".md", "w") as f:
                 f.write(report.markdown_table(result) + "\n")
@@ -197,7 +213,9 @@ class Evaluator:
         out = {}
         for tier, split in self.split.by_tier().items():
             tier_result: dict[str, Any] = {"num_pairs": len(split.keys)}
-            tier_result.update(score_predictions({k: predictions[k] for k in split.keys}, split))
+            tier_result.update(
+                score_predictions({k: predictions[k] for k in split.keys}, split, intervals=True)
+            )
             tier_result["baseline"] = baseline_result(
                 split,
                 {tier: self.baseline_captions[tier]},
@@ -287,10 +305,32 @@ def evaluate_workdir(
     )
     out_dir = os.path.join(run.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    prefix = os.path.join(out_dir, f"{split}_{run.step}_{settings.mode}")
+    prefix = os.path.join(out_dir, f"{split}_{run.step}_{settings.name}")
     ts = run.train_state
     result = evaluator(ts.rng_state, ts.state, step=run.step, out_prefix=prefix)
     return result, prefix
+
+
+def rescore_predictions(path: str) -> dict[str, Any]:
+    """Scores a saved predictions file (`adc_jax.predictions`) without the model: the scores,
+    difference accuracy and intervals of the run that wrote it (and per tier for tiered data).
+
+    Raises:
+      FileNotFoundError: no such file.
+      adc_jax.predictions.PredictionsError: the file is malformed (names the line).
+    """
+    predictions, split = read_predictions(path)
+    result: dict[str, Any] = {"predictions_file": path, "num_pairs": len(predictions)}
+    result.update(score_predictions(predictions, split, intervals=True))
+    if set(split.tiers) != {0}:
+        result["tiers"] = {}
+        for tier, sub in split.by_tier().items():
+            tier_result: dict[str, Any] = {"num_pairs": len(sub.keys)}
+            tier_result.update(
+                score_predictions({k: predictions[k] for k in sub.keys}, sub, intervals=True)
+            )
+            result["tiers"][str(tier)] = tier_result
+    return result
 
 
 # ------------------------------------------------------------------------------------ command line
@@ -311,7 +351,12 @@ def define_flags() -> None:
     flags.DEFINE_float("length_penalty", None, "Beam length penalty (default: the run's).")
     flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to score (default: the latest).")
     flags.DEFINE_integer("max_examples", None, "Score only the first N pairs (default: all).")
-    flags.mark_flag_as_required("workdir")
+    flags.DEFINE_string(
+        "predictions",
+        None,
+        "Rescore this saved predictions file (<eval prefix>_predictions.jsonl) without the "
+        "model, instead of evaluating a workdir; writes <file>.rescored.json.",
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -321,6 +366,20 @@ def main(argv: list[str]) -> None:
         print(f"Error: unexpected arguments {' '.join(argv[1:])!r}; see --help.", file=sys.stderr)
         sys.exit(2)
     f = flags.FLAGS
+    if f.predictions:
+        try:
+            result = rescore_predictions(f.predictions)
+        except (FileNotFoundError, PredictionsError) as e:
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(1)
+        out = f.predictions + ".rescored.json"
+        _write_json(out, result)
+        print(report.rescore_summary(result))
+        print(f"\nWrote {out}")
+        return
+    if not f.workdir:
+        print("Error: pass --workdir=DIR (a training run) or --predictions=FILE.", file=sys.stderr)
+        sys.exit(2)
     try:
         result, prefix = evaluate_workdir(
             f.workdir,
@@ -335,7 +394,9 @@ def main(argv: list[str]) -> None:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(1)
     print(report.markdown_table(result))
-    print(f"\nWrote {prefix}.json, {prefix}.md and {prefix}_samples.txt")
+    print(
+        f"\nWrote {prefix}.json, {prefix}.md, {prefix}_samples.txt and {predictions_path(prefix)}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,26 @@ def _baseline_name(caption: str | dict[str, str], width: int = 60) -> str:
     return f'most frequent caption: "{short}"'
 
 
+def _interval(result: dict[str, Any], metric: str) -> str:
+    lo_hi = result.get("intervals", {}).get(metric)
+    return "" if not lo_hi else f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+
+
+def rescore_summary(result: dict[str, Any]) -> str:
+    """The scores of a rescored predictions file, each with its 95% bootstrap interval."""
+    lines = [f"{result['predictions_file']}: {result['num_pairs']} pairs"]
+    for name, r in [("all", result)] + [
+        (f"tier {t}", r) for t, r in sorted(result.get("tiers", {}).items())
+    ]:
+        s = r["scores"]
+        cells = [f"{m} {s[m]:.3f}{_interval(r, m)}" for m in SCORE_COLUMNS if s.get(m) is not None]
+        if r.get("difference_accuracy"):
+            value = r["difference_accuracy"]["exact_set_accuracy"]
+            cells.append(f"diff-acc {value:.3f}{_interval(r, 'difference_accuracy')}")
+        lines.append(f"  {name}: " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

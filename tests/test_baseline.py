@@ -27,7 +27,7 @@ def test_most_frequent_caption_is_deterministic():
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
 def test_baseline_result_scores_the_caption_everywhere_and_is_cached(monkeypatch, tmp_path):
-    monkeypatch.setattr(captioning, "_meteor", lambda gts, res: 0.5)
+    monkeypatch.setattr(captioning, "_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))
     split = EvalSplit(
         source=[],
         keys=["a", "b", "c"],

@@ -102,7 +102,7 @@ def test_spice_status_follows_the_jars(monkeypatch, tmp_path):
 
 def test_installed_spice_whose_java_fails_gives_null_and_reason(monkeypatch, tmp_path):
     monkeypatch.setattr(cap, "_spice_dir", lambda: _spice_dir_with_fake_jars(tmp_path))
-    monkeypatch.setattr(cap, "_meteor", lambda gts, res: 0.5)
+    monkeypatch.setattr(cap, "_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))
     result = cap.score_captions(GOOD, REFERENCES)
     assert result["SPICE"] is None and result["SPIDEr"] is None
     assert "SPICE failed" in result["notes"]["SPICE"]
@@ -111,12 +111,12 @@ def test_installed_spice_whose_java_fails_gives_null_and_reason(monkeypatch, tmp
 
 def test_spider_is_mean_of_cider_and_spice(monkeypatch, tmp_path):
     monkeypatch.setattr(cap, "_spice_dir", lambda: _spice_dir_with_fake_jars(tmp_path))
-    monkeypatch.setattr(cap, "_meteor", lambda gts, res: 0.5)
+    monkeypatch.setattr(cap, "_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))
     seen = {}
 
     def fake_spice(gts, res):
         seen.update(gts=gts, res=res)
-        return 0.25, "computed"
+        return 0.25, "computed", [0.25] * len(gts)
 
     monkeypatch.setattr(cap, "_run_spice", fake_spice)
     result = cap.score_captions(GOOD, REFERENCES)

@@ -72,6 +72,34 @@ def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
         assert text in markdown
     assert os.path.exists(prefix + "_samples.txt")
     assert "most frequent caption" in proc.stdout
+    # Every prediction is saved, and rescoring the file without the model gives the same scores.
+    assert result["predictions_file"] == "eval_12_greedy_predictions.jsonl"
+    with open(prefix + "_predictions.jsonl") as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) == result["num_pairs"] and all(len(x["nbest"]) == 1 for x in lines)
+    assert {"key", "prediction", "references", "edits", "scene", "tier"} <= set(lines[0])
+    assert set(result["intervals"]) >= {"BLEU_4", "METEOR", "ROUGE_L", "CIDEr"}
+    for metric, (lo, hi) in result["intervals"].items():
+        value = (
+            result["difference_accuracy"]["exact_set_accuracy"]
+            if metric == "difference_accuracy"
+            else result["scores"][metric]
+        )
+        assert lo <= value + 1e-9 and value - 1e-9 <= hi, metric
+    rescored = subprocess.run(
+        [sys.executable, "-m", "adc_jax.evaluate", f"--predictions={prefix}_predictions.jsonl"],
+        cwd=REPO_ROOT,
+        env=smoke_setup.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    with open(prefix + "_predictions.jsonl.rescored.json") as f:
+        again = json.load(f)
+    assert again["scores"] == result["scores"]
+    assert again["difference_accuracy"] == result["difference_accuracy"]
+    assert again["intervals"] == result["intervals"]
 
 
 def test_cli_error_names_a_workdir_without_config(tmp_path):

@@ -31,6 +31,8 @@ in the notes; scoring never crashes because of SPICE.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import importlib.util
 import json
 import math
@@ -40,6 +42,7 @@ import subprocess
 import tempfile
 from typing import Any
 
+import numpy as np
 from absl import logging
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -170,7 +173,7 @@ def tokenize_for_scoring(
     return out_pred, out_refs, n_empty_pred, n_empty_ref
 
 
-def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
     try:
         meteor = Meteor()
     except FileNotFoundError as e:
@@ -178,7 +181,7 @@ def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
             "METEOR needs Java on PATH (java -version); install a Java runtime."
         ) from e
     try:
-        score, _ = meteor.compute_score(gts, res)
+        score, segments = meteor.compute_score(gts, res)
     except ValueError as e:  # The JVM died: readline() returned '' instead of a number.
         err = (
             meteor.meteor_p.stderr.read1(4000).decode(errors="replace")
@@ -188,11 +191,14 @@ def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         raise RuntimeError(f"METEOR's Java process failed: {err.strip() or e}") from e
     finally:
         del meteor  # Meteor.__del__ stops the JVM.
-    return float(score)
+    return float(score), [float(x) for x in segments]
 
 
-def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float | None, str]:
-    """Runs SPICE 1.0 in a temporary folder; returns (score, note) and never raises."""
+def _run_spice(
+    gts: dict[int, list[str]], res: dict[int, list[str]]
+) -> tuple[float | None, str, list[float] | None]:
+    """Runs SPICE 1.0 in a temporary folder; returns (score, note, per-pair scores) and never
+    raises."""
     spice_dir = _spice_dir()
     env = dict(os.environ)
     env["JDK_JAVA_OPTIONS"] = (env.get("JDK_JAVA_OPTIONS", "") + " " + _ADD_OPENS).strip()
@@ -222,26 +228,128 @@ def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[fl
             try:
                 proc = subprocess.run(cmd, cwd=spice_dir, env=env, capture_output=True, text=True)
             except OSError as e:
-                return None, f"SPICE failed to start Java: {e}"
+                return None, f"SPICE failed to start Java: {e}", None
             if proc.returncode == 0:
                 break
             lines = (proc.stderr or proc.stdout or "").strip().splitlines()
             tail = "\n".join(ln for ln in lines if not ln.startswith("NOTE: Picked up"))[-600:]
             errors.append(f"{'with' if cache else 'without'} cache: exit {proc.returncode}: {tail}")
         else:
-            return None, "SPICE failed (Java error); " + " | ".join(errors)
+            return None, "SPICE failed (Java error); " + " | ".join(errors), None
         try:
             with open(out_file) as f:
                 results = json.load(f)
             values = [float(item["scores"]["All"]["f"]) for item in results]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            return None, f"SPICE output could not be read: {e}"
+            return None, f"SPICE output could not be read: {e}", None
     if len(values) != len(gts):
-        return None, f"SPICE scored {len(values)} pairs instead of {len(gts)}"
+        return None, f"SPICE scored {len(values)} pairs instead of {len(gts)}", None
     score = sum(values) / len(values)
     if not math.isfinite(score):
-        return None, "SPICE returned a non-finite score (a caption could not be parsed)"
-    return score, "computed with Stanford CoreNLP 3.6.0" + (" (without cache)" if errors else "")
+        return None, "SPICE returned a non-finite score (a caption could not be parsed)", None
+    note = "computed with Stanford CoreNLP 3.6.0" + (" (without cache)" if errors else "")
+    return score, note, values
+
+
+@dataclasses.dataclass
+class PairScores:
+    """Per-pair quantities of a scored set, from which the corpus scores of any resample of its
+    pairs follow (`adc_jax.metrics.bootstrap`), in the order of the scored keys.
+
+    bleu_correct / bleu_guess: [P, 4] clipped n-gram matches and candidate n-grams (n = 1..4);
+    bleu_testlen / bleu_reflen: [P] candidate length and closest reference length (as
+    pycocoevalcap's BLEU counts them); meteor, rouge_l, cider, spice: [P] per-pair scores (CIDEr
+    with the idf of the whole scored set; spice None when not computed).
+    """
+
+    keys: list[str]
+    bleu_correct: np.ndarray
+    bleu_guess: np.ndarray
+    bleu_testlen: np.ndarray
+    bleu_reflen: np.ndarray
+    meteor: np.ndarray
+    rouge_l: np.ndarray
+    cider: np.ndarray
+    spice: np.ndarray | None
+
+
+def _bleu_counts(pred: str, refs: list[str], n: int = 4) -> tuple[list[int], list[int], int, int]:
+    """(correct [n], guess [n], test length, closest reference length) of one tokenised pair,
+    counted as pycocoevalcap's BLEU does (whitespace tokens, max reference counts, the reference
+    length closest to the candidate's, the shorter one on a tie)."""
+
+    def ngrams(words: list[str]) -> collections.Counter:
+        return collections.Counter(
+            tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1)
+        )
+
+    test = pred.split()
+    max_ref: dict[tuple[str, ...], int] = {}
+    ref_lens = []
+    for ref in refs:
+        words = ref.split()
+        ref_lens.append(len(words))
+        for gram, count in ngrams(words).items():
+            max_ref[gram] = max(max_ref.get(gram, 0), count)
+    correct = [0] * n
+    for gram, count in ngrams(test).items():
+        correct[len(gram) - 1] += min(max_ref.get(gram, 0), count)
+    guess = [max(0, len(test) - k + 1) for k in range(1, n + 1)]
+    reflen = min((abs(length - len(test)), length) for length in ref_lens)[1]
+    return correct, guess, len(test), reflen
+
+
+def score_captions_per_pair(
+    predictions: dict[str, str], references: dict[str, list[str]], *, spice: bool | str = "auto"
+) -> tuple[dict, PairScores]:
+    """`score_captions`, and the per-pair quantities behind its corpus scores (`PairScores`)."""
+    if spice not in (True, False, "auto"):
+        raise ValueError(f"spice must be True, False or 'auto', got {spice!r}.")
+    keys = _check_inputs(predictions, references)
+    if spice is not False:
+        available, reason = spice_status()
+        if spice is True and not available:
+            raise RuntimeError(f"SPICE was requested but cannot run: {reason}.")
+    else:
+        available, reason = False, "SPICE disabled (spice=False)"
+
+    preds, refs, n_empty_pred, n_empty_ref = tokenize_for_scoring(
+        [predictions[k] for k in keys], [list(references[k]) for k in keys]
+    )
+    res = {i: [p] for i, p in enumerate(preds)}
+    gts = dict(enumerate(refs))
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"BLEU_{n + 1}": float(b) for n, b in enumerate(bleu)}
+    scores["METEOR"], meteor_segments = _meteor(gts, res)
+    rouge, rouge_pairs = Rouge().compute_score(gts, res)
+    scores["ROUGE_L"] = float(rouge)
+    cider, cider_pairs = Cider().compute_score(gts, res)
+    scores["CIDEr"] = float(cider)
+    spice_score, spice_pairs = None, None
+    if available:
+        spice_score, reason, spice_pairs = _run_spice(gts, res)
+        if spice_score is None:
+            logging.warning("SPICE not reported: %s", reason)
+    assert tuple(scores) == METRIC_KEYS
+    scores["SPICE"] = spice_score
+    scores["SPIDEr"] = None if spice_score is None else (scores["CIDEr"] + spice_score) / 2
+    scores["num_pairs"] = len(keys)
+    scores["num_empty_predictions"] = n_empty_pred
+    scores["num_empty_references"] = n_empty_ref
+    scores["notes"] = {"SPICE": reason}
+    counts = [_bleu_counts(p, r) for p, r in zip(preds, refs, strict=True)]
+    pairs = PairScores(
+        keys=list(keys),
+        bleu_correct=np.asarray([c[0] for c in counts], np.float64),
+        bleu_guess=np.asarray([c[1] for c in counts], np.float64),
+        bleu_testlen=np.asarray([c[2] for c in counts], np.float64),
+        bleu_reflen=np.asarray([c[3] for c in counts], np.float64),
+        meteor=np.asarray(meteor_segments, np.float64),
+        rouge_l=np.asarray(rouge_pairs, np.float64),
+        cider=np.asarray(cider_pairs, np.float64),
+        spice=None if spice_pairs is None else np.asarray(spice_pairs, np.float64),
+    )
+    return scores, pairs
 
 
 def score_captions(
@@ -265,46 +373,16 @@ def score_captions(
       ValueError: the keys differ, there are no pairs, or a pair has no reference list.
       RuntimeError: Java is missing or a Java scorer (tokenizer, METEOR) fails.
     """
-    if spice not in (True, False, "auto"):
-        raise ValueError(f"spice must be True, False or 'auto', got {spice!r}.")
-    keys = _check_inputs(predictions, references)
-    if spice is not False:
-        available, reason = spice_status()
-        if spice is True and not available:
-            raise RuntimeError(f"SPICE was requested but cannot run: {reason}.")
-    else:
-        available, reason = False, "SPICE disabled (spice=False)"
-
-    preds, refs, n_empty_pred, n_empty_ref = tokenize_for_scoring(
-        [predictions[k] for k in keys], [list(references[k]) for k in keys]
-    )
-    res = {i: [p] for i, p in enumerate(preds)}
-    gts = dict(enumerate(refs))
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    scores = {f"BLEU_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    scores["METEOR"] = _meteor(gts, res)
-    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
-    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    spice_score = None
-    if available:
-        spice_score, reason = _run_spice(gts, res)
-        if spice_score is None:
-            logging.warning("SPICE not reported: %s", reason)
-    assert tuple(scores) == METRIC_KEYS
-    scores["SPICE"] = spice_score
-    scores["SPIDEr"] = None if spice_score is None else (scores["CIDEr"] + spice_score) / 2
-    scores["num_pairs"] = len(keys)
-    scores["num_empty_predictions"] = n_empty_pred
-    scores["num_empty_references"] = n_empty_ref
-    scores["notes"] = {"SPICE": reason}
-    return scores
+    return score_captions_per_pair(predictions, references, spice=spice)[0]
 
 
 __all__ = [
     "EMPTY_PREDICTION",
     "EMPTY_REFERENCE",
     "METRIC_KEYS",
+    "PairScores",
     "score_captions",
+    "score_captions_per_pair",
     "spice_status",
     "tokenize_for_scoring",
 ]
