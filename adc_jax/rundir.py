@@ -145,16 +145,21 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
         time.time() - start,
         stats.pairs_without_captions,
     )
-    if not stats.num_captions:
+    if not stats.num_captions and tiers != (0,):
         raise ValueError(
             f"The training split of {config.data.name} has no caption of the selected tiers "
             f"{tiers}; check data.adiff_tiers against the CSVs in data.csv_dir."
+        )
+    vocab_path = os.path.join(workdir, VOCAB_FILE)
+    if os.path.exists(vocab_path):  # checked on every process, before the barrier below
+        pipeline.check_vocab_file(
+            vocab_path, punctuation=punctuation, extra_tokens=pipeline.tier_tokens(config)
         )
 
     # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
     def vocab() -> Vocabulary:
         return pipeline.build_or_load_vocab(
-            os.path.join(workdir, VOCAB_FILE),
+            vocab_path,
             stats.captions,
             config.data.vocab_min_count,
             config.data.max_caption_tokens,

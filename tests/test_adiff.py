@@ -329,6 +329,10 @@ def test_audio_candidates_are_short_and_in_the_documented_order(tmp_path):
         os.path.join(d, "AudioCapsLarger", "val", "Y1.wav"),
         os.path.join(d, "val", "Y1.wav"),  # the ACD split folder: listed once
         os.path.join(d, "Y1.wav"),
+        # AudioCaps copies named by the bare YouTube id, without AudioSet's "Y".
+        os.path.join(d, "AudioCapsLarger", "val", "1.wav"),
+        os.path.join(d, "val", "1.wav"),
+        os.path.join(d, "1.wav"),
     ]
 
 

@@ -35,6 +35,8 @@ Audio: `filepath1`/`filepath2` (e.g. "ClothoV21/evaluation/<name>.wav",
   AUDIO_DIR/clotho_audio_files/<split>/<name>    (CLD) the DCASE baseline's Clotho layout, or
   AUDIO_DIR/<split>/<name>                       (ACD) AudioCaps split folders train/val/test;
   AUDIO_DIR/<name>                              every file in one folder;
+  (ACD) the three AudioCaps places above with the name's leading "Y" dropped, for copies
+  named by the bare YouTube id;
 where <split> is the CSV's split name and <name> the file name. Every file of every split is
 found before any is decoded; a missing one fails the build naming the CSV row, the filepath and
 the paths tried. Each distinct clip is decoded once per split (pairs share clips: Clotho's
@@ -306,6 +308,15 @@ def audio_candidates(audio_dir: str, subset: str, split: str, filepath: str) -> 
     else:
         candidates.append(os.path.join(audio_dir, folder, name))
     candidates.append(os.path.join(audio_dir, name))
+    if subset == "acd" and name.startswith("Y") and len(name) > 1:
+        # AudioCaps downloads often name a clip by its YouTube id alone, without the "Y" that
+        # AudioSet's file names (and ADIFF's CSVs) put in front.
+        bare = name[1:]
+        candidates += [
+            os.path.join(audio_dir, *parts[:-1], bare),
+            os.path.join(audio_dir, folder, bare),
+            os.path.join(audio_dir, bare),
+        ]
     return list(dict.fromkeys(candidates))  # without repeats, in order
 
 

@@ -293,6 +293,30 @@ def token_stats(vocab: Vocabulary, captions: Sequence[str], max_tokens: int) -> 
     return TokenStats(len(captions), truncated, with_unknown, unknown_words)
 
 
+def check_vocab_file(
+    path: str, *, punctuation: bool, extra_tokens: Sequence[str] = ()
+) -> Vocabulary:
+    """Loads a workdir's vocabulary and checks it fits the config's data settings.
+
+    Every process calls this before the processes wait for each other, so a mismatch fails
+    everywhere with the message instead of leaving the other processes at a barrier.
+
+    Raises:
+      ValueError: the vocabulary lacks one of `extra_tokens` (tier tokens) or has another
+        punctuation setting.
+    """
+    vocab = Vocabulary.load(path)
+    missing = [t for t in extra_tokens if t not in vocab.index]
+    if missing or vocab.punctuation != punctuation:
+        raise ValueError(
+            f"The vocabulary {path} was built for other data settings (punctuation tokens "
+            f"{vocab.punctuation}, missing tokens {missing}); this config asks for "
+            f"punctuation tokens {punctuation} and {list(extra_tokens)}. Use a new workdir "
+            "or the data settings this workdir was trained with."
+        )
+    return vocab
+
+
 def build_or_load_vocab(
     path: str,
     captions: Sequence[str],
@@ -309,19 +333,11 @@ def build_or_load_vocab(
 
     Raises:
       ValueError: a loaded vocabulary lacks one of `extra_tokens` or has another punctuation
-        setting (the workdir was trained with other data settings).
+        setting (the workdir was trained with other data settings; `check_vocab_file`).
     """
     if os.path.exists(path):
-        vocab = Vocabulary.load(path)
+        vocab = check_vocab_file(path, punctuation=punctuation, extra_tokens=extra_tokens)
         logging.info("Vocabulary: %d tokens from %s.", len(vocab), path)
-        missing = [t for t in extra_tokens if t not in vocab.index]
-        if missing or vocab.punctuation != punctuation:
-            raise ValueError(
-                f"The vocabulary {path} was built for other data settings (punctuation tokens "
-                f"{vocab.punctuation}, missing tokens {missing}); this config asks for "
-                f"punctuation tokens {punctuation} and {list(extra_tokens)}. Use a new workdir "
-                "or the data settings this workdir was trained with."
-            )
     else:
         vocab = Vocabulary.build(
             captions, min_count=min_count, punctuation=punctuation, extra_tokens=extra_tokens
@@ -471,8 +487,9 @@ class BucketPlan(Sequence):
 
     def epoch_batches(self, epoch: int) -> list[tuple[np.ndarray, int]]:
         """[(entry indices [global_batch], token length)] of one epoch, in training order."""
-        if self._cached is not None and self._cached[0] == epoch:
-            return self._cached[1]
+        cached = self._cached  # one read: grain's threads call this concurrently
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
         rng = np.random.default_rng([self.seed, epoch])
         batches, carry = [], np.zeros((0,), np.int64)
         for b, length in enumerate(self.buckets):
@@ -641,7 +658,13 @@ def load_eval_split(
     n = len(source) if not max_examples else min(max_examples, len(source))
     keys, refs, edits, scenes, records, entry_tiers = [], [], [], [], [], []
     seen: collections.Counter[str] = collections.Counter()
-    metadata = [source[i] for i in range(n)]
+    # Only the text fields are kept: a decoded record's waveforms are views of its bytes, and a
+    # split's audio (gigabytes for ADIFF) must not stay in memory.
+    text_fields = ("key", "captions", "caption_tiers", "edit_ops", "edit_classes", "scene")
+    metadata = []
+    for i in range(n):
+        record = source[i]
+        metadata.append({f: record[f] for f in text_fields if f in record})
     for tier in tiers:
         for i, r in enumerate(metadata):
             captions = _tier_captions(r, tier)

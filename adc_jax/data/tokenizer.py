@@ -108,7 +108,8 @@ class Vocabulary:
         return [int(start), *ids, EOS], truncated
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids -> caption text; stops at <eos>, skips <pad>/<bos>; punctuation follows its word."""
+        """Ids -> caption text; stops at <eos>, skips <pad>, <bos> and tier tokens; punctuation
+        follows its word."""
         out: list[str] = []
         for i in ids:
             i = int(i)
@@ -117,6 +118,8 @@ class Vocabulary:
             if i in (PAD, BOS):
                 continue
             token = self.tokens[i] if 0 <= i < len(self.tokens) else SPECIAL_TOKENS[UNK]
+            if token.startswith("<tier"):  # a start token is never part of the text
+                continue
             if token in PUNCTUATION and out:
                 out[-1] += token
             else:
