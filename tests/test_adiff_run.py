@@ -106,13 +106,17 @@ def test_caption_takes_a_tier(adiff_run):
     assert caption.main([*paths, f"--workdir={workdir}", "--tier=5", "--beam_size=1"]) == 1
 
 
-def test_evaluate_workdir_reproduces_the_final_scores(adiff_run):
-    _, config, workdir, result = adiff_run
-    again, _ = evaluate.evaluate_workdir(workdir, split="eval")
+def test_saved_predictions_rescore_to_the_same_tier_scores(adiff_run):
+    _, _, workdir, result = adiff_run
+    path = os.path.join(workdir, "eval", result["predictions_file"])
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    assert {line["tier"] for line in lines} == {1, 2, 3}
+    assert all(line["key"].endswith(f"@tier{line['tier']}") for line in lines)
+    again = evaluate.rescore_predictions(path)
     for tier in ("1", "2", "3"):
-        assert again["tiers"][tier]["scores"]["CIDEr"] == pytest.approx(
-            result["tiers"][tier]["scores"]["CIDEr"]
-        )
+        assert again["tiers"][tier]["scores"] == result["tiers"][tier]["scores"]
+        assert again["tiers"][tier]["intervals"] == result["tiers"][tier]["intervals"]
 
 
 def test_adiff_table_has_the_leaderboard_layout(adiff_run, capsys):

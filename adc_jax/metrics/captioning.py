@@ -173,24 +173,40 @@ def tokenize_for_scoring(
     return out_pred, out_refs, n_empty_pred, n_empty_ref
 
 
+# The METEOR scorer of this process: its JVM takes seconds to start, so one is kept for every
+# scoring call (pycocoevalcap's Meteor serves any number of compute_score calls, one at a time
+# under its lock) and replaced when its process has died.
+_METEOR: Meteor | None = None
+
+
+def _meteor_scorer() -> Meteor:
+    global _METEOR
+    if _METEOR is None or _METEOR.meteor_p.poll() is not None:
+        try:
+            _METEOR = Meteor()
+        except FileNotFoundError as e:
+            raise RuntimeError(
+                "METEOR needs Java on PATH (java -version); install a Java runtime."
+            ) from e
+    return _METEOR
+
+
 def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
-    try:
-        meteor = Meteor()
-    except FileNotFoundError as e:
-        raise RuntimeError(
-            "METEOR needs Java on PATH (java -version); install a Java runtime."
-        ) from e
+    """Corpus METEOR and the per-pair scores."""
+    global _METEOR
+    meteor = _meteor_scorer()
     try:
         score, segments = meteor.compute_score(gts, res)
-    except ValueError as e:  # The JVM died: readline() returned '' instead of a number.
+    except (ValueError, BrokenPipeError) as e:  # The JVM died: readline() returned ''.
         err = (
             meteor.meteor_p.stderr.read1(4000).decode(errors="replace")
             if meteor.meteor_p.stderr
             else ""
         )
+        _METEOR = None  # the next call starts a new JVM
+        if meteor.lock.locked():
+            meteor.lock.release()  # compute_score does not release it when it fails
         raise RuntimeError(f"METEOR's Java process failed: {err.strip() or e}") from e
-    finally:
-        del meteor  # Meteor.__del__ stops the JVM.
     return float(score), [float(x) for x in segments]
 
 
