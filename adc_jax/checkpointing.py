@@ -20,6 +20,7 @@ config first: resuming a run (`restore_or_init`), loading a trained run for eval
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -242,9 +243,17 @@ def restore_or_init(
     return restored, data_state, step, saved_meta
 
 
-def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
+def check_workdir(
+    config: ml_collections.ConfigDict,
+    directory: str,
+    *,
+    fields: Callable[[ml_collections.ConfigDict], dict[str, Any]] = model_fields,
+) -> None:
     """Fails fast (before data or model are built) when `directory` holds checkpoints of a model
-    with other shape-determining fields; raises ConfigError listing them. No-op without one."""
+    with other shape-determining fields; raises ConfigError listing them. No-op without one.
+
+    `fields` gives those fields of `config` (the captioner's `config.model_fields` by default;
+    pretraining passes its own)."""
     # Opening a CheckpointManager involves collectives, so every process must take the same
     # branch: process 0's view decides (another process may already see the directory that
     # process 0's Checkpointer has just created).
@@ -259,6 +268,6 @@ def check_workdir(config: ml_collections.ConfigDict, directory: str) -> None:
         step = checkpointer.latest_step()
         if step is not None:
             saved = checkpointer.read_meta(step)
-            check_compatible(saved, {"model": model_fields(config)}, directory)
+            check_compatible(saved, {"model": fields(config)}, directory)
     finally:
         checkpointer.close()

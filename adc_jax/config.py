@@ -156,6 +156,10 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.model.byola_dropout = 0.3
     # BYOL-A: directory written by tools/convert_byola.py to initialise from; "" = random init.
     c.model.byola_init = ""
+    # With model.byola_init: take the log-mel normalisation (norm_mean, norm_std) from the
+    # weights' meta.json when it records one (adc_jax.pretrain does; converted official weights
+    # do not, and keep the statistics above), so the encoder sees inputs scaled as in pretraining.
+    c.model.byola_init_norm = True
     # BYOL-A: keep the CNN and head fixed during training.
     c.model.byola_freeze = False
     # BYOL-A: learning-rate multiplier for the BYOL-A parameters when fine-tuning.
@@ -474,6 +478,27 @@ def _check_byola_init(c: ml_collections.ConfigDict) -> None:
             + " ".join(f"--config.{key}={got}" for key, got, _ in wrong)
             + " (or convert weights of the configured shape)."
         )
+
+
+def apply_byola_init_norm(c: ml_collections.ConfigDict) -> bool:
+    """Sets model.norm_mean/norm_std from model.byola_init's meta.json (see byola_init_norm).
+
+    Returns whether they were set. Does nothing without byola_init, with byola_init_norm False,
+    or when the meta.json is missing or has no statistics (validate reports a bad directory).
+    """
+    m = c.model
+    if not m.get("byola_init") or not m.get("byola_init_norm", True):
+        return False
+    path = os.path.expanduser(m.byola_init)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    try:
+        with open(os.path.join(folder, BYOLA_META_FILE)) as f:
+            meta = json.load(f)
+        mean, std = float(meta["norm_mean"]), float(meta["norm_std"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    m.norm_mean, m.norm_std = mean, std
+    return True
 
 
 def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:

@@ -149,6 +149,13 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     # Everything that can be checked without data or a model fails here, before compilation.
+    if config_lib.apply_byola_init_norm(config):
+        logging.info(
+            "Log-mel normalisation from %s: mean %.6g, std %.6g.",
+            config.model.byola_init,
+            config.model.norm_mean,
+            config.model.norm_std,
+        )
     try:
         config_lib.validate(config, num_devices=jax.device_count())
         checkpointing.check_workdir(config, rundir.checkpoint_dir(workdir))

@@ -24,173 +24,34 @@ written (`train.nonfinite="stop"`) or skips the update and counts it (`"skip"`).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import parameter_overview
 from flax import nnx
-from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from adc_jax import checkpointing, evaluate, multihost, rundir
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
+from adc_jax.loop import (
+    DeviceBatches,
+    MetricsWriter,
+    NonFiniteError,
+    StopRequested,
+    format_terms,
+    progress_bar,
+    summarise,
+)
 
-
-class NonFiniteError(FloatingPointError):
-    """The loss or gradient became NaN/Inf; the message names the step and the loss terms."""
-
-
-class StopRequested:
-    """Turns SIGTERM (preemption) and the first Ctrl-C into "save at the next step and exit"."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signal_name = signal.Signals(signum).name
-        logging.warning(
-            "%s received: saving a checkpoint at the next step boundary, then "
-            "exiting (Ctrl-C again to stop at once).",
-            self.signal_name,
-        )
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-class MetricsWriter:
-    """Writes scalars to `metrics.jsonl` (one object per logged step) and TensorBoard events.
-
-    The TensorBoard writer opens on the first write; after `truncate_after(step)` it hides the
-    events a dead run logged after `step` (tensorboardX's purge_step), as the jsonl file does.
-    """
-
-    def __init__(self, workdir: str, enabled: bool):
-        self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
-        self.tensorboard = None
-        self._purge_step: int | None = None
-
-    def _tensorboard(self):
-        if self.tensorboard is None:
-            self.tensorboard = SummaryWriter(
-                logdir=self.tensorboard_dir, purge_step=self._purge_step
-            )
-        return self.tensorboard
-
-    def truncate_after(self, step: int, *, drop_eval_at_step: bool = False) -> None:
-        """Drops lines logged after `step` by a run that died after its last checkpoint.
-
-        With `drop_eval_at_step`, the eval line of `step` goes too (the resumed run evaluates that
-        step again). A line cut short by a kill is dropped; the file is replaced atomically.
-        """
-        self._purge_step = step + 1
-        if not self.enabled or not os.path.exists(self.path):
-            return
-        kept, dropped = [], 0
-        with open(self.path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                    line_step = int(record["step"])
-                except (ValueError, KeyError, TypeError):
-                    dropped += 1
-                    continue
-                is_eval = any(k.startswith("eval/") for k in record)
-                if line_step < step or (line_step == step and not (drop_eval_at_step and is_eval)):
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    dropped += 1
-        if dropped:
-            logging.info("Dropped %d line(s) of %s logged after step %d.", dropped, self.path, step)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.path)
-
-    def write(self, step: int, scalars: dict[str, float], prefix: str = "train") -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(
-                json.dumps({"step": step, **{f"{prefix}/{k}": v for k, v in scalars.items()}})
-                + "\n"
-            )
-        tensorboard = self._tensorboard()
-        for k, v in scalars.items():
-            if v is not None and np.isfinite(v):
-                tensorboard.add_scalar(f"{prefix}/{k}", v, step)
-        tensorboard.flush()
-
-    def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-class DeviceBatches:
-    """Keeps `depth` global batches on the devices ahead of the step (host->device overlap).
-
-    Each batch travels with the grain iterator state taken right after it was read, so the state
-    saved in a checkpoint is exactly the position of the last batch the model consumed.
-    """
-
-    def __init__(self, iterator, mesh, depth: int = 2):
-        self.iterator, self.mesh, self.depth = iterator, mesh, max(depth, 1)
-        self.queue: collections.deque = collections.deque()
-
-    def __iter__(self) -> Iterator[tuple[dict[str, jax.Array], dict[str, Any]]]:
-        return self
-
-    def __next__(self):
-        while len(self.queue) < self.depth:
-            local = next(self.iterator)
-            self.queue.append(
-                (sharding_lib.global_batch(local, self.mesh), self.iterator.get_state())
-            )
-        return self.queue.popleft()
-
-
-def _summarise(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], list[int]]:
-    """Means of the metrics of the pending steps; also the indices of non-finite steps."""
-    host = jax.device_get(pending)
-    bad = [i for i, m in enumerate(host) if m["finite"] < 1]
-    good = [m for m in host if m["finite"] >= 1] or host
-    means = {k: float(np.mean([m[k] for m in good])) for k in host[0] if k != "finite"}
-    return means, bad
-
-
-def _format_terms(metrics: dict[str, Any]) -> str:
-    """'loss=nan, caption_loss=nan, ...; non-finite: loss, grad_norm' for an error message."""
-    values = {k: float(v) for k, v in sorted(metrics.items()) if k != "finite"}
-    bad = [k for k, v in values.items() if not np.isfinite(v)]
-    text = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-    return text + (f"; non-finite: {', '.join(bad)}" if bad else "")
+# The name this helper had here before `adc_jax.loop` held it (tests/test_train.py uses it).
+_format_terms = format_terms
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -389,7 +250,7 @@ class StepLoop:
         train = self.config.train
         train_step = step_lib.jit_train_step(self.ts, self.config, self.mesh)
         batches = DeviceBatches(self.start.train_iter, self.mesh)
-        self.progress = _progress_bar(jax.process_index() == 0, self.start.step, train.num_steps)
+        self.progress = progress_bar(jax.process_index() == 0, self.start.step, train.num_steps)
         step = self.start.step
         try:
             while step < train.num_steps:
@@ -431,10 +292,10 @@ class StepLoop:
         a non-finite step, as `train.nonfinite` says."""
         if not self.pending:
             return
-        means, bad = _summarise(self.pending)
+        means, bad = summarise(self.pending)
         if bad:
             bad_step = step - len(self.pending) + 1 + bad[0]
-            terms = _format_terms(jax.device_get(self.pending[bad[0]]))
+            terms = format_terms(jax.device_get(self.pending[bad[0]]))
             if self.config.train.nonfinite == "stop":
                 self.checkpointer.wait()
                 raise NonFiniteError(
@@ -488,14 +349,6 @@ class StepLoop:
             "signal": signal_name,
             "checkpoint_dir": self.checkpointer.directory,
         }
-
-
-def _progress_bar(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    return tqdm(
-        total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1
-    )
 
 
 def _log_parameter_overview(ts: step_lib.TrainState) -> None:

@@ -252,3 +252,22 @@ def test_byola_init_without_readable_meta_json_says_to_reconvert(smoke_config, t
     smoke_config.model.byola_init = str(tmp_path)
     with pytest.raises(config_lib.ConfigError, match=config_lib.BYOLA_PARAMS_FILE):
         config_lib.validate(smoke_config)
+
+
+def test_byola_init_takes_the_log_mel_statistics_of_pretrained_weights(tmp_path):
+    from adc_jax import config as config_lib
+
+    c = config_lib.base_config("smoke")
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    meta = {"n_mels": 64, "channels": 8, "dim": 32}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    c.model.byola_init = str(folder)
+    assert not config_lib.apply_byola_init_norm(c)  # official weights: no statistics recorded
+    assert c.model.norm_mean == config_lib.base_config("smoke").model.norm_mean
+    (folder / "meta.json").write_text(json.dumps({**meta, "norm_mean": 0.25, "norm_std": 2.5}))
+    assert config_lib.apply_byola_init_norm(c)
+    assert (c.model.norm_mean, c.model.norm_std) == (0.25, 2.5)
+    c.model.byola_init_norm = False
+    c.model.norm_mean = -1.0
+    assert not config_lib.apply_byola_init_norm(c) and c.model.norm_mean == -1.0

@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result))
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"a": args.a, "b": args.b, "resamples": args.resamples, **result}, f, indent=2)
+            json.dump(
+                {"a": args.a, "b": args.b, "resamples": args.resamples, **result}, f, indent=2
+            )
     return 0
 
 

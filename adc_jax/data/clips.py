@@ -1,0 +1,785 @@
+"""Clips for self-supervised pretraining (BYOL-A): two tfds datasets and their grain pipeline.
+
+Pretraining needs audio only, no captions. Two sources, chosen by `config.data.name`:
+
+  synthetic_clips  built-in: clips made by the synthetic scene generator (`adc_jax.data.scenes`,
+                   `adc_jax.data.sounds`), generated on first use. Clips 2j and 2j + 1 of a split
+                   are the two clips of pair j, drawn from default_rng([seed, split_id, j]) (the
+                   two clips of a pair share their background and most events, and cost about one
+                   clip's synthesis each), so the data does not depend on the build processes.
+                   A clip's label is the event classes it holds, sorted and comma-joined ("" for
+                   background only). Sizes: data.num_train / data.num_validation clips.
+  audio_folder     the user's audio: every file under data.audio_dir (any folder tree; the
+                   formats libsndfile reads: WAV, FLAC, OGG, ...; any sample rate, channel count
+                   and length) is decoded and resampled once (`audio_io.load_audio`) and cut into
+                   clips of data.clip_seconds from its start. The last piece of a file is kept
+                   when it is at least half a clip (MIN_LAST_PIECE), and a file shorter than half
+                   a clip gives one short clip, so no file is dropped; shorter clips are
+                   zero-padded by the pipeline with their length kept. A clip's label is the name
+                   of its file's folder ("" at the top). The validation split holds the files
+                   whose SHA-256 of their relative path falls in the lowest VALIDATION_FRACTION
+                   (5%) of hash values (at least one file), so no file is in both splits and the
+                   split does not depend on the listing order. Before decoding, every file is
+                   probed (`audio_io.check_clip_lengths`): truncated files and files under half a
+                   clip are counted in one warning; an unreadable file fails the build naming it.
+
+Record schema (both): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
+int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
+
+Builds are written with the shared writer (`adc_jax.data.writer`: worker processes, index
+order, uncompressed array_record shards, never read back when interrupted) and co-exist in one
+data_dir: synthetic_clips/<sizes>/, audio_folder/<clip>_<rate>_fp<fingerprint>/, where the
+fingerprint covers the file list (relative paths, sizes, modification times), the clip length,
+the sample rate, the validation fraction and GENERATION_VERSION, so changed audio builds anew.
+Processes that build the same variant take turns under a file lock.
+
+Training batches (`clip_batches`): this process's shard of the split -> seeded shuffle (a new
+order every epoch, from config.seed) -> repeat -> batches of train.batch_size / process_count
+clips, cropped or zero-padded to N = clip_seconds * sample_rate samples straight into the batch
+-> prefetch threads -> optional worker processes. The iterator's `get_state()` / `set_state()`
+resume the exact order. Random crops and augmentations are the step's job, on the device.
+
+Public API:
+  load_clip_source(config) -> builder            the prepared tfds builder of config.data.
+  clip_batches(source, config, *, process_index, process_count) -> grain.IterDataset
+                                                 infinite {"wav": [b, N] int16, "wav_len": [b]}.
+  SyntheticClipsSpec, build_synthetic_clips(data_dir, spec)
+  AudioFolderSpec, build_audio_folder(data_dir, spec)
+  list_audio_files(root) -> (AudioFile, ...)     the files an audio_folder build reads.
+  clip_bounds(num_samples, clip_samples)         where a file's clips start and end.
+  folder_split(relative_path, fraction)          "train" or "validation" of a file.
+  synthetic_clip(spec, split, index)             one synthetic record, made without a build.
+  clip_features(), serialize_clip(example), parse_clip(record)   the schema and its records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.proto import tf_example_pb2
+
+from adc_jax.config import default_data_dir
+from adc_jax.data import features as features_lib
+from adc_jax.data import writer as writer_lib
+from adc_jax.data.audio_io import check_clip_lengths, load_audio
+from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
+from adc_jax.data.scenes import generate_pair
+from adc_jax.data.waveform import fit_length
+
+SPLITS = ("train", "validation")
+DATASETS = ("synthetic_clips", "audio_folder")
+# Bump when the records made from the same audio_folder inputs change (forces a rebuild).
+GENERATION_VERSION = 1
+# audio_folder: share of the files (by the hash of their path) in the validation split.
+VALIDATION_FRACTION = 0.05
+# audio_folder: the last piece of a file becomes a clip when it is at least this share of one.
+MIN_LAST_PIECE = 0.5
+# Reading threads per process feeding the batch prefetch buffer (capped by data.prefetch).
+MAX_READ_THREADS = 4
+
+
+# ------------------------------------------------------------------------------- the schema
+
+
+def clip_features() -> tfds.features.FeaturesDict:
+    """The tfds FeaturesDict of a clip record: key, audio ([N] int16 raw bytes), label."""
+    return tfds.features.FeaturesDict(
+        {
+            "key": tfds.features.Text(),
+            "audio": tfds.features.Tensor(
+                shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
+            ),
+            "label": tfds.features.Text(),
+        }
+    )
+
+
+@functools.cache
+def _codec() -> tuple[Any, Any]:
+    """(FeaturesDict, ExampleSerializer) of the clip schema, made once per process."""
+    features = clip_features()
+    return features, example_serializer.ExampleSerializer(features.get_serialized_info())
+
+
+def serialize_clip(example: Mapping[str, Any]) -> bytes:
+    """Encodes and serialises one clip record (deterministic bytes, as `serialize_example`)."""
+    features, serializer = _codec()
+    proto = serializer.get_tf_example(features.encode_example(example))
+    return proto.SerializeToString(deterministic=True)
+
+
+def parse_clip(record: bytes) -> dict[str, Any]:
+    """key (bytes), audio (read-only [N] int16 view) and label (bytes) of a serialised record."""
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    return {
+        "key": feature["key"].bytes_list.value[0],
+        "audio": np.frombuffer(feature["audio"].bytes_list.value[0], np.int16),
+        "label": feature["label"].bytes_list.value[0],
+    }
+
+
+# -------------------------------------------------------------------------- synthetic_clips
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticClipsSpec:
+    """What defines a synthetic_clips variant: the data is a function of these fields only.
+
+    Attributes:
+      num_train, num_validation: clips per split (each > 0).
+      clip_seconds: length of each clip (> 0).
+      seed: data seed (>= 0); clips 2j, 2j + 1 of split s come from default_rng([seed, s, j]).
+      sample_rate: Hz.
+    """
+
+    num_train: int
+    num_validation: int
+    clip_seconds: float
+    seed: int = 0
+    sample_rate: int = features_lib.SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            value = getattr(self, f"num_{split}")
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(
+                    f"data.num_{split}={value!r}: every split needs a positive number of clips."
+                )
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"data.synth_seed={self.seed!r} must be an integer >= 0.")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"data.clip_seconds={self.clip_seconds!r} must be positive.")
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            raise ValueError(f"data.sample_rate={self.sample_rate!r} must be a positive integer.")
+        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+
+    @classmethod
+    def from_config(cls, data_config: Any) -> SyntheticClipsSpec:
+        """The spec of a pretraining `config.data` section (its synth_seed is the data seed)."""
+        return cls(
+            num_train=data_config.num_train,
+            num_validation=data_config.num_validation,
+            clip_seconds=data_config.clip_seconds,
+            seed=data_config.synth_seed,
+            sample_rate=data_config.sample_rate,
+        )
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Clips per split, in SPLITS order."""
+        return {split: getattr(self, f"num_{split}") for split in SPLITS}
+
+    @property
+    def config_name(self) -> str:
+        """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
+        clip = f"{self.clip_seconds:g}".replace(".", "p")
+        name = f"n{self.num_train}-{self.num_validation}_{clip}s_seed{self.seed}"
+        if self.sample_rate == features_lib.SAMPLE_RATE:
+            return name
+        return f"{name}_sr{self.sample_rate}"
+
+
+def _pair_clips(spec: SyntheticClipsSpec, split: str, pair: int) -> list[dict[str, Any]]:
+    """Both clip records of synthetic pair `pair` of `split` (clips 2 pair and 2 pair + 1)."""
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), pair])
+    made = generate_pair(rng, spec.clip_seconds, spec.sample_rate)
+    out = []
+    for j, (audio, events) in enumerate(
+        ((made["audio1"], made["events1"]), (made["audio2"], made["events2"]))
+    ):
+        key = f"{split}_{2 * pair + j:06d}"
+        label = ",".join(sorted({e.cls for e in events}))
+        out.append({"key": key, "audio": features_lib.to_int16(audio), "label": label})
+    return out
+
+
+def synthetic_clip(spec: SyntheticClipsSpec, split: str, index: int) -> dict[str, Any]:
+    """The stored record `index` of `split` of the variant `spec` (made without a build)."""
+    return _pair_clips(spec, split, index // 2)[index % 2]
+
+
+def _synthetic_records(task: tuple[SyntheticClipsSpec, str, int, int]) -> tuple[list[bytes], int]:
+    """(the first `count` serialised clips of a pair, 0 dropped samples); worker processes run it."""
+    spec, split, pair, count = task
+    return [serialize_clip(c) for c in _pair_clips(spec, split, pair)[:count]], 0
+
+
+# ----------------------------------------------------------------------------- audio_folder
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioFile:
+    """One file of an audio folder: path relative to the folder, size in bytes, mtime in ns."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def label(self) -> str:
+        """The name of the folder holding the file ("" at the top of the tree)."""
+        return os.path.basename(os.path.dirname(self.path))
+
+
+def list_audio_files(root: str) -> tuple[AudioFile, ...]:
+    """Every audio file under `root` (any depth; hidden files and folders skipped), sorted.
+
+    Raises:
+      FileNotFoundError: `root` is not a directory or holds no audio file.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"data.audio_dir={root!r} is not a directory; point it at a folder of audio files "
+            f"({', '.join(AUDIO_EXTENSIONS[:3])}, ...), in sub-folders or not."
+        )
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
+                continue
+            path = os.path.join(folder, name)
+            stat = os.stat(path)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            files.append(AudioFile(rel, int(stat.st_size), int(stat.st_mtime_ns)))
+    if not files:
+        raise FileNotFoundError(
+            f"data.audio_dir={root!r} holds no audio file (looked for names ending in "
+            f"{', '.join(AUDIO_EXTENSIONS)} in every sub-folder)."
+        )
+    return tuple(sorted(files, key=lambda f: f.path))
+
+
+def _hash_position(path: str) -> float:
+    """The SHA-256 of a relative path as a number in [0, 1)."""
+    return int(hashlib.sha256(path.encode("utf-8")).hexdigest()[:16], 16) / 2.0**64
+
+
+def folder_split(path: str, fraction: float = VALIDATION_FRACTION) -> str:
+    """The split of a file: validation when the hash of its relative path is in the lowest
+    `fraction` of hash values, else train."""
+    return "validation" if _hash_position(path) < fraction else "train"
+
+
+def _assign_splits(files: Sequence[AudioFile], fraction: float) -> dict[str, list[AudioFile]]:
+    """Files per split by `folder_split`; an empty split takes the file nearest to it (the
+    lowest hash for validation, the highest for train), so both splits hold a file."""
+    splits: dict[str, list[AudioFile]] = {s: [] for s in SPLITS}
+    for f in files:
+        splits[folder_split(f.path, fraction)].append(f)
+    if not splits["validation"]:
+        first = min(splits["train"], key=lambda f: _hash_position(f.path))
+        splits["train"].remove(first)
+        splits["validation"].append(first)
+    if not splits["train"]:
+        last = max(splits["validation"], key=lambda f: _hash_position(f.path))
+        splits["validation"].remove(last)
+        splits["train"].append(last)
+    return splits
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioFolderSpec:
+    """What defines an audio_folder build (with the files found under audio_dir).
+
+    Attributes:
+      audio_dir: the folder tree of audio files.
+      clip_seconds: length of each clip (> 0).
+      sample_rate: Hz of the stored audio (files are resampled to it).
+      validation_fraction: share of the files in validation, in (0, 1).
+    """
+
+    audio_dir: str
+    clip_seconds: float
+    sample_rate: int = features_lib.SAMPLE_RATE
+    validation_fraction: float = VALIDATION_FRACTION
+
+    def __post_init__(self) -> None:
+        if not self.audio_dir:
+            raise ValueError(
+                "data.name='audio_folder' needs data.audio_dir: a folder of audio files (WAV, "
+                "FLAC, OGG, ...; any rate and length, in sub-folders or not)."
+            )
+        if not self.clip_seconds > 0:
+            raise ValueError(f"data.clip_seconds={self.clip_seconds!r} must be positive.")
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            raise ValueError(f"data.sample_rate={self.sample_rate!r} must be a positive integer.")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} must be in (0, 1).")
+        object.__setattr__(
+            self, "audio_dir", os.path.abspath(os.path.expanduser(str(self.audio_dir)))
+        )
+        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+
+    @classmethod
+    def from_config(cls, data_config: Any) -> AudioFolderSpec:
+        """The spec of a pretraining `config.data` section (validation_fraction if it has one)."""
+        fraction = (
+            data_config.validation_fraction
+            if "validation_fraction" in data_config
+            else VALIDATION_FRACTION
+        )
+        return cls(
+            audio_dir=data_config.audio_dir,
+            clip_seconds=data_config.clip_seconds,
+            sample_rate=data_config.sample_rate,
+            validation_fraction=float(fraction),
+        )
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+
+def _fingerprint(spec: AudioFolderSpec, files: Sequence[AudioFile]) -> str:
+    h = hashlib.sha256()
+    head = {
+        "generation": GENERATION_VERSION,
+        "clip_seconds": repr(spec.clip_seconds),
+        "sample_rate": spec.sample_rate,
+        "validation_fraction": repr(spec.validation_fraction),
+        "min_last_piece": repr(MIN_LAST_PIECE),
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for f in files:
+        h.update(f"\n{f.path}\t{f.size}\t{f.mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def clip_bounds(num_samples: int, clip_samples: int) -> list[tuple[int, int]]:
+    """[start, end) of every clip cut from a file of `num_samples` (see the module docstring)."""
+    full, rest = divmod(num_samples, clip_samples)
+    bounds = [(i * clip_samples, (i + 1) * clip_samples) for i in range(full)]
+    if rest and (full == 0 or rest >= MIN_LAST_PIECE * clip_samples):
+        bounds.append((full * clip_samples, num_samples))
+    return bounds
+
+
+def _file_records(task: tuple[str, str, str, int, int]) -> tuple[list[bytes], int]:
+    """(the serialised clips of one file, samples of a dropped last piece); workers run it."""
+    path, rel, label, sample_rate, clip_samples = task
+    wav = load_audio(path, sample_rate)
+    bounds = clip_bounds(wav.shape[0], clip_samples)
+    records = [
+        serialize_clip(
+            {"key": f"{rel}@{i}", "audio": features_lib.to_int16(wav[a:b]), "label": label}
+        )
+        for i, (a, b) in enumerate(bounds)
+    ]
+    return records, wav.shape[0] - (bounds[-1][1] if bounds else 0)
+
+
+# ------------------------------------------------------------------------------ the builders
+
+
+def _flatten(results: Iterator[tuple[list[bytes], int]], dropped: list[int]) -> Iterator[bytes]:
+    """The records of every (records, dropped samples) result; sums the drops in dropped[0]."""
+    for made, lost in results:
+        dropped[0] += lost
+        yield from made
+
+
+def _write_splits(
+    builder: tfds.core.DatasetBuilder,
+    jobs: Mapping[str, tuple[Any, Sequence[Any]]],
+    num_workers: int | None,
+) -> list[tfds.core.SplitInfo]:
+    """Writes each split from fn(item) -> (records, dropped samples), records in item order."""
+    infos = []
+    for split, (fn, items) in jobs.items():
+        workers = writer_lib.resolve_workers(num_workers, len(items))
+        dropped = [0]
+        start = time.perf_counter()
+        with writer_lib.map_in_order(fn, items, workers) as results:
+            info = writer_lib.write_split(
+                builder._get_filename_template(split_name=split),
+                _flatten(results, dropped),
+                desc=f"Generating {builder.name} {split}",
+            )
+        logging.info(
+            "%s/%s: wrote %d %s clips (%.1f MiB) in %.1f s (%d processes)%s.",
+            builder.name,
+            builder.builder_config.name,
+            sum(info.shard_lengths),
+            split,
+            info.num_bytes / 2**20,
+            time.perf_counter() - start,
+            workers,
+            f"; {dropped[0]} samples of last pieces under half a clip left out"
+            if dropped[0]
+            else "",
+        )
+        infos.append(info)
+    return infos
+
+
+class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What both clip builders share: the schema and the code path."""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # tfds' default resolves the package with importlib_resources (see synthetic.py).
+        return epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Audio clips for self-supervised pretraining. "
+            + self.builder_config.description,
+            features=clip_features(),
+        )
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class SyntheticClipsConfig(tfds.core.BuilderConfig):
+    """A synthetic_clips variant: its spec (which names it) and the build parallelism."""
+
+    spec: SyntheticClipsSpec
+    num_workers: int | None = None
+
+
+class SyntheticClips(_ClipBuilder):
+    """tfds builder of synthetic clips (see the module docstring): record i of a split is clip
+    i % 2 + 1 of pair i // 2, keyed "<split>_<i:06d>"."""
+
+    name = "synthetic_clips"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Both clips of synthetic_adc-style pairs, labelled by classes."}
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+        del dl_manager  # nothing to download
+        sizes = self.builder_config.spec.split_sizes
+        return {split: self._generate_examples(split, num) for split, num in sizes.items()}
+
+    def _generate_examples(self, split: str, num: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """tfds' standard example stream (`_generate_splits` writes the same records)."""
+        for i in range(num):
+            clip = synthetic_clip(self.builder_config.spec, split, i)
+            yield clip["key"], clip
+
+    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
+        del dl_manager, download_config
+        c = self.builder_config
+        jobs = {
+            split: (
+                _synthetic_records,
+                [(c.spec, split, j, min(2, num - 2 * j)) for j in range((num + 1) // 2)],
+            )
+            for split, num in c.spec.split_sizes.items()
+        }
+        return _write_splits(self, jobs, c.num_workers)
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class AudioFolderConfig(tfds.core.BuilderConfig):
+    """An audio_folder build: its spec, the files found (which name it) and the parallelism."""
+
+    spec: AudioFolderSpec
+    # Not in the repr: tfds logs the config, and this lists every file.
+    splits: Mapping[str, tuple[AudioFile, ...]] = dataclasses.field(repr=False)
+    num_workers: int | None = None
+
+
+class AudioFolder(_ClipBuilder):
+    """tfds builder of clips cut from a folder of audio files (see the module docstring):
+    records in file order, then clip order, keyed "<relative path>@<clip index>"."""
+
+    name = "audio_folder"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Clips of data.clip_seconds cut from every file of a folder."}
+
+    def _tasks(self, split: str) -> list[tuple[str, str, str, int, int]]:
+        c = self.builder_config
+        return [
+            (
+                os.path.join(c.spec.audio_dir, f.path),
+                f.path,
+                f.label,
+                c.spec.sample_rate,
+                c.spec.clip_samples,
+            )
+            for f in c.splits[split]
+        ]
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+        del dl_manager  # the user provides the audio
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """tfds' standard example stream (`_generate_splits` writes the same records)."""
+        for task in self._tasks(split):
+            for record in _file_records(task)[0]:
+                clip = parse_clip(record)
+                yield clip["key"].decode(), clip
+
+    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
+        """Probes every file (warns about truncated and short ones), then decodes each file once
+        in worker processes and writes its clips in file order."""
+        del dl_manager, download_config
+        c = self.builder_config
+        check_clip_lengths(
+            [(f.path, os.path.join(c.spec.audio_dir, f.path)) for s in SPLITS for f in c.splits[s]],
+            dataset=f"audio_folder {c.spec.audio_dir}",
+            nominal_seconds=c.spec.clip_seconds,
+            min_fraction=0.0,
+        )
+        jobs = {split: (_file_records, self._tasks(split)) for split in SPLITS}
+        return _write_splits(self, jobs, c.num_workers)
+
+
+def _remove_stale_builds(config_dir: str, name: str, min_age_s: float = 600.0) -> None:
+    """Deletes tfds' temporary build folders (incomplete.*) older than `min_age_s`."""
+    if not os.path.isdir(config_dir):
+        return
+    for entry in os.scandir(config_dir):
+        if entry.name.startswith("incomplete.") and entry.is_dir():
+            if time.time() - entry.stat().st_mtime >= min_age_s:
+                logging.warning("Removing %s, left by an interrupted %s build.", entry.path, name)
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _prepared(
+    cls: type[_ClipBuilder], config: tfds.core.BuilderConfig, data_dir: str, what: str
+) -> tfds.core.DatasetBuilder:
+    """The builder of `config`, built under a file lock if missing (as `build_synthetic`)."""
+    builder = cls(config=config, data_dir=data_dir, file_format="array_record")
+    if builder.is_prepared():
+        return builder
+    config_dir = os.path.dirname(builder.data_dir)
+    os.makedirs(config_dir, exist_ok=True)
+    with open(os.path.join(config_dir, ".build.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # file systems without locks: build without one
+            logging.warning("Could not lock %s (%s); building without a lock.", lock.name, e)
+        if builder.is_prepared():
+            logging.info("%s/%s was built by another process.", cls.name, config.name)
+            return cls(config=config, data_dir=data_dir, file_format="array_record")
+        if os.path.exists(builder.data_dir):
+            logging.warning(
+                "%s is not a complete build; removing it and building again.", builder.data_dir
+            )
+            shutil.rmtree(builder.data_dir)
+        _remove_stale_builds(config_dir, cls.name)
+        logging.info("Building %s/%s (%s) in %s.", cls.name, config.name, what, builder.data_dir)
+        start = time.perf_counter()
+        builder.download_and_prepare(
+            download_dir=os.path.join(data_dir, "downloads"),
+            download_config=tfds.download.DownloadConfig(
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+            ),
+        )
+        logging.info(
+            "Built %s/%s in %.1f s: %s.",
+            cls.name,
+            config.name,
+            time.perf_counter() - start,
+            ", ".join(f"{s} {len(builder.as_data_source(s))} clips" for s in SPLITS),
+        )
+    return builder
+
+
+def build_synthetic_clips(
+    data_dir: str, spec: SyntheticClipsSpec, *, num_workers: int | None = None
+) -> tfds.core.DatasetBuilder:
+    """Returns the prepared synthetic_clips builder of `spec`, building it if missing.
+
+    Args:
+      data_dir: root directory of tfds datasets ("~" is expanded).
+      spec: the variant (`SyntheticClipsSpec.from_config(config.data)`).
+      num_workers: generation processes (default: all CPUs); does not change the data.
+    """
+    config = SyntheticClipsConfig(
+        name=spec.config_name,
+        spec=spec,
+        num_workers=num_workers,
+        description=f"{spec.num_train}/{spec.num_validation} synthetic clips of "
+        f"{spec.clip_seconds:g} s at {spec.sample_rate} Hz, seed {spec.seed}.",
+    )
+    return _prepared(
+        SyntheticClips,
+        config,
+        os.path.expanduser(data_dir),
+        f"{sum(spec.split_sizes.values())} clips",
+    )
+
+
+def build_audio_folder(
+    data_dir: str, spec: AudioFolderSpec, *, num_workers: int | None = None
+) -> tfds.core.DatasetBuilder:
+    """Returns the prepared audio_folder builder of `spec`'s folder, building it if missing.
+
+    Args:
+      data_dir: root directory of tfds datasets ("~" is expanded).
+      spec: the build (`AudioFolderSpec.from_config(config.data)`).
+      num_workers: decoding processes (default: all CPUs); does not change the data.
+
+    Raises:
+      FileNotFoundError: no such folder, or no audio file in it.
+      ValueError: fewer than two files (the validation split needs one of its own).
+      AudioError: a file is empty or cannot be decoded (names it).
+    """
+    files = list_audio_files(spec.audio_dir)
+    if len(files) < 2:
+        raise ValueError(
+            f"data.audio_dir={spec.audio_dir!r} holds one audio file ({files[0].path}); the "
+            "validation split takes whole files, so it needs two or more. Cut the recording "
+            "into several files."
+        )
+    splits = _assign_splits(files, spec.validation_fraction)
+    clip = f"{spec.clip_seconds:g}".replace(".", "p")
+    config = AudioFolderConfig(
+        name=f"{clip}s_sr{spec.sample_rate}_fp{_fingerprint(spec, files)}",
+        spec=spec,
+        splits={s: tuple(fs) for s, fs in splits.items()},
+        num_workers=num_workers,
+        description=f"Clips of {spec.clip_seconds:g} s at {spec.sample_rate} Hz from the "
+        f"{len(files)} audio files under {spec.audio_dir} ({len(splits['validation'])} files "
+        "in validation).",
+    )
+    return _prepared(AudioFolder, config, os.path.expanduser(data_dir), f"{len(files)} files")
+
+
+def load_clip_source(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    """The prepared tfds builder of a pretraining config's `data` section (built on first use).
+
+    Reads data.name ("synthetic_clips" or "audio_folder"), data.data_dir ("" = the default
+    cache), data.clip_seconds, data.sample_rate and either data.num_train, data.num_validation,
+    data.synth_seed (synthetic) or data.audio_dir (folder). Read a split with
+    `builder.as_data_source("train")`; records hold key, audio ([N] int16), label.
+    """
+    d = config.data
+    data_dir = os.path.expanduser(d.data_dir or default_data_dir())
+    if d.name == "synthetic_clips":
+        return build_synthetic_clips(data_dir, SyntheticClipsSpec.from_config(d))
+    if d.name == "audio_folder":
+        return build_audio_folder(data_dir, AudioFolderSpec.from_config(d))
+    raise ValueError(
+        f"config.data.name={d.name!r} is not a clip dataset; use one of {', '.join(DATASETS)}."
+    )
+
+
+# ------------------------------------------------------------------------- training batches
+
+
+def _raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
+    """The serialised records under a tfds data source of the clip schema, or None (decoded
+    records: in-memory lists, custom decoders)."""
+    raw = getattr(source, "data_source", None)
+    info = getattr(source, "dataset_info", None)
+    if raw is None or info is None or getattr(source, "decoders", None):
+        return None
+    method = getattr(source, "deserialize_method", None)
+    if method is None or method.name != "DESERIALIZE_AND_DECODE":
+        return None
+    features = info.features
+    if features is None or "audio" not in features:
+        return None
+    audio = features["audio"]
+    if audio.get_serialized_info().shape != () or np.dtype(audio.np_dtype) != np.int16:
+        return None
+    return raw
+
+
+def _audio(record: Any) -> np.ndarray:
+    """The [N] int16 waveform of a serialised or decoded record (picklable map for grain)."""
+    if isinstance(record, bytes):
+        feature = tf_example_pb2.Example.FromString(record).features.feature
+        return np.frombuffer(feature["audio"].bytes_list.value[0], np.int16)
+    return np.asarray(record["audio"], np.int16)
+
+
+class _ClipBatch:
+    """Collates waveforms into {"wav": [b, N] int16, "wav_len": [b] int32} (picklable)."""
+
+    def __init__(self, n_samples: int):
+        self.n_samples = n_samples
+
+    def __call__(self, wavs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        out = np.empty((len(wavs), self.n_samples), np.int16)
+        lengths = np.empty((len(wavs),), np.int32)
+        for i, wav in enumerate(wavs):
+            _, lengths[i], _ = fit_length(wav, self.n_samples, out=out[i])
+        return {"wav": out, "wav_len": lengths}
+
+
+def clip_batches(
+    source: Sequence[Any],
+    config: ml_collections.ConfigDict,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """The infinite, shuffled, batched pretraining stream of this process.
+
+    Process p reads the records p, p + P, p + 2P, ... of the first P * floor(n / P) (P =
+    process_count), so processes read disjoint records and as many each; the order is a new
+    permutation every epoch, a function of config.seed alone. Batches hold b =
+    train.batch_size / P clips (drop_remainder), each cropped (its end) or zero-padded to
+    N = round(data.clip_seconds * data.sample_rate) samples.
+
+    Args:
+      source: a split of `load_clip_source(config)` (`builder.as_data_source("train")`), or
+        any sequence of records with an "audio" [N] int16 field.
+      config: reads train.batch_size, seed, data.clip_seconds, data.sample_rate,
+        data.prefetch (batches prepared ahead by threads) and data.num_workers (worker
+        processes; 0 = none).
+      process_index, process_count: this process and how many read the data.
+
+    Returns:
+      A grain IterDataset; `iter()` of it has `get_state()` / `set_state()`.
+
+    Raises:
+      ValueError: the batch does not divide among the processes, or the split has fewer
+        records than one batch per process.
+    """
+    global_batch = config.train.batch_size
+    if global_batch % process_count:
+        raise ValueError(
+            f"config.train.batch_size={global_batch} must be divisible by the number of "
+            f"processes ({process_count})."
+        )
+    local_batch = global_batch // process_count
+    n_samples = int(round(config.data.clip_seconds * config.data.sample_rate))
+    raw = _raw_records(source)
+    ds = grain.MapDataset.source(source if raw is None else raw)
+    usable = len(ds) // process_count * process_count
+    ds = ds[:usable][process_index::process_count]
+    if len(ds) < local_batch:
+        raise ValueError(
+            f"The training split has {len(source)} clips, fewer than one batch per process "
+            f"({local_batch}); lower config.train.batch_size or add data."
+        )
+    ds = ds.shuffle(seed=config.seed % 2**32).repeat().map(_audio)
+    ds = ds.batch(local_batch, drop_remainder=True, batch_fn=_ClipBatch(n_samples))
+    prefetch = config.data.prefetch
+    iter_ds = ds.to_iter_dataset(
+        grain.ReadOptions(
+            num_threads=min(MAX_READ_THREADS, prefetch) if prefetch else 0,
+            prefetch_buffer_size=prefetch,
+        )
+    )
+    if config.data.num_workers > 0:
+        iter_ds = iter_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=config.data.num_workers, per_worker_buffer_size=max(prefetch, 1)
+            )
+        )
+    return iter_ds
