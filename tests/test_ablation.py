@@ -505,3 +505,20 @@ def test_comparisons_are_adjacent_rows_plus_the_papers_claims(ablation):
     ]
     with pytest.raises(ValueError, match="choose from BLEU-1"):
         ablation.resolve_metrics("SPICE")
+
+
+def test_byola_init_switch_adds_the_override_and_its_own_root(
+    ablation, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    encoder = tmp_path / "pre" / "encoder"
+    assert (
+        ablation.main(
+            ["--size=smoke", "--seeds=0", "--lambdas=", f"--byola_init={encoder}", "--dry_run"]
+        )
+        == 0
+    )
+    commands = capsys.readouterr().out.strip().splitlines()
+    assert len(commands) == 4
+    assert all(f"--config.model.byola_init={encoder}" in c for c in commands)
+    assert all(os.path.join("workdirs", "ablation_smoke_byola") in c for c in commands)

@@ -835,6 +835,13 @@ def main(argv: list[str] | None = None) -> int:
         help="extra config override for every run, e.g. "
         "--override=config.eval.decode=beam (repeatable)",
     )
+    parser.add_argument(
+        "--byola_init",
+        default="",
+        help="initialise every run's BYOL-A encoder from this directory (e.g. the encoder/ of "
+        "python -m adc_jax.pretrain); '' = random init. The default workdir_root then gets the "
+        "suffix _byola, so the two initialisations' tables sit side by side",
+    )
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     parser.add_argument(
         "--table_only",
@@ -855,9 +862,12 @@ def main(argv: list[str] | None = None) -> int:
         compare = resolve_metrics(args.compare_metrics)
     except ValueError as e:
         parser.error(str(e))
-    args.workdir_root = os.path.abspath(
-        os.path.expanduser(args.workdir_root or os.path.join("workdirs", f"ablation_{args.size}"))
-    )
+    default_root = os.path.join("workdirs", f"ablation_{args.size}")
+    if args.byola_init:
+        default_root += "_byola"
+        init = os.path.abspath(os.path.expanduser(args.byola_init))
+        args.override = [*args.override, f"--config.model.byola_init={init}"]
+    args.workdir_root = os.path.abspath(os.path.expanduser(args.workdir_root or default_root))
 
     runs = plan(args)
     try:
