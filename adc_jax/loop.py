@@ -8,7 +8,9 @@ pretraining (`adc_jax.pretrain`).
                   iterator state taken right after it (the state a checkpoint saves);
   summarise, format_terms   means of pending step metrics, and the text of a non-finite step;
   NonFiniteError  raised by a loop whose policy is to stop on a NaN/Inf loss or gradient;
-  progress_bar    the tqdm bar of the main process.
+  progress_bar    the tqdm bar of the main process;
+  run_with_checkpointer   a loop body given its checkpointer, metrics writer and signal handler,
+                  all closed however the body ends.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -27,6 +29,7 @@ from absl import logging
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from adc_jax import checkpointing
 from adc_jax import sharding as sharding_lib
 
 
@@ -179,3 +182,33 @@ def progress_bar(enabled: bool, start: int, total: int):
     return tqdm(
         total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1
     )
+
+
+def run_with_checkpointer(
+    workdir: str,
+    checkpoint_dir: str,
+    keep: int,
+    body: Callable[[checkpointing.Checkpointer, MetricsWriter, StopRequested], dict[str, Any]],
+) -> dict[str, Any]:
+    """Runs `body(checkpointer, writer, stop)` and closes what it was given, however it ends.
+
+    Signals are caught from the start: a preemption while the data or the model are prepared
+    stops the run cleanly before its first step. On an exception the checkpointer is closed
+    without raising its own errors (the body's exception is the one that matters); on success a
+    failed final checkpoint write is raised.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    with StopRequested() as stop:
+        checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=keep)
+        writer = None
+        try:
+            writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+            result = body(checkpointer, writer, stop)
+        except BaseException:
+            checkpointer.close(raise_errors=False)
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+        checkpointer.close()
+    return result

@@ -50,7 +50,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from adc_jax import checkpointing, multihost, pretrain_step, rundir
+from adc_jax import checkpointing, loop, multihost, pretrain_step, rundir
 from adc_jax import config as config_lib
 from adc_jax import pretrain_config as pretrain_config_lib
 from adc_jax import sharding as sharding_lib
@@ -120,23 +120,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     pretrain_config_lib.validate(config, num_devices=jax.device_count())
-    os.makedirs(workdir, exist_ok=True)
-    with StopRequested() as stop:
-        checkpointer = checkpointing.Checkpointer(
-            os.path.join(workdir, CHECKPOINT_DIR), keep=config.train.keep_checkpoints
-        )
-        writer = None
-        try:
-            writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-            result = _pretrain(config, workdir, checkpointer, writer, stop)
-        except BaseException:
-            checkpointer.close(raise_errors=False)
-            raise
-        finally:
-            if writer is not None:
-                writer.close()
-        checkpointer.close()
-    return result
+    return loop.run_with_checkpointer(
+        workdir,
+        os.path.join(workdir, CHECKPOINT_DIR),
+        config.train.keep_checkpoints,
+        lambda checkpointer, writer, stop: _pretrain(config, workdir, checkpointer, writer, stop),
+    )
 
 
 def _pretrain(

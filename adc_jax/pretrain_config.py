@@ -28,6 +28,7 @@ from adc_jax.config import (
     FIRST_BLOCK_SETTINGS,
     NONFINITE_POLICIES,
     ConfigError,
+    base_config,
     get_field,
     min_clip_samples,
     parse_size,
@@ -36,6 +37,23 @@ from adc_jax.config import (
 CLIP_DATASETS = ("synthetic_clips", "audio_folder")
 EMA_SCHEDULES = ("constant", "cosine")
 POST_NORMS = ("batch", "none")
+
+
+# Model fields taken from the captioner's config of the same size (`base_config(size).model`).
+SHARED_MODEL_FIELDS = (
+    "n_fft",
+    "win_length",
+    "hop_length",
+    "n_mels",
+    "f_min",
+    "f_max",
+    "norm_mean",
+    "norm_std",
+    "byola_channels",
+    "byola_dim",
+    "byola_dropout",
+    "byola_first_block",
+)
 
 
 def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
@@ -78,32 +96,13 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     # Compute dtype: "float32" or "bfloat16" (params, optimizer state, EMA target, losses and
     # BatchNorm statistics stay float32; the front end and the augmentations are float32).
     c.model.dtype = "float32"
-    # Front end: FFT size in samples.
-    c.model.n_fft = 1024
-    # Front end: window length in samples (periodic Hann).
-    c.model.win_length = 1024
-    # Front end: hop length in samples (10 ms at 16 kHz).
-    c.model.hop_length = 160
-    # Front end: number of mel bins.
-    c.model.n_mels = 64
-    # Front end: lowest mel frequency in Hz.
-    c.model.f_min = 60.0
-    # Front end: highest mel frequency in Hz.
-    c.model.f_max = 7800.0
-    # Pre-normalisation mean of the log-mel when pretrain.norm_stats_batches = 0 (BYOL-A's
-    # published AudioSet statistics, the captioner's default); otherwise estimated from the data.
-    c.model.norm_mean = -5.4919195
-    # Pre-normalisation standard deviation of the log-mel (see model.norm_mean).
-    c.model.norm_std = 5.0389895
-    # Encoder (AudioNTT2020): channels of each of the three conv blocks (64 in BYOL-A).
-    c.model.byola_channels = 64
-    # Encoder: feature size d of the frame embedding (512, 1024 or 2048 in BYOL-A).
-    c.model.byola_dim = 2048
-    # Encoder: dropout rate inside its MLP head (active in the online and the target network).
-    c.model.byola_dropout = 0.3
-    # Encoder: how conv block 1 is computed (same function and parameters either way): "conv",
-    # "phases" (one matmul over the 2x2 pooling phases) or "auto" (phases on CPU, conv elsewhere).
-    c.model.byola_first_block = "auto"
+    # The front end and the encoder: the captioner's fields of the same size (documented in
+    # adc_jax/config.py), so the exported encoder fits `model.byola_init` of that size and the
+    # two never drift apart. norm_mean/norm_std are the pre-normalisation used when
+    # pretrain.norm_stats_batches = 0 (otherwise estimated from the data).
+    captioner = base_config(size).model
+    for key in SHARED_MODEL_FIELDS:
+        c.model[key] = captioner[key]
     # Projector and predictor MLPs (Linear -> BatchNorm -> ReLU -> Linear): hidden width.
     c.model.projector_hidden = 4096
     # Projector and predictor MLPs: output width (the space the BYOL loss compares in).
@@ -176,8 +175,6 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
         c.data.clip_seconds = 2.0
         c.data.num_train = 2000
         c.data.num_validation = 100
-        c.model.byola_channels = 16
-        c.model.byola_dim = 256
         c.model.projector_hidden = 1024
         c.model.projector_dim = 128
         c.pretrain.mixup_memory = 512
@@ -191,8 +188,6 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
         c.data.clip_seconds = 1.0
         c.data.num_train = 16
         c.data.num_validation = 8
-        c.model.byola_channels = 8
-        c.model.byola_dim = 32
         c.model.projector_hidden = 32
         c.model.projector_dim = 16
         c.pretrain.mixup_memory = 16

@@ -35,7 +35,7 @@ from absl import logging
 from clu import parameter_overview
 from flax import nnx
 
-from adc_jax import checkpointing, evaluate, multihost, rundir
+from adc_jax import checkpointing, evaluate, loop, multihost, rundir
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
@@ -67,25 +67,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config_lib.validate(config, num_devices=jax.device_count())
-    os.makedirs(workdir, exist_ok=True)
-    # Signals are caught from here on: a preemption while the data or the model are prepared
-    # stops the run cleanly before its first step.
-    with StopRequested() as stop:
-        checkpointer = checkpointing.Checkpointer(
-            os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
-        )
-        writer = None
-        try:
-            writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-            result = _train(config, workdir, checkpointer, writer, stop)
-        except BaseException:
-            checkpointer.close(raise_errors=False)
-            raise
-        finally:
-            if writer is not None:
-                writer.close()
-        checkpointer.close()
-    return result
+    return loop.run_with_checkpointer(
+        workdir,
+        os.path.join(workdir, "checkpoints"),
+        config.train.keep_checkpoints,
+        lambda checkpointer, writer, stop: _train(config, workdir, checkpointer, writer, stop),
+    )
 
 
 def _train(

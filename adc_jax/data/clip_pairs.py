@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
@@ -224,11 +223,8 @@ class ClipPairsSpec:
     @property
     def size_name(self) -> str:
         """E.g. "n3000-100-200_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
-        clip = f"{self.clip_seconds:g}".replace(".", "p")
-        name = f"n{self.num_train}-{self.num_validation}-{self.num_eval}_{clip}s_seed{self.seed}"
-        if self.sample_rate == features_lib.SAMPLE_RATE:
-            return name
-        return f"{name}_sr{self.sample_rate}"
+        sizes = list(self.split_sizes.values())
+        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 # ------------------------------------------------------------------------- resolving the inputs
@@ -815,20 +811,6 @@ class ClipPairs(tfds.core.GeneratorBasedBuilder):
             )
 
 
-def _remove_stale_builds(config_dir: str, min_age_s: float = 600.0) -> None:
-    """Deletes tfds' temporary build folders (incomplete.*) left by interrupted builds.
-
-    Folders touched in the last `min_age_s` seconds are kept: another process may be building.
-    """
-    if not os.path.isdir(config_dir):
-        return
-    for entry in os.scandir(config_dir):
-        if entry.name.startswith("incomplete.") and entry.is_dir():
-            if time.time() - entry.stat().st_mtime >= min_age_s:
-                logging.warning("Removing %s, left by an interrupted clip_pairs build.", entry.path)
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-
 def build_clip_pairs(
     data_dir: str, spec: ClipPairsSpec, *, num_workers: int | None = None
 ) -> tfds.core.DatasetBuilder:
@@ -853,36 +835,9 @@ def build_clip_pairs(
     data_dir = os.path.expanduser(data_dir)
     inputs = resolve_inputs(spec)
     config = ClipPairsConfig.from_inputs(inputs, num_workers)
-    builder = ClipPairs(config=config, data_dir=data_dir, file_format="array_record")
-    if builder.is_prepared():
+    builder, elapsed = writer_lib.prepare_once(ClipPairs, config, data_dir)
+    if elapsed is None:
         return builder
-    config_dir = os.path.dirname(builder.data_dir)
-    os.makedirs(config_dir, exist_ok=True)
-    # Processes that build the same variant at once take turns: the first builds, the others
-    # find it prepared.
-    with open(os.path.join(config_dir, ".build.lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as e:  # file systems without locks: build without one
-            logging.warning("Could not lock %s (%s); building without a lock.", lock.name, e)
-        if builder.is_prepared():
-            logging.info("clip_pairs/%s was built by another process.", config.name)
-            return ClipPairs(config=config, data_dir=data_dir, file_format="array_record")
-        if os.path.exists(builder.data_dir):
-            logging.warning(
-                "%s is not a complete build; removing it and building again.", builder.data_dir
-            )
-            shutil.rmtree(builder.data_dir)
-        _remove_stale_builds(config_dir)
-        logging.info("Building clip_pairs/%s in %s.", config.name, builder.data_dir)
-        start = time.perf_counter()
-        builder.download_and_prepare(
-            download_dir=os.path.join(data_dir, "downloads"),
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-            ),
-        )
-        elapsed = time.perf_counter() - start
     total = sum(spec.split_sizes.values())
     logging.info(
         "Built clip_pairs/%s: %d pairs in %.1f s (%.1f pairs/s).",

@@ -55,12 +55,10 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -76,6 +74,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.config import default_data_dir
 from adc_jax.data import features as features_lib
+from adc_jax.data import pipeline
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
@@ -90,8 +89,6 @@ GENERATION_VERSION = 1
 VALIDATION_FRACTION = 0.05
 # audio_folder: the last piece of a file becomes a clip when it is at least this share of one.
 MIN_LAST_PIECE = 0.5
-# Reading threads per process feeding the batch prefetch buffer (capped by data.prefetch).
-MAX_READ_THREADS = 4
 
 
 # ------------------------------------------------------------------------------- the schema
@@ -188,11 +185,8 @@ class SyntheticClipsSpec:
     @property
     def config_name(self) -> str:
         """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
-        clip = f"{self.clip_seconds:g}".replace(".", "p")
-        name = f"n{self.num_train}-{self.num_validation}_{clip}s_seed{self.seed}"
-        if self.sample_rate == features_lib.SAMPLE_RATE:
-            return name
-        return f"{name}_sr{self.sample_rate}"
+        sizes = list(self.split_sizes.values())
+        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 def _pair_clips(spec: SyntheticClipsSpec, split: str, pair: int) -> list[dict[str, Any]]:
@@ -544,53 +538,18 @@ class AudioFolder(_ClipBuilder):
         return _write_splits(self, jobs, c.num_workers)
 
 
-def _remove_stale_builds(config_dir: str, name: str, min_age_s: float = 600.0) -> None:
-    """Deletes tfds' temporary build folders (incomplete.*) older than `min_age_s`."""
-    if not os.path.isdir(config_dir):
-        return
-    for entry in os.scandir(config_dir):
-        if entry.name.startswith("incomplete.") and entry.is_dir():
-            if time.time() - entry.stat().st_mtime >= min_age_s:
-                logging.warning("Removing %s, left by an interrupted %s build.", entry.path, name)
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-
 def _prepared(
     cls: type[_ClipBuilder], config: tfds.core.BuilderConfig, data_dir: str, what: str
 ) -> tfds.core.DatasetBuilder:
-    """The builder of `config`, built under a file lock if missing (as `build_synthetic`)."""
-    builder = cls(config=config, data_dir=data_dir, file_format="array_record")
-    if builder.is_prepared():
-        return builder
-    config_dir = os.path.dirname(builder.data_dir)
-    os.makedirs(config_dir, exist_ok=True)
-    with open(os.path.join(config_dir, ".build.lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as e:  # file systems without locks: build without one
-            logging.warning("Could not lock %s (%s); building without a lock.", lock.name, e)
-        if builder.is_prepared():
-            logging.info("%s/%s was built by another process.", cls.name, config.name)
-            return cls(config=config, data_dir=data_dir, file_format="array_record")
-        if os.path.exists(builder.data_dir):
-            logging.warning(
-                "%s is not a complete build; removing it and building again.", builder.data_dir
-            )
-            shutil.rmtree(builder.data_dir)
-        _remove_stale_builds(config_dir, cls.name)
-        logging.info("Building %s/%s (%s) in %s.", cls.name, config.name, what, builder.data_dir)
-        start = time.perf_counter()
-        builder.download_and_prepare(
-            download_dir=os.path.join(data_dir, "downloads"),
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-            ),
-        )
+    """The builder of `config`, built under a file lock if missing (`writer.prepare_once`)."""
+    builder, elapsed = writer_lib.prepare_once(cls, config, data_dir)
+    if elapsed is not None:
         logging.info(
-            "Built %s/%s in %.1f s: %s.",
+            "Built %s/%s (%s) in %.1f s: %s.",
             cls.name,
             config.name,
-            time.perf_counter() - start,
+            what,
+            elapsed,
             ", ".join(f"{s} {len(builder.as_data_source(s))} clips" for s in SPLITS),
         )
     return builder
@@ -769,17 +728,4 @@ def clip_batches(
         )
     ds = ds.shuffle(seed=config.seed % 2**32).repeat().map(_audio)
     ds = ds.batch(local_batch, drop_remainder=True, batch_fn=_ClipBatch(n_samples))
-    prefetch = config.data.prefetch
-    iter_ds = ds.to_iter_dataset(
-        grain.ReadOptions(
-            num_threads=min(MAX_READ_THREADS, prefetch) if prefetch else 0,
-            prefetch_buffer_size=prefetch,
-        )
-    )
-    if config.data.num_workers > 0:
-        iter_ds = iter_ds.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=config.data.num_workers, per_worker_buffer_size=max(prefetch, 1)
-            )
-        )
-    return iter_ds
+    return pipeline.prefetched(ds, config)

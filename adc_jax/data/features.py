@@ -28,6 +28,8 @@ Per example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 SAMPLE_RATE = 16000
@@ -70,6 +72,16 @@ def features_dict():
             "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
         }
     )
+
+
+def variant_name(
+    split_sizes: Sequence[int], clip_seconds: float, seed: int, sample_rate: int
+) -> str:
+    """The name part of a generated dataset variant, e.g. "n3000-100-200_4s_seed0" (split sizes,
+    clip length, seed; "_sr8000" appended when the rate is not SAMPLE_RATE)."""
+    clip = f"{clip_seconds:g}".replace(".", "p")
+    name = f"n{'-'.join(str(n) for n in split_sizes)}_{clip}s_seed{seed}"
+    return name if sample_rate == SAMPLE_RATE else f"{name}_sr{sample_rate}"
 
 
 def to_int16(wav: np.ndarray) -> np.ndarray:

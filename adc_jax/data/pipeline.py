@@ -578,7 +578,12 @@ def train_dataset(
         ds = ds.shuffle(seed=config.seed % 2**32).repeat()
         ds = ds.map_with_index(prepare)
         ds = ds.batch(local_batch, drop_remainder=True, batch_fn=collate)
-    # Batches are prepared by a few threads ahead of the training loop (prefetch = batches).
+    return prefetched(ds, config)
+
+
+def prefetched(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.IterDataset:
+    """`ds` as an iterator dataset read ahead by a few threads (data.prefetch batches) and, with
+    data.num_workers > 0, by that many worker processes."""
     prefetch = config.data.prefetch
     iter_ds = ds.to_iter_dataset(
         grain.ReadOptions(

@@ -23,10 +23,7 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
-import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,11 +91,8 @@ class SyntheticSpec:
     @property
     def config_name(self) -> str:
         """Name of the builder config, e.g. "n6000-300-600_10s_seed0" ("_sr8000" if not 16 kHz)."""
-        clip = f"{self.clip_seconds:g}".replace(".", "p")
-        name = f"n{self.num_train}-{self.num_validation}-{self.num_eval}_{clip}s_seed{self.seed}"
-        if self.sample_rate == features_lib.SAMPLE_RATE:
-            return name
-        return f"{name}_sr{self.sample_rate}"
+        sizes = list(self.split_sizes.values())
+        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -224,23 +218,6 @@ class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
         )
 
 
-def _remove_stale_builds(config_dir: str, min_age_s: float = 600.0) -> None:
-    """Deletes tfds' temporary build folders (incomplete.*) left by interrupted builds.
-
-    Folders touched in the last `min_age_s` seconds are kept: another process may be building.
-    """
-    if not os.path.isdir(config_dir):
-        return
-    for entry in os.scandir(config_dir):
-        if entry.name.startswith("incomplete.") and entry.is_dir():
-            age = time.time() - entry.stat().st_mtime
-            if age >= min_age_s:
-                logging.warning(
-                    "Removing %s, left by an interrupted synthetic_adc build.", entry.path
-                )
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-
 def build_synthetic(
     data_dir: str, spec: SyntheticSpec, *, num_workers: int | None = None
 ) -> tfds.core.DatasetBuilder:
@@ -264,37 +241,9 @@ def build_synthetic(
     if preset is not None:  # tfds requires the class's own object for a listed name
         preset.num_workers = num_workers
         config = preset
-    builder = SyntheticAdc(config=config, data_dir=data_dir, file_format="array_record")
-    if builder.is_prepared():
+    builder, elapsed = writer_lib.prepare_once(SyntheticAdc, config, data_dir)
+    if elapsed is None:
         return builder
-    config_dir = os.path.dirname(builder.data_dir)
-    os.makedirs(config_dir, exist_ok=True)
-    # Processes that build the same variant at once (several hosts on a shared file system)
-    # take turns: the first builds, the others find it prepared.
-    with open(os.path.join(config_dir, ".build.lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError as e:  # file systems without locks: build without one
-            logging.warning("Could not lock %s (%s); building without a lock.", lock.name, e)
-        if builder.is_prepared():
-            logging.info("synthetic_adc/%s was built by another process.", config.name)
-            # A new builder reads the split metadata that this one was created without.
-            return SyntheticAdc(config=config, data_dir=data_dir, file_format="array_record")
-        if os.path.exists(builder.data_dir):
-            logging.warning(
-                "%s is not a complete build; removing it and building again.", builder.data_dir
-            )
-            shutil.rmtree(builder.data_dir)
-        _remove_stale_builds(config_dir)
-        logging.info("Building synthetic_adc/%s in %s.", config.name, builder.data_dir)
-        start = time.perf_counter()
-        builder.download_and_prepare(
-            download_dir=os.path.join(data_dir, "downloads"),
-            download_config=tfds.download.DownloadConfig(
-                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-            ),
-        )
-        elapsed = time.perf_counter() - start
     total = sum(spec.split_sizes.values())
     logging.info(
         "Built synthetic_adc/%s: %d pairs in %.1f s (%.1f pairs/s).",

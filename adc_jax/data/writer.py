@@ -23,6 +23,7 @@ Public API:
   resolve_workers(num_workers, num_items)  how many processes a split is worth.
   write_split(template, records, ...)      records -> shards of one split -> its SplitInfo.
   generate_splits(builder, split_jobs, ...)  the `_generate_splits` of a builder.
+  prepare_once(cls, config, data_dir)      the builder, built (once, under a file lock) if missing.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import fcntl
 import functools
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 import time
@@ -419,3 +422,62 @@ def generate_splits(
         )
         infos.append(info)
     return infos
+
+
+def remove_stale_builds(config_dir: str, name: str, min_age_s: float = 600.0) -> None:
+    """Deletes tfds' temporary build folders (incomplete.*) left by interrupted builds of `name`.
+
+    Folders touched in the last `min_age_s` seconds are kept: another process may be building.
+    """
+    if not os.path.isdir(config_dir):
+        return
+    for entry in os.scandir(config_dir):
+        if entry.name.startswith("incomplete.") and entry.is_dir():
+            if time.time() - entry.stat().st_mtime >= min_age_s:
+                logging.warning("Removing %s, left by an interrupted %s build.", entry.path, name)
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def prepare_once(
+    cls: type[tfds.core.DatasetBuilder], config: tfds.core.BuilderConfig, data_dir: str
+) -> tuple[tfds.core.DatasetBuilder, float | None]:
+    """The prepared builder `cls(config)` in `data_dir`, building it if missing.
+
+    Processes that build the same variant at once (several hosts on a shared file system) take
+    turns under a file lock in the variant's folder: the first builds, the others find it
+    prepared. A partial build (not prepared) and stale incomplete.* folders are removed first;
+    tfds renames its temporary folder only when every split is written, so an interrupted build
+    is never read back.
+
+    Returns:
+      (builder, seconds the build took, or None when it was already built).
+    """
+    builder = cls(config=config, data_dir=data_dir, file_format="array_record")
+    if builder.is_prepared():
+        return builder, None
+    config_dir = os.path.dirname(builder.data_dir)
+    os.makedirs(config_dir, exist_ok=True)
+    with open(os.path.join(config_dir, ".build.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # file systems without locks: build without one
+            logging.warning("Could not lock %s (%s); building without a lock.", lock.name, e)
+        if builder.is_prepared():
+            logging.info("%s/%s was built by another process.", cls.name, config.name)
+            # A new builder reads the split metadata that this one was created without.
+            return cls(config=config, data_dir=data_dir, file_format="array_record"), None
+        if os.path.exists(builder.data_dir):
+            logging.warning(
+                "%s is not a complete build; removing it and building again.", builder.data_dir
+            )
+            shutil.rmtree(builder.data_dir)
+        remove_stale_builds(config_dir, cls.name)
+        logging.info("Building %s/%s in %s.", cls.name, config.name, builder.data_dir)
+        start = time.perf_counter()
+        builder.download_and_prepare(
+            download_dir=os.path.join(data_dir, "downloads"),
+            download_config=tfds.download.DownloadConfig(
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+            ),
+        )
+        return builder, time.perf_counter() - start
