@@ -207,10 +207,17 @@ def test_dropout_only_in_training():
 
 @pytest.mark.parametrize("shape", [(3, 11, 9), (2, 16, 12), (2, 41, 64)])
 @pytest.mark.parametrize("train", [True, False])
-def test_first_block_as_phase_matmul_equals_conv_block(shape, train):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_first_block_as_phase_matmul_equals_conv_block(shape, train, chunked, monkeypatch):
     """`first_conv_block` (one matmul over pooling phases, BatchNorm statistics from the patches'
     Gram matrix) is `conv_block` on a 1-channel input: output, running statistics and gradients
-    for the parameters, with odd and even T and F and negative BatchNorm scales."""
+    for the parameters, with odd and even T and F and negative BatchNorm scales; `chunked` runs
+    the phase max one clip per loop iteration (its CPU path), else the whole batch at once."""
+    windows = (shape[1] // 2) * (shape[2] // 2)
+    monkeypatch.setattr(byola, "CPU_CHUNK_WINDOWS", windows if chunked else shape[0] * windows)
+    assert byola._chunks(jnp.zeros((shape[0], windows, 16))).shape[1] == (
+        1 if chunked else shape[0]
+    )
     rngs = nnx.Rngs(5)
     conv = nnx.Conv(1, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
     conv.bias[...] = jnp.linspace(-0.4, 0.6, 6)
@@ -331,3 +338,29 @@ def test_load_pretrained_logs_file_shapes_and_mode(checkpoint, caplog):
         assert len(lines) == 1, lines
         assert str(out_dir) in lines[0] and f"is {mode}" in lines[0]
         assert f"n_mels={N_MELS}, channels={CHANNELS}, dim={DIM}" in lines[0]
+
+
+def test_phase_max_gradient_splits_ties_like_jnp_max(monkeypatch):
+    """`phase_max`'s custom backward pass (recomputed chunk by chunk) equals autodiff of the
+    plain matmul + max, including exact ties between phases (kernel columns repeated)."""
+    monkeypatch.setattr(byola, "CPU_CHUNK_WINDOWS", 10)  # 2 clips of 5 windows per chunk
+    rng = np.random.default_rng(0)
+    patches = jnp.asarray(rng.normal(size=(6, 5, 16)), jnp.float32)
+    half = rng.normal(size=(16, 2, 3))
+    kernel = jnp.asarray(np.concatenate([half, half], axis=1).reshape(16, 12), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(6, 5, 3)), jnp.float32)
+    assert byola._chunks(patches).shape == (3, 2, 5, 16)
+
+    def loss(fn):
+        return lambda p, k: jnp.sum(fn(p, k) * weights)
+
+    np.testing.assert_allclose(
+        byola.phase_max(patches, kernel), byola._phase_max_chunk(patches, kernel), rtol=1e-6
+    )
+    got = jax.grad(loss(byola.phase_max), argnums=(0, 1))(patches, kernel)
+    want = jax.grad(loss(byola._phase_max_chunk), argnums=(0, 1))(patches, kernel)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # With the columns repeated every max is a tie: the kernel gradient is the same in each copy.
+    kernel_grad = np.asarray(got[1]).reshape(16, 4, 3)
+    np.testing.assert_allclose(kernel_grad[:, :2], kernel_grad[:, 2:], rtol=1e-6)

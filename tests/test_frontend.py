@@ -138,3 +138,30 @@ def test_frames_by_gather_equal_frames_by_slices(n_samples, n_fft, hop):
     assert by_slices.shape == by_gather.shape == (2, n_frames, n_fft)
     np.testing.assert_array_equal(by_gather, by_slices)
     np.testing.assert_array_equal(by_gather[:, 3], padded[:, 3 * hop : 3 * hop + n_fft])
+
+
+def test_clips_per_chunk_divides_the_batch_within_the_frame_budget():
+    # One CPU device here: the largest divisor of the batch whose frames fit the budget.
+    budget = frontend.CPU_CHUNK_FRAMES
+    assert frontend.clips_per_chunk(64, 401) == 8  # 10 clips would fit; 8 is the divisor
+    assert frontend.clips_per_chunk(64, 1001) == 4
+    assert frontend.clips_per_chunk(7, 401) == 7  # 7 * 401 <= budget
+    assert frontend.clips_per_chunk(13, 401) == 1  # prime and too many frames: one at a time
+    assert frontend.clips_per_chunk(3, budget + 1) == 1
+    for n in (1, 6, 32, 100):
+        c = frontend.clips_per_chunk(n, 401)
+        assert n % c == 0 and (c * 401 <= budget or c == 1)
+
+
+def test_chunked_front_end_equals_the_whole_batch_at_once(monkeypatch):
+    rng = np.random.default_rng(3)
+    wav = jnp.asarray(rng.uniform(-0.5, 0.5, (6, 4000)).astype(np.float32))
+    n_frames = frontend.num_frames(4000, 160)
+    monkeypatch.setattr(frontend, "CPU_CHUNK_FRAMES", 2 * n_frames)  # chunks of 2 clips
+    assert frontend.clips_per_chunk(6, n_frames) == 2
+    chunked = jax.jit(frontend.log_mel)(wav)
+    monkeypatch.setattr(frontend, "CPU_CHUNK_FRAMES", 6 * n_frames)  # the whole batch
+    assert frontend.clips_per_chunk(6, n_frames) == 6
+    whole = jax.jit(frontend.log_mel)(wav)
+    assert chunked.shape == (6, n_frames, 64)
+    np.testing.assert_array_equal(np.asarray(chunked), np.asarray(whole))

@@ -36,6 +36,8 @@ from absl import logging
 from flax import nnx
 
 from adc_jax.config import BYOLA_META_FILE, BYOLA_PARAMS_FILE
+from adc_jax.models import cpu_chunks
+from adc_jax.models.layers import Dropout
 
 NUM_BLOCKS = 3
 
@@ -161,6 +163,67 @@ def _dropped_edge_outputs(conv: nnx.Conv, x: jax.Array) -> list[jax.Array]:
     return outputs
 
 
+# On one CPU device, block 1's [rows of M, 4 phases, C] pre-activations are computed, pooled and
+# differentiated a few clips at a time (`phase_max`), so the 4x-sized tensor stays in cache:
+# about this many pooling windows (rows of the patch matrix) per chunk.
+CPU_CHUNK_WINDOWS = 8192
+
+
+def _phase_max_chunk(patches: jax.Array, kernel: jax.Array) -> jax.Array:
+    """patches [..., R, 16] @ kernel [16, 4 C], max over the 4 phases -> [..., R, C]."""
+    pre = patches @ kernel
+    return pre.reshape(pre.shape[:-1] + (4, kernel.shape[-1] // 4)).max(axis=-2)
+
+
+@jax.custom_vjp
+def phase_max(patches: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Max over pooling phases of patches @ kernel, in chunks of clips: [N, R, 16] -> [N, R, C].
+
+    The same function as `_phase_max_chunk` on the whole batch, with the same gradient (the
+    max's gradient split equally between tied phases, as `jnp.max`'s is); the [N, R, 4 C]
+    pre-activations are never stored: the backward pass recomputes them chunk by chunk.
+    """
+    return _phase_max_fwd(patches, kernel)[0]
+
+
+def _chunks(patches: jax.Array) -> jax.Array:
+    """[N, R, 16] -> [N / c, c, R, 16] for `cpu_chunks.items_per_chunk` clips per chunk."""
+    n, r, k = patches.shape
+    c = cpu_chunks.items_per_chunk(n, r, CPU_CHUNK_WINDOWS)
+    return patches.reshape(n // c, c, r, k)
+
+
+def _phase_max_fwd(patches, kernel):
+    out = jax.lax.map(lambda p: _phase_max_chunk(p, kernel), _chunks(patches))
+    return out.reshape(patches.shape[:2] + (kernel.shape[-1] // 4,)), (patches, kernel)
+
+
+def _phase_max_bwd(residuals, g):
+    patches, kernel = residuals
+    chunks = _chunks(patches)
+    g = g.reshape(chunks.shape[:3] + g.shape[-1:])
+    channels = kernel.shape[-1] // 4
+
+    def chunk_grads(kernel_grad, inputs):
+        p, g_out = inputs  # [c, R, 16], [c, R, C]
+        pre = (p @ kernel).reshape(p.shape[:2] + (4, channels))
+        winner = pre == pre.max(axis=2, keepdims=True)
+        share = g_out[:, :, None, :] / winner.sum(axis=2, keepdims=True).astype(g_out.dtype)
+        g_pre = jnp.where(winner, share, 0).astype(p.dtype).reshape(p.shape[:2] + (4 * channels,))
+        kernel_grad = kernel_grad + jnp.einsum(
+            "crk,crq->kq", p, g_pre, preferred_element_type=jnp.float32
+        )
+        return kernel_grad, g_pre @ kernel.T
+
+    kernel_grad, patch_grads = jax.lax.scan(
+        chunk_grads, jnp.zeros(kernel.shape, jnp.float32), (chunks, g)
+    )
+    return patch_grads.reshape(patches.shape), kernel_grad.astype(kernel.dtype)
+
+
+phase_max.defvjp(_phase_max_fwd, _phase_max_bwd)
+
+
 def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: bool) -> jax.Array:
     """`conv_block` for a 1-channel input, as one matmul over pooling phases (see above).
 
@@ -199,8 +262,8 @@ def first_conv_block(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, *, train: 
     scale = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
     shift = bn.bias[...] + (conv.bias[...] - mean) * scale
     folded = (phase_kernel * scale).reshape(16, 4 * channels).astype(patches.dtype)
-    pre = (patches @ folded).reshape(n, rows, cols, 4, channels)
-    return jax.nn.relu(pre.max(axis=3) + shift.astype(pre.dtype))
+    pooled = phase_max(patches.reshape(n, rows * cols, 16), folded)  # [N, R, C]
+    return jax.nn.relu(pooled + shift.astype(pooled.dtype)).reshape(n, rows, cols, channels)
 
 
 FIRST_BLOCK_IMPLS = ("conv", "phases")
@@ -258,7 +321,7 @@ class AudioNTT2020(nnx.Module):
         flat = num_output_frames(n_mels) * channels  # F/8 * C (pooling floors like T)
         dense = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.fc1 = nnx.Linear(flat, dim, **dense)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.fc2 = nnx.Linear(dim, dim, **dense)
 
     def __call__(self, logmel: jax.Array, *, train: bool) -> jax.Array:

@@ -20,7 +20,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from adc_jax.data.tokenizer import BOS, EOS, PAD
-from adc_jax.models.layers import FeedForward, MultiHeadAttention, layer_norm, sinusoidal_positions
+from adc_jax.models.layers import (
+    Dropout,
+    FeedForward,
+    MultiHeadAttention,
+    layer_norm,
+    sinusoidal_positions,
+)
 
 Cache = dict[str, jax.Array]
 
@@ -41,7 +47,7 @@ class DecoderLayer(nnx.Module):
         )
         self.ffn_norm = layer_norm(d_model, dtype, rngs)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(
         self,
@@ -104,7 +110,7 @@ class TextDecoder(nnx.Module):
             embedding_init=nnx.initializers.normal(d_model**-0.5),
             rngs=rngs,
         )
-        self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.input_dropout = Dropout(dropout, rngs=rngs)
         self.layers = nnx.List(
             [
                 DecoderLayer(d_model, num_heads, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)

@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from adc_jax.models.layers import FeedForward, MultiHeadAttention, layer_norm, sinusoidal_positions
+from adc_jax.models.layers import (
+    Dropout,
+    FeedForward,
+    MultiHeadAttention,
+    layer_norm,
+    sinusoidal_positions,
+)
 
 
 def encoder_attention_mask(segment_ids: jax.Array, valid: jax.Array, attention: str) -> jax.Array:
@@ -65,7 +71,7 @@ class EncoderLayer(nnx.Module):
         )
         self.ffn_norm = layer_norm(d_model, dtype, rngs)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def _cross_attention(
         self, y: jax.Array, valid: jax.Array, *, train: bool
@@ -134,7 +140,7 @@ class DifferenceEncoder(nnx.Module):
         self.segment_embedding = nnx.Embed(
             2, d_model, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
         )
-        self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.input_dropout = Dropout(dropout, rngs=rngs)
         self.layers = nnx.List(
             [
                 EncoderLayer(

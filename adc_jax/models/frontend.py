@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adc_jax.models import cpu_chunks
+
 # Added before the log; float32 machine epsilon, as in BYOL-A.
 LOG_EPS = 1.1920929e-07
 
@@ -127,6 +129,18 @@ def _frames(padded: jax.Array, n_frames: int, n_fft: int, hop_length: int) -> ja
     return frames(padded, n_frames, n_fft, hop_length)
 
 
+# On CPUs the front end runs over chunks of clips of about this many frames in all (4,096 frames
+# of 1,024 float32 samples are 16 MB), so each chunk's frames, spectrum and power stay in cache:
+# at the `:quick` size (64 clips of 4 s, 401 frames each; 2-core AMD EPYC) 66 ms in chunks of
+# 8 clips against 162 ms for the whole batch at once. Accelerators take the whole batch.
+CPU_CHUNK_FRAMES = 4096
+
+
+def clips_per_chunk(n_clips: int, n_frames: int) -> int:
+    """Clips per front-end chunk (`cpu_chunks.items_per_chunk` with CPU_CHUNK_FRAMES)."""
+    return cpu_chunks.items_per_chunk(n_clips, n_frames, CPU_CHUNK_FRAMES)
+
+
 def log_mel(
     wav: jax.Array,
     *,
@@ -143,6 +157,8 @@ def log_mel(
     """Normalised log-mel spectrogram of a batch of waveforms (BYOL-A's input).
 
     Always computed in float32, whatever the input dtype. Jit-friendly; all sizes are static.
+    On one CPU device the batch is processed in chunks of clips (`clips_per_chunk`), which gives
+    the same values faster.
 
     Args:
       wav: [B, N] float waveforms in [-1, 1] at `sample_rate`. N must exceed n_fft // 2
@@ -165,9 +181,37 @@ def log_mel(
         )
     if not 0 < win_length <= n_fft:
         raise ValueError(f"win_length={win_length} must be in [1, n_fft={n_fft}].")
-    x = jnp.asarray(wav, jnp.float32)
-    x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")  # [B, N + 2 pad]
     n_frames = num_frames(n_samples, hop_length)
+    settings = dict(
+        sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
+        n_mels=n_mels, f_min=f_min, f_max=f_max, mean=mean, std=std,
+    )  # fmt: skip
+    x = jnp.asarray(wav, jnp.float32)
+    n_clips = x.shape[0]
+    chunk = clips_per_chunk(n_clips, n_frames)
+    if chunk == n_clips:
+        return _log_mel(x, **settings)
+    chunks = x.reshape(n_clips // chunk, chunk, n_samples)
+    out = jax.lax.map(lambda c: _log_mel(c, **settings), chunks)
+    return out.reshape(n_clips, n_frames, n_mels)
+
+
+def _log_mel(
+    x: jax.Array,
+    *,
+    sample_rate: int,
+    n_fft: int,
+    win_length: int,
+    hop_length: int,
+    n_mels: int,
+    f_min: float,
+    f_max: float,
+    mean: float,
+    std: float,
+) -> jax.Array:
+    """`log_mel` of float32 x [B, N] in one piece (arguments checked by `log_mel`)."""
+    x = jnp.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")  # [B, N + n_fft]
+    n_frames = num_frames(x.shape[1] - 2 * (n_fft // 2), hop_length)
     frames = _frames(x, n_frames, n_fft, hop_length)  # [B, T, n_fft]
     frames = frames * jnp.asarray(_window(win_length, n_fft))
     spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # [B, T, n_fft // 2 + 1] complex64
