@@ -215,8 +215,8 @@ def test_first_block_as_phase_matmul_equals_conv_block(shape, train, chunked, mo
     the phase max one clip per loop iteration (its CPU path), else the whole batch at once."""
     windows = (shape[1] // 2) * (shape[2] // 2)
     monkeypatch.setattr(byola, "CPU_CHUNK_WINDOWS", windows if chunked else shape[0] * windows)
-    assert byola._chunks(jnp.zeros((shape[0], windows, 16))).shape[1] == (
-        1 if chunked else shape[0]
+    assert byola._chunks(jnp.zeros((shape[0], windows, 16))).shape[0] == (
+        shape[0] if chunked else 1
     )
     rngs = nnx.Rngs(5)
     conv = nnx.Conv(1, 6, kernel_size=(3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
@@ -341,26 +341,29 @@ def test_load_pretrained_logs_file_shapes_and_mode(checkpoint, caplog):
 
 
 def test_phase_max_gradient_splits_ties_like_jnp_max(monkeypatch):
-    """`phase_max`'s custom backward pass (recomputed chunk by chunk) equals autodiff of the
-    plain matmul + max, including exact ties between phases (kernel columns repeated)."""
+    """`phase_max`'s custom backward pass (recomputed chunk by chunk) gives the kernel and shift
+    gradients of autodiff of the plain matmul + max + relu, including exact ties between phases
+    (kernel columns repeated) and inactive relus, and a zero gradient for the patches."""
     monkeypatch.setattr(byola, "CPU_CHUNK_WINDOWS", 10)  # 2 clips of 5 windows per chunk
     rng = np.random.default_rng(0)
     patches = jnp.asarray(rng.normal(size=(6, 5, 16)), jnp.float32)
     half = rng.normal(size=(16, 2, 3))
     kernel = jnp.asarray(np.concatenate([half, half], axis=1).reshape(16, 12), jnp.float32)
+    shift = jnp.asarray([-1.0, 0.0, 1.0], jnp.float32)
     weights = jnp.asarray(rng.normal(size=(6, 5, 3)), jnp.float32)
-    assert byola._chunks(patches).shape == (3, 2, 5, 16)
+    assert byola._chunks(patches).shape == (3, 10, 16)
 
     def loss(fn):
-        return lambda p, k: jnp.sum(fn(p, k) * weights)
+        return lambda p, k, b: jnp.sum(fn(p, k, b) * weights)
 
-    np.testing.assert_allclose(
-        byola.phase_max(patches, kernel), byola._phase_max_chunk(patches, kernel), rtol=1e-6
-    )
-    got = jax.grad(loss(byola.phase_max), argnums=(0, 1))(patches, kernel)
-    want = jax.grad(loss(byola._phase_max_chunk), argnums=(0, 1))(patches, kernel)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    out = byola.phase_max(patches, kernel, shift)
+    np.testing.assert_allclose(out, byola._phase_max_chunk(patches, kernel, shift), rtol=1e-6)
+    assert 0 < float((out == 0).mean()) < 1  # some relus are off, so the masking is exercised
+    got = jax.grad(loss(byola.phase_max), argnums=(0, 1, 2))(patches, kernel, shift)
+    want = jax.grad(loss(byola._phase_max_chunk), argnums=(1, 2))(patches, kernel, shift)
+    np.testing.assert_allclose(got[1], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[2], want[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[0], np.zeros(patches.shape))  # documented: no input grad
     # With the columns repeated every max is a tie: the kernel gradient is the same in each copy.
     kernel_grad = np.asarray(got[1]).reshape(16, 4, 3)
     np.testing.assert_allclose(kernel_grad[:, :2], kernel_grad[:, 2:], rtol=1e-6)

@@ -67,3 +67,25 @@ def test_dropout_gradient_is_the_mask_over_keep_prob():
     g = jax.grad(lambda x: jnp.sum(f(x)))(x)
     assert 0 < float((y == 0).mean()) < 1
     np.testing.assert_allclose(np.asarray(g), np.asarray(y), rtol=1e-6)  # x = 1: y = mask / p
+
+
+def test_draw_bits_default_and_override(monkeypatch):
+    monkeypatch.delenv(layers.DROPOUT_BITS_ENV, raising=False)
+    assert layers.dropout_draw_bits() == 16  # these tests run on the CPU
+    monkeypatch.setenv(layers.DROPOUT_BITS_ENV, "32")
+    assert layers.dropout_draw_bits() == 32
+    monkeypatch.setenv(layers.DROPOUT_BITS_ENV, "8")
+    with pytest.raises(ValueError, match="use 16 or 32"):
+        layers.dropout_draw_bits()
+
+
+def test_32_bit_draws_are_nnx_dropout(monkeypatch):
+    """The accelerator default: the same masks as nnx.Dropout for the same stream."""
+    monkeypatch.setenv(layers.DROPOUT_BITS_ENV, "32")
+    x = jnp.ones((8, 64), jnp.float32)
+    ours = layers.Dropout(0.3, rngs=nnx.Rngs(dropout=4))(x, deterministic=False)
+    theirs = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=4))(x, deterministic=False)
+    np.testing.assert_array_equal(ours, theirs)
+    monkeypatch.setenv(layers.DROPOUT_BITS_ENV, "16")
+    sixteen = layers.Dropout(0.3, rngs=nnx.Rngs(dropout=4))(x, deterministic=False)
+    assert (np.asarray(sixteen) != np.asarray(theirs)).any()

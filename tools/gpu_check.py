@@ -7,7 +7,8 @@
    differences) on both backends; printed with their relative difference, once at XLA's default
    GPU precision (TF32 matmuls/convolutions) and once at "highest" (true float32).
 2. Benchmark: `tools/benchmark_step.py`'s measurement for float32 and bfloat16 at global batch 32
-   and 128, then one table.
+   and 128, BYOL-A block 1 as a direct convolution and as a phase matmul, and bfloat16 at 128
+   with dropout from 16-bit draws (the CPU default), then one table.
 With `--extra`: also bfloat16 at batch 256, and a time breakdown (front end / CNN / loss /
 optimizer) at bfloat16, batch 128.
 
@@ -32,6 +33,7 @@ from flax import nnx  # noqa: E402
 from adc_jax import sharding as sharding_lib  # noqa: E402
 from adc_jax import step as step_lib  # noqa: E402
 from adc_jax.config import base_config as paper_base  # noqa: E402
+from adc_jax.models.layers import DROPOUT_BITS_ENV  # noqa: E402
 
 
 def _loss_terms(config, vocab_size: int, batch, device) -> dict[str, float]:
@@ -114,6 +116,24 @@ def main() -> int:
         if json_out:
             with open(json_out, "a") as f:
                 f.write(json.dumps(r) + "\n")
+    # Dropout from 16-bit draws (the CPU default, `layers.dropout_draw_bits`) against the
+    # accelerator default of 32 measured above: decides whether GPUs should draw 16 too.
+    config = late_sdd()
+    config.model.dtype = "bfloat16"
+    config.train.batch_size = 128
+    os.environ[DROPOUT_BITS_ENV] = "16"
+    try:
+        r = run_benchmark(config, steps=10 if quick else 20, warmup=2)
+        r["byola_first_block"] = "conv, dropout 16-bit"
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if json_out:
+            with open(json_out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+    finally:
+        del os.environ[DROPOUT_BITS_ENV]
     if extra:
         config = late_sdd()
         config.model.dtype = "bfloat16"

@@ -10,16 +10,31 @@ Shapes: B batch, L query length, S key length, H heads, K head size, D model wid
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-# Random bits per dropout draw: each 32-bit word of the PRNG gives two draws. The keep test
-# compares a 16-bit draw with round(rate * 2^16), so the dropped fraction is the rate to within
-# 2^-17 and the kept values are scaled by the exact inverse of the realised keep probability.
-DROPOUT_DRAW_BITS = 16
+# Random bits per dropout draw. With 16, each 32-bit word of the PRNG gives two draws and the keep
+# test compares a 16-bit draw with round(rate * 2^16), so the dropped fraction is the rate to
+# within 2^-17 and kept values are scaled by the exact inverse of the realised keep probability.
+# With 32 the layer is `nnx.Dropout` itself (`jax.random.bernoulli`). Threefry costs ~10 ns per
+# word on a 2-core CPU, most of the `:quick` model's dropout cost (the step took 78 ms less with
+# dropout off), so CPUs draw 16 bits; accelerators keep 32 until a GPU measurement says otherwise
+# (`tools/gpu_check.py` times both). `ADC_JAX_DROPOUT_BITS=16|32` overrides, read when traced.
+DROPOUT_BITS_ENV = "ADC_JAX_DROPOUT_BITS"
+
+
+def dropout_draw_bits() -> int:
+    """16 or 32: `ADC_JAX_DROPOUT_BITS` if set, else 16 on CPU and 32 on accelerators."""
+    value = os.environ.get(DROPOUT_BITS_ENV, "")
+    if value:
+        if value not in ("16", "32"):
+            raise ValueError(f"{DROPOUT_BITS_ENV}={value!r}; use 16 or 32 (or leave it unset).")
+        return int(value)
+    return 16 if jax.default_backend() == "cpu" else 32
 
 
 def dropout_keep_mask(
@@ -30,7 +45,7 @@ def dropout_keep_mask(
     Returns (mask [shape] bool, realised keep probability 1 - round(rate * 2^16) / 2^16).
     Threefry costs ~5-10 ns per 32-bit word on CPUs, most of a small model's dropout cost.
     """
-    levels = 1 << DROPOUT_DRAW_BITS
+    levels = 1 << 16
     threshold = int(round(rate * levels))
     shape = tuple(shape)
     last = shape[-1] if shape else 1
@@ -41,13 +56,17 @@ def dropout_keep_mask(
 
 
 class Dropout(nnx.Dropout):
-    """`nnx.Dropout` (same arguments, state and RNG stream) drawing 16 random bits per element.
+    """`nnx.Dropout` (same arguments, state and RNG stream) drawing `dropout_draw_bits()` random
+    bits per element.
 
-    Statistically the same layer: each element is kept with probability 1 - rate (to 2^-17) and
-    scaled by its inverse; the masks differ from nnx.Dropout's for the same key.
+    With 16 bits, statistically the same layer: each element is kept with probability 1 - rate
+    (to 2^-17) and scaled by its inverse; the masks differ from nnx.Dropout's for the same key.
+    With 32 it is nnx.Dropout.
     """
 
     def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
+        if dropout_draw_bits() == 32:
+            return super().__call__(inputs, deterministic=deterministic)
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic or self.rate == 0.0:
             return inputs
