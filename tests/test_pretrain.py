@@ -363,8 +363,10 @@ TINY_GRADIENT = 1e-4
 # frames, the empty canvas around a resize crop) resampled by the crop give near-ties that
 # another rounding (other per-device shapes, other reduction orders) resolves differently.
 # Measured: up to 2.4e-3 of a leaf's largest moment in the first two conv blocks (3e-5 with full
-# clips and crops kept inside the segment, i.e. without constant regions).
-MOMENT_RTOL = 5e-3
+# clips and crops kept inside the segment, i.e. without constant regions); with another dropout
+# stream (16-bit draws) one of bn2's 8 bias moments differed by 1.8e-2 of the leaf's largest, so
+# how many near-ties flip depends on the draw. A sharding error moves moments by their own size.
+MOMENT_RTOL = 3e-2
 
 
 def test_eight_devices_match_one_device(setup):
