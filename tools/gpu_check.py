@@ -69,6 +69,14 @@ def correctness(base_config) -> list[str]:
     return lines
 
 
+def _report(result: dict, json_out: str | None) -> None:
+    """Prints a benchmark result as one JSON line and appends it to json_out if given."""
+    print(json.dumps(result), flush=True)
+    if json_out:
+        with open(json_out, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
     extra = "--extra" in sys.argv
@@ -112,10 +120,7 @@ def main() -> int:
             continue
         r["byola_first_block"] = first_block
         results.append(r)
-        print(json.dumps(r), flush=True)
-        if json_out:
-            with open(json_out, "a") as f:
-                f.write(json.dumps(r) + "\n")
+        _report(r, json_out)
     # Dropout from 16-bit draws (the CPU default, `layers.dropout_draw_bits`) against the
     # accelerator default of 32 measured above: decides whether GPUs should draw 16 too.
     config = late_sdd()
@@ -126,10 +131,7 @@ def main() -> int:
         r = run_benchmark(config, steps=10 if quick else 20, warmup=2)
         r["byola_first_block"] = "conv, dropout 16-bit"
         results.append(r)
-        print(json.dumps(r), flush=True)
-        if json_out:
-            with open(json_out, "a") as f:
-                f.write(json.dumps(r) + "\n")
+        _report(r, json_out)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
     finally:
@@ -141,10 +143,7 @@ def main() -> int:
         try:
             r = run_benchmark(config, steps=10, warmup=2, with_breakdown=True)
             print(format_table(r), flush=True)
-            print(json.dumps(r), flush=True)
-            if json_out:
-                with open(json_out, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+            _report(r, json_out)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
 
