@@ -34,7 +34,7 @@ from adc_jax.config import (
     parse_size,
 )
 
-CLIP_DATASETS = ("synthetic_clips", "audio_folder")
+CLIP_DATASETS = ("synthetic_clips", "synthetic_events", "audio_folder")
 EMA_SCHEDULES = ("constant", "cosine")
 POST_NORMS = ("batch", "none")
 
@@ -69,9 +69,12 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- data
     c.data = ml_collections.ConfigDict()
-    # Clips to pretrain on: "synthetic_clips" (built-in scenes, generated on first use) or
-    # "audio_folder" (every WAV/FLAC/OGG under data.audio_dir, resampled and cut into clips).
-    c.data.name = "synthetic_clips"
+    # Clips to pretrain on, all built-in ones generated on first use: "synthetic_events"
+    # (single-event scenes, -12..+6 dB over a rain/traffic background: the encoder probes best
+    # after these, README), "synthetic_clips" (the captioner's scenes, 0-3 events 0-15 dB over
+    # the background), or "audio_folder" (every WAV/FLAC/OGG under data.audio_dir, resampled and
+    # cut into clips).
+    c.data.name = "synthetic_events"
     # audio_folder: the folder tree of audio files (any rate, any length).
     c.data.audio_dir = ""
     # Directory holding tfds datasets; "" means $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets.
@@ -80,11 +83,11 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.data.sample_rate = 16000
     # Length in seconds of every clip (longer audio is cut into clips of this length).
     c.data.clip_seconds = 10.0
-    # synthetic_clips: number of training clips.
+    # synthetic_*: number of training clips.
     c.data.num_train = 6000
-    # synthetic_clips: number of validation clips.
+    # synthetic_*: number of validation clips.
     c.data.num_validation = 300
-    # synthetic_clips: seed of the generator (the data, not the training run).
+    # synthetic_*: seed of the generator (the data, not the training run).
     c.data.synth_seed = 0
     # Number of batches prepared ahead of the device (host-side prefetch).
     c.data.prefetch = 2
@@ -269,7 +272,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
         f"least {min_clip_samples(c) / d.sample_rate:.3f} s.",
     )
-    if d.name == "synthetic_clips":
+    if d.name in ("synthetic_clips", "synthetic_events"):
         _positive_int(c, "data.num_train")
         _positive_int(c, "data.num_validation")
         _non_negative_int(c, "data.synth_seed")

@@ -1,7 +1,8 @@
 """Tests of the pretraining clip datasets and their grain pipeline (adc_jax.data.clips).
 
 What is checked: synthetic_clips is deterministic, stored in index order and labelled with the
-classes each clip holds; audio_folder cuts every file of a folder tree (WAV/FLAC at 44.1 kHz,
+classes each clip holds; synthetic_events holds one event per clip, of the class its index names,
+mixed at the drawn signal-to-background ratio; audio_folder cuts every file of a folder tree (WAV/FLAC at 44.1 kHz,
 random lengths) into clips of the stated count and lengths, resampled to 16 kHz, labelled by
 folder, with a validation split disjoint by file, and a fingerprint that follows the files; an
 unreadable file fails the build naming it, a truncated one is warned about; `clip_batches`
@@ -21,9 +22,10 @@ import pytest
 import soundfile as sf
 from absl import flags
 
-from adc_jax.data import clips
+from adc_jax.data import clips, scenes
 from adc_jax.data.audio_io import AudioError, load_audio
-from adc_jax.data.captions import EVENT_CLASSES
+from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES
+from adc_jax.data.sounds import active_rms, synthesize_event
 
 SR_IN, SR = 44100, 16000
 NUM_TRAIN, BATCH = 24, 8
@@ -112,11 +114,59 @@ def test_synthetic_clips_are_deterministic_and_labelled_by_their_classes(synthet
     assert not np.array_equal(other["audio"], source[0]["audio"])
 
 
+def test_synthetic_events_are_single_labelled_events_at_the_stated_snr(tmp_path):
+    config = _config(name="synthetic_events", data_dir=str(tmp_path), num_train=20)
+    builder = clips.load_clip_source(config)
+    spec = clips.SyntheticClipsSpec.from_config(config.data)
+    assert spec.kind == "events"
+    # Its own variant beside synthetic_clips' one of the same sizes.
+    assert builder.builder_config.name == "n20-4_0p5s_seed0_events"
+    for split, num in spec.split_sizes.items():
+        stored = builder.as_data_source(split)
+        assert len(stored) == num
+        for i in range(num):
+            made = clips.event_clip(spec, split, i)
+            assert stored[i]["key"].decode() == made["key"] == f"{split}_{i:06d}"
+            assert np.array_equal(stored[i]["audio"], made["audio"])
+            assert stored[i]["audio"].shape == (int(0.5 * SR),)
+            # Classes in turn: the label is the one event's class.
+            assert stored[i]["label"].decode() == EVENT_CLASSES[i % len(EVENT_CLASSES)]
+    train = builder.as_data_source("train")
+    digests = {_digest(train[i]["audio"]) for i in range(len(train))}
+    assert len(digests) == len(train)  # a new instance and crop in every clip
+    scenes_clip = clips.synthetic_clip(clips.SyntheticClipsSpec(20, 4, 0.5), "train", 0)
+    assert not np.array_equal(scenes_clip["audio"], train[0]["audio"])
+
+
+def test_single_event_clip_mixes_at_the_drawn_ratio_and_never_clips():
+    rng = np.random.default_rng(0)
+    event = synthesize_event("dog", 3, 0.5, 2.0, SR)
+    ratios = []
+    for k in range(6):
+        # A loud event (+30 dB) would clip without the peak scaling.
+        snr = (-12.0, 6.0) if k < 5 else (30.0, 30.0)
+        clip = scenes.single_event_clip(rng, event, 1.0, snr, SR)
+        assert clip["wav"].shape == clip["event"].shape == (SR,)
+        np.testing.assert_allclose(clip["wav"], clip["event"] + clip["background"], atol=1e-6)
+        bg_rms = np.sqrt(np.mean(np.square(clip["background"], dtype=np.float64)))
+        measured = 20 * np.log10(active_rms(clip["event"], SR) / bg_rms)
+        assert measured == pytest.approx(clip["snr_db"], abs=1e-3)
+        assert snr[0] <= clip["snr_db"] <= snr[1]
+        assert np.abs(clip["wav"]).max() <= scenes.PEAK + 1e-6
+        assert clip["scene"] in BACKGROUNDS
+        ratios.append(clip["snr_db"])
+    assert len(set(ratios[:5])) == 5
+    with pytest.raises(ValueError, match="fewer than the clip's"):
+        scenes.single_event_clip(rng, event[: SR // 2], 1.0, (0.0, 0.0), SR)
+
+
 def test_unknown_dataset_and_bad_sizes_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="synthetic_clips, audio_folder"):
+    with pytest.raises(ValueError, match="synthetic_clips, synthetic_events, audio_folder"):
         clips.load_clip_source(_config(name="audio_diff_caps", data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="num_validation"):
         clips.SyntheticClipsSpec(num_train=4, num_validation=0, clip_seconds=1.0)
+    with pytest.raises(ValueError, match="kind='pairs' must be one of scenes, events"):
+        clips.SyntheticClipsSpec(num_train=4, num_validation=2, clip_seconds=1.0, kind="pairs")
     with pytest.raises(ValueError, match="audio_dir"):
         clips.load_clip_source(_config(name="audio_folder", data_dir=str(tmp_path)))
 

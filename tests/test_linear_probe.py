@@ -22,6 +22,7 @@ import clip_fixtures
 import numpy as np
 import pytest
 
+from adc_jax.data import scenes
 from adc_jax.data.captions import EVENT_CLASSES
 from adc_jax.data.sounds import active_rms
 
@@ -98,7 +99,7 @@ def test_builtin_set_is_deterministic_balanced_and_mixed_at_the_stated_snr():
             clip = lp.probe_clip(split, i)
             assert clip["label"] == i % 10 and clip["scene"] in ("rain", "traffic")
             np.testing.assert_allclose(clip["wav"], clip["event"] + clip["background"], atol=1e-6)
-            assert np.abs(clip["wav"]).max() <= lp.PEAK + 1e-6
+            assert np.abs(clip["wav"]).max() <= scenes.PEAK + 1e-6
             bg_rms = np.sqrt(np.mean(np.square(clip["background"], dtype=np.float64)))
             snr = 20 * np.log10(active_rms(clip["event"], lp.SAMPLE_RATE) / bg_rms)
             assert snr == pytest.approx(clip["snr_db"], abs=0.05)

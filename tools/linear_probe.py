@@ -83,8 +83,9 @@ from flax import nnx  # noqa: E402
 from adc_jax.config import BYOLA_META_FILE  # noqa: E402
 from adc_jax.data import clip_sources  # noqa: E402
 from adc_jax.data.audio_io import load_audio  # noqa: E402
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES  # noqa: E402
-from adc_jax.data.sounds import active_rms, synthesize_background, synthesize_event  # noqa: E402
+from adc_jax.data.captions import EVENT_CLASSES  # noqa: E402
+from adc_jax.data.scenes import single_event_clip  # noqa: E402
+from adc_jax.data.sounds import synthesize_event  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models import byola  # noqa: E402
 from adc_jax.models.frontend import log_mel, num_frames  # noqa: E402
@@ -99,8 +100,6 @@ SNR_DB = (-12.0, -3.0)
 EVENT_SECONDS = (3.0, 5.0)
 CLIP_SECONDS = 1.0
 INSTANCES_PER_CLASS = 4
-# Background RMS in dBFS (centre, +/- spread) and the peak no clip exceeds.
-BACKGROUND_DBFS, BACKGROUND_SPREAD_DB, PEAK = -30.0, 3.0, 0.9
 # Tag in the built-in set's seeds, so its clips are none of the pretraining data's.
 PROBE_TAG = 7001
 PROBE_SPLITS = ("train", "test")
@@ -156,28 +155,9 @@ def probe_clip(
     irng = np.random.default_rng([seed, PROBE_TAG, split_id, len(PROBE_SPLITS), label, instance])
     event_seed, character = int(irng.integers(2**62)), float(irng.random())
     duration = max(float(irng.uniform(*EVENT_SECONDS)), clip_seconds)
-    n = int(round(clip_seconds * SAMPLE_RATE))
-    scene = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    bg_gain = 10.0 ** ((BACKGROUND_DBFS + rng.uniform(-1, 1) * BACKGROUND_SPREAD_DB) / 20.0)
-    background = bg_gain * synthesize_background(
-        scene, int(rng.integers(2**62)), clip_seconds, SAMPLE_RATE
-    )
     event = synthesize_event(EVENT_CLASSES[label], event_seed, character, duration, SAMPLE_RATE)
-    offset = int(rng.integers(event.shape[0] - n + 1))
-    segment = event[offset : offset + n]
-    snr_db = float(rng.uniform(*SNR_DB))
-    bg_rms = float(np.sqrt(np.mean(np.square(background, dtype=np.float64))))
-    segment = segment * (bg_rms * 10.0 ** (snr_db / 20.0) / active_rms(segment, SAMPLE_RATE))
-    wav = segment + background
-    scale = min(1.0, PEAK / max(float(np.abs(wav).max()), 1e-9))
-    return {
-        "wav": (wav * scale).astype(np.float32),
-        "event": (segment * scale).astype(np.float32),
-        "background": (background * scale).astype(np.float32),
-        "label": label,
-        "snr_db": snr_db,
-        "scene": scene,
-    }
+    clip = single_event_clip(rng, event, clip_seconds, SNR_DB, SAMPLE_RATE)
+    return dict(clip, label=label)
 
 
 def builtin_probe_set(

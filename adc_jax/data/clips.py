@@ -1,6 +1,6 @@
 """Clips for self-supervised pretraining (BYOL-A): two tfds datasets and their grain pipeline.
 
-Pretraining needs audio only, no captions. Two sources, chosen by `config.data.name`:
+Pretraining needs audio only, no captions. Three sources, chosen by `config.data.name`:
 
   synthetic_clips  built-in: clips made by the synthetic scene generator (`adc_jax.data.scenes`,
                    `adc_jax.data.sounds`), generated on first use. Clips 2j and 2j + 1 of a split
@@ -9,6 +9,17 @@ Pretraining needs audio only, no captions. Two sources, chosen by `config.data.n
                    clip's synthesis each), so the data does not depend on the build processes.
                    A clip's label is the event classes it holds, sorted and comma-joined ("" for
                    background only). Sizes: data.num_train / data.num_validation clips.
+  synthetic_events built-in, the pretraining default: single-event scenes from the same
+                   synthesiser (`scenes.single_event_clip`): a crop of one event instance (3-5 s
+                   long, its own seed and character) of class i % 10 over a rain or traffic
+                   background, at a signal-to-background ratio from U(EVENT_SNR_DB) = U(-12, +6)
+                   dB; clip i of split s from default_rng([seed, EVENTS_TAG, split_id, i]), so no
+                   clip shares a generator with the linear probe's labelled set
+                   (`tools/linear_probe.py`, whose events sit at -12..-3 dB). A clip's label is
+                   its event class. Same sizes and seed fields as synthetic_clips. Measured: a
+                   `:quick` encoder pretrained on these clips probes far better than one
+                   pretrained on synthetic_clips, whose events sit 0-15 dB above the background
+                   (README, BYOL-A pretraining).
   audio_folder     the user's audio: every file under data.audio_dir (any folder tree; the
                    formats libsndfile reads: WAV, FLAC, OGG, ...; any sample rate, channel count
                    and length) is decoded and resampled once (`audio_io.load_audio`) and cut into
@@ -23,14 +34,15 @@ Pretraining needs audio only, no captions. Two sources, chosen by `config.data.n
                    probed (`audio_io.check_clip_lengths`): truncated files and files under half a
                    clip are counted in one warning; an unreadable file fails the build naming it.
 
-Record schema (both): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
+Record schema (all): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
 int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
 
 Builds are written with the shared writer (`adc_jax.data.writer`: worker processes, index
 order, uncompressed array_record shards, never read back when interrupted) and co-exist in one
-data_dir: synthetic_clips/<sizes>/, audio_folder/<clip>_<rate>_fp<fingerprint>/, where the
-fingerprint covers the file list (relative paths, sizes, modification times), the clip length,
-the sample rate, the validation fraction and GENERATION_VERSION, so changed audio builds anew.
+data_dir: synthetic_clips/<sizes>/ (synthetic_events: synthetic_clips/<sizes>_events/),
+audio_folder/<clip>_<rate>_fp<fingerprint>/, where the fingerprint covers the file list
+(relative paths, sizes, modification times), the clip length, the sample rate, the validation
+fraction and GENERATION_VERSION, so changed audio builds anew.
 Processes that build the same variant take turns under a file lock.
 
 Training batches (`clip_batches`): this process's shard of the split -> seeded shuffle (a new
@@ -49,6 +61,7 @@ Public API:
   clip_bounds(num_samples, clip_samples)         where a file's clips start and end.
   folder_split(relative_path, fraction)          "train" or "validation" of a file.
   synthetic_clip(spec, split, index)             one synthetic record, made without a build.
+  event_clip(spec, split, index)                 one synthetic_events record (the same).
   clip_features(), serialize_clip(example), parse_clip(record)   the schema and its records.
 """
 
@@ -77,12 +90,21 @@ from adc_jax.data import features as features_lib
 from adc_jax.data import pipeline
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
+from adc_jax.data.captions import EVENT_CLASSES
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
-from adc_jax.data.scenes import generate_pair
+from adc_jax.data.scenes import generate_pair, single_event_clip
+from adc_jax.data.sounds import synthesize_event
 from adc_jax.data.waveform import fit_length
 
 SPLITS = ("train", "validation")
-DATASETS = ("synthetic_clips", "audio_folder")
+DATASETS = ("synthetic_clips", "synthetic_events", "audio_folder")
+# What a synthetic variant holds: the captioner's pairs ("scenes") or single events ("events").
+SYNTHETIC_KINDS = ("scenes", "events")
+# synthetic_events: signal-to-background ratio (dB) of the events, length (s) of an instance.
+EVENT_SNR_DB = (-12.0, 6.0)
+EVENT_SECONDS = (3.0, 5.0)
+# synthetic_events: tag in each clip's seed, so its generators are none of the other sets'.
+EVENTS_TAG = 5003
 # Bump when the records made from the same audio_folder inputs change (forces a rebuild).
 GENERATION_VERSION = 1
 # audio_folder: share of the files (by the hash of their path) in the validation split.
@@ -141,8 +163,10 @@ class SyntheticClipsSpec:
     Attributes:
       num_train, num_validation: clips per split (each > 0).
       clip_seconds: length of each clip (> 0).
-      seed: data seed (>= 0); clips 2j, 2j + 1 of split s come from default_rng([seed, s, j]).
+      seed: data seed (>= 0); scenes: clips 2j, 2j + 1 of split s come from
+        default_rng([seed, s, j]); events: clip i from default_rng([seed, EVENTS_TAG, s, i]).
       sample_rate: Hz.
+      kind: "scenes" (synthetic_clips: the captioner's pairs) or "events" (synthetic_events).
     """
 
     num_train: int
@@ -150,8 +174,11 @@ class SyntheticClipsSpec:
     clip_seconds: float
     seed: int = 0
     sample_rate: int = features_lib.SAMPLE_RATE
+    kind: str = "scenes"
 
     def __post_init__(self) -> None:
+        if self.kind not in SYNTHETIC_KINDS:
+            raise ValueError(f"kind={self.kind!r} must be one of {', '.join(SYNTHETIC_KINDS)}.")
         for split in SPLITS:
             value = getattr(self, f"num_{split}")
             if not (isinstance(value, int) and value > 0):
@@ -168,13 +195,15 @@ class SyntheticClipsSpec:
 
     @classmethod
     def from_config(cls, data_config: Any) -> SyntheticClipsSpec:
-        """The spec of a pretraining `config.data` section (its synth_seed is the data seed)."""
+        """The spec of a pretraining `config.data` section (its synth_seed is the data seed;
+        data.name "synthetic_events" gives kind "events")."""
         return cls(
             num_train=data_config.num_train,
             num_validation=data_config.num_validation,
             clip_seconds=data_config.clip_seconds,
             seed=data_config.synth_seed,
             sample_rate=data_config.sample_rate,
+            kind="events" if data_config.name == "synthetic_events" else "scenes",
         )
 
     @property
@@ -184,13 +213,31 @@ class SyntheticClipsSpec:
 
     @property
     def config_name(self) -> str:
-        """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
+        """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz, "_events" for
+        single-event clips)."""
         sizes = list(self.split_sizes.values())
-        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        name = features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        return f"{name}_events" if self.kind == "events" else name
+
+
+def event_clip(spec: SyntheticClipsSpec, split: str, index: int) -> dict[str, Any]:
+    """Record `index` of `split` of a synthetic_events variant: one event instance of class
+    index % 10, a crop of it over a background at U(EVENT_SNR_DB) dB (`single_event_clip`)."""
+    rng = np.random.default_rng([spec.seed, EVENTS_TAG, SPLITS.index(split), index])
+    cls = EVENT_CLASSES[index % len(EVENT_CLASSES)]
+    event_seed, character = int(rng.integers(2**62)), float(rng.random())
+    duration = max(float(rng.uniform(*EVENT_SECONDS)), spec.clip_seconds)
+    event = synthesize_event(cls, event_seed, character, duration, spec.sample_rate)
+    clip = single_event_clip(rng, event, spec.clip_seconds, EVENT_SNR_DB, spec.sample_rate)
+    key = f"{split}_{index:06d}"
+    return {"key": key, "audio": features_lib.to_int16(clip["wav"]), "label": cls}
 
 
 def _pair_clips(spec: SyntheticClipsSpec, split: str, pair: int) -> list[dict[str, Any]]:
-    """Both clip records of synthetic pair `pair` of `split` (clips 2 pair and 2 pair + 1)."""
+    """The clip records 2 pair and 2 pair + 1 of `split`: both clips of synthetic pair `pair`
+    (scenes), or two single-event clips (events)."""
+    if spec.kind == "events":
+        return [event_clip(spec, split, 2 * pair + j) for j in range(2)]
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), pair])
     made = generate_pair(rng, spec.clip_seconds, spec.sample_rate)
     out = []
@@ -451,11 +498,14 @@ class SyntheticClipsConfig(tfds.core.BuilderConfig):
 
 class SyntheticClips(_ClipBuilder):
     """tfds builder of synthetic clips (see the module docstring): record i of a split is clip
-    i % 2 + 1 of pair i // 2, keyed "<split>_<i:06d>"."""
+    i % 2 + 1 of pair i // 2 (scenes) or single-event clip i (events), keyed "<split>_<i:06d>"."""
 
     name = "synthetic_clips"
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Both clips of synthetic_adc-style pairs, labelled by classes."}
+    RELEASE_NOTES = {
+        "1.0.0": "Both clips of synthetic_adc-style pairs (or single-event clips), labelled by "
+        "classes."
+    }
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
         del dl_manager  # nothing to download
@@ -569,7 +619,7 @@ def build_synthetic_clips(
         name=spec.config_name,
         spec=spec,
         num_workers=num_workers,
-        description=f"{spec.num_train}/{spec.num_validation} synthetic clips of "
+        description=f"{spec.num_train}/{spec.num_validation} synthetic {spec.kind} clips of "
         f"{spec.clip_seconds:g} s at {spec.sample_rate} Hz, seed {spec.seed}.",
     )
     return _prepared(
@@ -619,14 +669,14 @@ def build_audio_folder(
 def load_clip_source(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The prepared tfds builder of a pretraining config's `data` section (built on first use).
 
-    Reads data.name ("synthetic_clips" or "audio_folder"), data.data_dir ("" = the default
-    cache), data.clip_seconds, data.sample_rate and either data.num_train, data.num_validation,
-    data.synth_seed (synthetic) or data.audio_dir (folder). Read a split with
+    Reads data.name ("synthetic_clips", "synthetic_events" or "audio_folder"), data.data_dir
+    ("" = the default cache), data.clip_seconds, data.sample_rate and either data.num_train,
+    data.num_validation, data.synth_seed (synthetic) or data.audio_dir (folder). Read a split with
     `builder.as_data_source("train")`; records hold key, audio ([N] int16), label.
     """
     d = config.data
     data_dir = os.path.expanduser(d.data_dir or default_data_dir())
-    if d.name == "synthetic_clips":
+    if d.name in ("synthetic_clips", "synthetic_events"):
         return build_synthetic_clips(data_dir, SyntheticClipsSpec.from_config(d))
     if d.name == "audio_folder":
         return build_audio_folder(data_dir, AudioFolderSpec.from_config(d))

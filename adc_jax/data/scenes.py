@@ -31,6 +31,10 @@ Public API:
   Event, PairPlan                         a foreground event placed in a clip; a planned pair.
   SYNTHESISED, RecordedSources            where instances come from: the synthesiser, or
                                           recordings known by their lengths.
+  single_event_clip(rng, event, ...)      one event crop over a background at a drawn
+                                          signal-to-background ratio (no pair, no caption): the
+                                          linear probe's labelled clips and the synthetic_events
+                                          pretraining clips.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 
 from adc_jax.data import features as features_lib
 from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, make_captions
-from adc_jax.data.sounds import synthesize_background, synthesize_event
+from adc_jax.data.sounds import active_rms, synthesize_background, synthesize_event
 
 # Background RMS level in dBFS (centre and +/- spread).
 BACKGROUND_DBFS = -30.0
@@ -425,3 +429,51 @@ def generate_pair(
         out["stems1"] = {k: (v * scale).astype(_F32) for k, v in stems[0].items()}
         out["stems2"] = {k: (v * scale).astype(_F32) for k, v in stems[1].items()}
     return out
+
+
+def single_event_clip(
+    rng: np.random.Generator,
+    event: np.ndarray,
+    clip_seconds: float,
+    snr_db: tuple[float, float],
+    sample_rate: int = features_lib.SAMPLE_RATE,
+) -> dict[str, Any]:
+    """A crop of one event over a background, at a signal-to-background ratio from U(snr_db).
+
+    Draws from `rng`, in this order: the background scene (rain or traffic), its level (RMS
+    BACKGROUND_DBFS +- BACKGROUND_DBFS_SPREAD dBFS), its seed, where the crop starts in the
+    event, and the ratio (the crop's active RMS, `sounds.active_rms`, over the background's RMS).
+    The sum is scaled down when its peak would exceed PEAK.
+
+    Args:
+      rng: the clip's generator (the event itself comes from its own seed, outside).
+      event: [M] float waveform of the event, M >= clip_seconds * sample_rate samples.
+      clip_seconds: length of the clip.
+      snr_db: (low, high) bounds of the signal-to-background ratio in dB.
+
+    Returns:
+      wav [N] float32 (= event + background), event and background [N] float32 (the two parts
+      as mixed), snr_db (float, the ratio drawn), scene (str).
+    """
+    n = int(round(clip_seconds * sample_rate))
+    if event.shape[0] < n:
+        raise ValueError(f"the event has {event.shape[0]} samples, fewer than the clip's {n}.")
+    scene = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    bg_gain = 10.0 ** ((BACKGROUND_DBFS + rng.uniform(-1, 1) * BACKGROUND_DBFS_SPREAD) / 20.0)
+    background = bg_gain * synthesize_background(
+        scene, int(rng.integers(2**62)), clip_seconds, sample_rate
+    )
+    offset = int(rng.integers(event.shape[0] - n + 1))
+    segment = event[offset : offset + n]
+    ratio_db = float(rng.uniform(*snr_db))
+    bg_rms = float(np.sqrt(np.mean(np.square(background, dtype=np.float64))))
+    segment = segment * (bg_rms * 10.0 ** (ratio_db / 20.0) / active_rms(segment, sample_rate))
+    wav = segment + background
+    scale = min(1.0, PEAK / max(float(np.abs(wav).max()), 1e-9))
+    return {
+        "wav": (wav * scale).astype(_F32),
+        "event": (segment * scale).astype(_F32),
+        "background": (background * scale).astype(_F32),
+        "snr_db": ratio_db,
+        "scene": scene,
+    }
