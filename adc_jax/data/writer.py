@@ -332,7 +332,7 @@ def write_split(
     template.data_dir.mkdir(parents=True, exist_ok=True)
     stream = iter(
         tfds_utils.tqdm(
-            records, total=num_records, unit=" pairs", desc=desc, leave=False, mininterval=1.0
+            records, total=num_records, unit=" records", desc=desc, leave=False, mininterval=1.0
         )
     )
     shard_lengths: list[int] = []
