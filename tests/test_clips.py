@@ -71,6 +71,21 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
             assert x[k].tobytes() == y[k].tobytes(), k
 
 
+def _assert_stored_as_made(builder, spec, make) -> None:
+    """Every stored record of every split equals `make(spec, split, i)`: count, key, int16 audio
+    of 0.5 s, label."""
+    for split, num in spec.split_sizes.items():
+        stored = builder.as_data_source(split)
+        assert len(stored) == num
+        for i in range(num):
+            made = make(spec, split, i)
+            assert stored[i]["key"].decode() == made["key"] == f"{split}_{i:06d}"
+            assert stored[i]["audio"].dtype == np.int16
+            assert stored[i]["audio"].shape == (int(0.5 * SR),)
+            assert np.array_equal(stored[i]["audio"], made["audio"])
+            assert stored[i]["label"].decode() == made["label"]
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """(config, builder, train source, record index by audio digest) of a small synthetic set."""
@@ -89,16 +104,7 @@ def test_synthetic_clips_are_deterministic_and_labelled_by_their_classes(synthet
     config, builder, source, _ = synthetic
     spec = clips.SyntheticClipsSpec.from_config(config.data)
     assert builder.builder_config.name == "n24-4_0p5s_seed0"
-    for split, num in spec.split_sizes.items():
-        stored = builder.as_data_source(split)
-        assert len(stored) == num
-        for i in range(num):
-            made = clips.synthetic_clip(spec, split, i)
-            assert stored[i]["key"].decode() == made["key"] == f"{split}_{i:06d}"
-            assert stored[i]["audio"].dtype == np.int16
-            assert stored[i]["audio"].shape == (int(0.5 * SR),)
-            assert np.array_equal(stored[i]["audio"], made["audio"])
-            assert stored[i]["label"].decode() == made["label"]
+    _assert_stored_as_made(builder, spec, clips.synthetic_clip)
     labels = [source[i]["label"].decode() for i in range(len(source))]
     assert all(set(lb.split(",")) <= set(EVENT_CLASSES) for lb in labels if lb)
     assert any(labels)  # most clips hold an event
@@ -121,15 +127,11 @@ def test_synthetic_events_are_single_labelled_events_at_the_stated_snr(tmp_path)
     assert spec.kind == "events"
     # Its own variant beside synthetic_clips' one of the same sizes.
     assert builder.builder_config.name == "n20-4_0p5s_seed0_events"
-    for split, num in spec.split_sizes.items():
+    _assert_stored_as_made(builder, spec, clips.event_clip)
+    for split in spec.split_sizes:
         stored = builder.as_data_source(split)
-        assert len(stored) == num
-        for i in range(num):
-            made = clips.event_clip(spec, split, i)
-            assert stored[i]["key"].decode() == made["key"] == f"{split}_{i:06d}"
-            assert np.array_equal(stored[i]["audio"], made["audio"])
-            assert stored[i]["audio"].shape == (int(0.5 * SR),)
-            # Classes in turn: the label is the one event's class.
+        # Classes in turn: the label is the one event's class.
+        for i in range(len(stored)):
             assert stored[i]["label"].decode() == EVENT_CLASSES[i % len(EVENT_CLASSES)]
     train = builder.as_data_source("train")
     digests = {_digest(train[i]["audio"]) for i in range(len(train))}
