@@ -176,7 +176,8 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
     """Shrinks the paper-scale defaults for CPU runs; every mechanism stays switched on."""
     if size == "quick":
         c.data.clip_seconds = 2.0
-        c.data.num_train = 2000
+        # 6,000 clips probe better than 2,000 at the same steps (README, BYOL-A pretraining).
+        c.data.num_train = 6000
         c.data.num_validation = 100
         c.model.projector_hidden = 1024
         c.model.projector_dim = 128
