@@ -56,8 +56,8 @@ set (1,000 train / 500 test clips), random init, seeds 0 and 1, at the pretraini
 statistics; 70.2% and 67.2%, mean 68.7%, with those of the captioner's synthetic clips (mean
 0.149, std 2.445); 70.4% and 67.6%, mean 69.0%, with those a default :quick pretraining estimates
 on its 6,000 synthetic_events clips (mean 0.079, std 2.109); 15-18 s for both seeds, 35-46 s with
-the set's synthesis and compilation. At BYOL-A's published shape (64 channels, d = 2048): 78.0% and 77.6%,
-mean 77.8% (161 s): more random features separate more.
+the set's synthesis and compilation. At BYOL-A's published shape (64 channels, d = 2048): 78.0%
+and 77.6%, mean 77.8% (161 s): more random features separate more.
 """
 
 from __future__ import annotations
