@@ -458,6 +458,7 @@ def export_encoder(
     out_dir: str,
     *,
     step: int | None = None,
+    source: str = EXPORT_SOURCE,
 ) -> dict[str, Any]:
     """Writes the online encoder in the directory format of `tools/convert_byola.py`.
 
@@ -475,6 +476,7 @@ def export_encoder(
       config: the pretraining config (sizes, name; normalisation when not in a state).
       out_dir: the directory to write (created).
       step: recorded in meta.json (default: the state's step, or None).
+      source: what meta.json names as the encoder's origin.
 
     Returns:
       the metadata written to meta.json.
@@ -505,7 +507,7 @@ def export_encoder(
         "n_mels": int(m.n_mels),
         "channels": int(m.byola_channels),
         "dim": int(m.byola_dim),
-        "source": EXPORT_SOURCE,
+        "source": source,
         "step": step,
         "config_name": str(config.name),
         "config_size": str(config.get("size", "")),
