@@ -44,7 +44,7 @@ def smoke_config(tmp_path, **data):
     return config
 
 
-def test_learns_the_labels_and_exports_an_encoder_the_probe_loads(tmp_path):
+def test_learns_the_labels_and_exports_an_encoder_the_probe_loads(tmp_path, capsys):
     config = smoke_config(tmp_path)
     config.train.num_steps = 60
     config.train.learning_rate = 3e-3
@@ -67,6 +67,17 @@ def test_learns_the_labels_and_exports_an_encoder_the_probe_loads(tmp_path):
     assert encoder.shape == (64, config.model.byola_channels, config.model.byola_dim)
     assert (encoder.norm_mean, encoder.norm_std) == (meta["norm_mean"], meta["norm_std"])
     assert encoder.name == "supervised" and encoder.module.dim == meta["dim"]
+    rows = linear_probe.main(
+        [
+            f"--supervised={result['encoder_dir']}",
+            "--seeds=0",
+            "--train_per_class=3",
+            "--test_per_class=2",
+        ]
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if "30/20" in line]
+    assert lines[0].startswith(f"supervised: {result['encoder_dir']}")
+    assert lines[1].startswith("random init, seed 0") and len(rows) == 2
 
 
 def test_audio_folder_labels_are_the_folder_names(tmp_path):

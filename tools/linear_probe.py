@@ -2,12 +2,15 @@
 
   python tools/linear_probe.py --encoder=W/encoder [--official=byola_d2048] [--seeds=0,1]
   python tools/linear_probe.py --encoder=W0/encoder,W1/encoder --data_dir=/path/to/ESC-50-master
+  python tools/linear_probe.py --encoder=W/encoder --supervised=S/encoder   # with the reference
 
 Rows of the table, one per encoder:
   pretrained   --encoder: directories in `tools/convert_byola.py`'s format (params.npz +
                meta.json), e.g. `adc_jax.pretrain`'s W/encoder; several (comma-separated, e.g.
                two pretraining seeds) give one row with their mean.
   official     --official: converted official BYOL-A weights, when you have them.
+  supervised   --supervised: the same encoder trained with the pretraining clips' labels
+               (`tools/supervised_reference.py`'s W/encoder): what pretraining could approach.
   random init  the same architecture (n_mels, channels, dim from each directory's meta.json;
                --n_mels/--channels/--dim when no directory is given) at random initialisation,
                fed the same normalised log-mel as that directory's encoder (--norm_mean/
@@ -557,7 +560,12 @@ def run(args: argparse.Namespace) -> tuple[list[Row], LabelledSet]:
             instances_per_class=args.instances_per_class,
         )
     rows, shapes = [], {}
-    for flag, label in ((args.encoder, "pretrained"), (args.official, "official")):
+    flags = (
+        (args.encoder, "pretrained"),
+        (args.official, "official"),
+        (args.supervised, "supervised"),
+    )
+    for flag, label in flags:
         paths = _paths(flag)
         if not paths:
             continue
@@ -588,6 +596,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="", help="converted encoder dir(s), comma-separated")
     parser.add_argument("--official", default="", help="converted official BYOL-A weights dir")
+    parser.add_argument(
+        "--supervised", default="", help="tools/supervised_reference.py encoder dir(s)"
+    )
     parser.add_argument("--seeds", default="0,1", help="random-init seeds (default 0,1)")
     parser.add_argument("--data_dir", default="", help="ESC-50 or folder-per-class labelled set")
     parser.add_argument(
