@@ -44,7 +44,6 @@ class AugmentSettings:
     crop_scale_min: float = 0.6
     crop_scale_max: float = 1.5
     fader_gain: float = 1.0
-    tilt_gain: float = 0.0
     post_norm: str = "batch"
 
     @classmethod
@@ -57,7 +56,6 @@ class AugmentSettings:
             crop_scale_min=float(p.crop_scale_min),
             crop_scale_max=float(p.crop_scale_max),
             fader_gain=float(p.fader_gain),
-            tilt_gain=float(p.tilt_gain),
             post_norm=str(p.post_norm),
         )
 
@@ -262,15 +260,6 @@ def random_linear_fader(key: jax.Array, x: jax.Array, gain: float) -> jax.Array:
     return linear_fader(x, gains[:, 0], gains[:, 1])
 
 
-def random_spectral_tilt(key: jax.Array, x: jax.Array, gain: float) -> jax.Array:
-    """The linear fader along frequency: a gain ramp over the mel bins, x[b, :, f] + g0[b] +
-    (g1[b] - g0[b]) f / (F-1), gains at the lowest and highest bin ~ U(-gain, gain) per example
-    (0: identity). Not in BYOL-A: an equaliser tilt, so timbre brightness varies between views."""
-    if gain == 0.0:
-        return x
-    return jnp.swapaxes(random_linear_fader(key, jnp.swapaxes(x, 1, 2), gain), 1, 2)
-
-
 # ------------------------------------------------------------------------ normalisation, views
 
 
@@ -288,13 +277,11 @@ def augment(
     filled: jax.Array,
     settings: AugmentSettings,
 ) -> jax.Array:
-    """One view: mixup -> random resize crop -> random linear fader (-> random spectral tilt)
-    -> post-normalisation."""
+    """One view: mixup -> random resize crop -> random linear fader -> post-normalisation."""
     k_mix, k_crop, k_fade = jax.random.split(key, 3)
     x = mixup(k_mix, segments.astype(jnp.float32), memory, filled, settings.mixup_ratio)
     x = random_resize_crop(k_crop, x, settings)
     x = random_linear_fader(k_fade, x, settings.fader_gain)
-    x = random_spectral_tilt(jax.random.fold_in(k_fade, 1), x, settings.tilt_gain)
     return standardise(x) if settings.post_norm == "batch" else x
 
 

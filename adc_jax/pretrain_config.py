@@ -133,9 +133,6 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.pretrain.crop_scale_max = 1.5
     # Random linear fader (BYOL-A v2): gains at both ends ~ U(-g, g) in log-mel units; 0 = off.
     c.pretrain.fader_gain = 1.0
-    # Random spectral tilt (not in BYOL-A): the linear fader along frequency, gains at the lowest
-    # and highest mel bin ~ U(-g, g) in log-mel units, so brightness differs between views; 0 = off.
-    c.pretrain.tilt_gain = 0.0
     # Normalisation after the augmentations: "batch" (each view standardised over the global
     # batch, BYOL-A v2) or "none".
     c.pretrain.post_norm = "batch"
@@ -331,7 +328,6 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     _in_range(c, "pretrain.crop_scale_min", 0.0, 10.0, lo_open=True)
     _in_range(c, "pretrain.crop_scale_max", p.crop_scale_min, 10.0)
     _in_range(c, "pretrain.fader_gain", 0.0, 100.0)
-    _in_range(c, "pretrain.tilt_gain", 0.0, 100.0)
     _choice(c, "pretrain.post_norm", POST_NORMS)
     _in_range(c, "pretrain.ema_decay", 0.0, 1.0)
     _choice(c, "pretrain.ema_schedule", EMA_SCHEDULES)

@@ -9,7 +9,6 @@ fresh copies of one initial state.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import re
@@ -191,21 +190,6 @@ def test_linear_fader_adds_a_gain_ramp_over_time():
     assert np.abs(ramps).max() <= 0.7 and np.abs(ramps).max() > 0.6
     np.testing.assert_allclose(np.diff(ramps, 2, axis=1), 0.0, atol=1e-6)  # linear in time
     np.testing.assert_array_equal(aug.random_linear_fader(jax.random.key(0), x, 0.0), x)
-
-
-def test_spectral_tilt_is_a_gain_ramp_over_frequency_and_off_by_default():
-    out = aug.random_spectral_tilt(jax.random.key(0), jnp.zeros((256, 5, 9)), gain=0.7)
-    tilts = np.asarray(out)
-    np.testing.assert_array_equal(tilts[:, 0], tilts[:, 4])  # the same gain in every frame
-    assert np.abs(tilts).max() <= 0.7 and np.abs(tilts).max() > 0.6
-    np.testing.assert_allclose(np.diff(tilts[:, 0], 2, axis=1), 0.0, atol=1e-6)  # linear in f
-    assert np.std(tilts[:, 0, -1] - tilts[:, 0, 0]) > 0.3  # the slope varies per example
-    segments = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 8)), jnp.float32)
-    memory = jnp.zeros((4, 16, 8))
-    base = aug.make_views(jax.random.key(1), segments, memory, jnp.int32(0), SETTINGS)
-    tilted = dataclasses.replace(SETTINGS, tilt_gain=1.0)
-    other = aug.make_views(jax.random.key(1), segments, memory, jnp.int32(0), tilted)
-    assert SETTINGS.tilt_gain == 0.0 and not np.allclose(base, other)
 
 
 def test_views_are_standardised_and_differ():
