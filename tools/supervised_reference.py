@@ -22,8 +22,10 @@ Output: WORKDIR/encoder/ in `tools/convert_byola.py`'s format (meta.json names t
 source and stores the statistics), WORKDIR/metrics.jsonl (step, loss, batch accuracy every
 train.log_every steps). A later run into the same WORKDIR starts over.
 
-Measured on the 2-core AMD EPYC at :quick (6,000 synthetic_events clips, 16 channels, d = 256):
-see README, BYOL-A pretraining.
+Measured on the 2-core AMD EPYC at :quick (6,000 synthetic_events clips, 16 channels, d = 256,
+1,500 steps of 64 clips; 447-488 s a run with a pretraining run sharing the cores): the linear
+probe's built-in set scores 93.4% and 94.8% (seeds 0 and 1, mean 94.1%), against 81.2% after
+BYOL-A pretraining and 69.0% at random init (README, BYOL-A pretraining).
 """
 
 from __future__ import annotations
