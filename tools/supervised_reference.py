@@ -48,6 +48,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from adc_jax import byol_augment, pretrain_config  # noqa: E402
 from adc_jax import pretrain_step as step_lib  # noqa: E402
+from adc_jax import sharding as sharding_lib  # noqa: E402
 from adc_jax.data import clips  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
@@ -138,24 +139,17 @@ def make_step(settings: step_lib.StepSettings):
 
 def norm_stats(config, data, rng) -> tuple[float, float]:
     """Mean and std of the raw log-mel over the valid frames of pretrain.norm_stats_batches
-    random batches (model.norm_mean / norm_std when that is 0), as pretraining estimates them."""
+    random batches (model.norm_mean / norm_std when that is 0), by pretraining's own estimator."""
     if not config.pretrain.norm_stats_batches:
         return float(config.model.norm_mean), float(config.model.norm_std)
-    settings = step_lib.StepSettings.from_config(config)
-    moments = jax.jit(lambda w, n: _moments(settings, w, n))
-    total = np.zeros(3)
-    for _ in range(config.pretrain.norm_stats_batches):
-        rows = rng.integers(len(data["label"]), size=config.train.batch_size)
-        total += np.asarray(moments(data["wav"][rows], data["wav_len"][rows]), np.float64)
-    mean = total[0] / total[2]
-    return mean, float(np.sqrt(max(total[1] / total[2] - mean**2, 0.0)) or 1e-6)
+    mesh = sharding_lib.create_mesh(jax.devices()[:1])
 
+    def batches():
+        while True:
+            rows = rng.integers(len(data["label"]), size=config.train.batch_size)
+            yield {"wav": data["wav"][rows], "wav_len": data["wav_len"][rows]}
 
-def _moments(settings, wav, wav_len):
-    logmel, n_valid = step_lib.raw_log_mel(settings, wav, wav_len)
-    valid = (jnp.arange(logmel.shape[1])[None, :] < n_valid[:, None])[:, :, None]
-    x = jnp.where(valid, logmel, 0.0)
-    return jnp.stack([jnp.sum(x), jnp.sum(x * x), jnp.sum(n_valid) * logmel.shape[2] * 1.0])
+    return step_lib.estimate_norm_stats(batches(), config, mesh, config.pretrain.norm_stats_batches)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
