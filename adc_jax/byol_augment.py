@@ -50,7 +50,8 @@ class AugmentSettings:
     def from_config(cls, config: ml_collections.ConfigDict) -> AugmentSettings:
         p = config.pretrain
         return cls(
-            mixup_ratio=float(p.mixup_ratio),
+            # No memory (mixup_memory = 0) means no mixup, whatever the ratio.
+            mixup_ratio=float(p.mixup_ratio) if p.mixup_memory > 0 else 0.0,
             virtual_crop_time=float(p.virtual_crop_time),
             virtual_crop_freq=float(p.virtual_crop_freq),
             crop_scale_min=float(p.crop_scale_min),

@@ -28,7 +28,7 @@ int32 valid samples} (global arrays sharded over "data"):
      2B (BatchNorm sees both views); BYOL's symmetrised loss; gradients of the online network only;
   5. Adam (optionally clipped, AdamW) updates the online network; then the target's parameters
      become tau * target + (1 - tau) * online (the EMA, inside the step);
-  6. the batch's segments enter the mixup memory (FIFO).
+  6. the batch's segments enter the mixup memory (FIFO; not when mixup is off).
 A step whose loss or gradient norm is not finite leaves the whole state as it was (metrics report
 `finite` = 0) and only advances the step counter.
 """
@@ -175,8 +175,10 @@ def build_all(
     model = build_model(config, rngs)
     optimizer = nnx.Optimizer(model.online, make_optimizer(config), wrt=nnx.Param)
     mean, std = norm_stats or (config.model.norm_mean, config.model.norm_std)
+    # Orbax cannot save an empty array: with mixup_memory = 0 (mixup off) the memory keeps one
+    # slot, which stays empty (the step neither mixes nor pushes when mixup is off).
     buffers = Buffers(
-        config.pretrain.mixup_memory,
+        max(config.pretrain.mixup_memory, 1),
         config.pretrain.segment_frames,
         config.model.n_mels,
         float(mean),
@@ -339,12 +341,13 @@ def pretrain_step(
     optimizer.update(model.online, grads)
     tau = tau_schedule(step)
     ema_update(model, tau)
-    new_memory, position, filled = byol_augment.push_memory(
-        memory, buffers.position[...], filled, segments
-    )
-    buffers.memory[...] = new_memory
-    buffers.position[...] = position
-    buffers.filled[...] = filled
+    if settings.augment.mixup_ratio > 0:
+        new_memory, position, filled = byol_augment.push_memory(
+            memory, buffers.position[...], filled, segments
+        )
+        buffers.memory[...] = new_memory
+        buffers.position[...] = position
+        buffers.filled[...] = filled
 
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     _, _, new_state = _split(model, optimizer, buffers)

@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 from adc_jax import byol_augment as aug
-from adc_jax import pretrain_step, sharding
+from adc_jax import checkpointing, pretrain_config, pretrain_step, sharding
 from adc_jax.models import byol, byola
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -475,3 +475,25 @@ def test_export_encoder_of_a_model_writes_what_load_pretrained_reads(tmp_path):
     config.model.byola_dim = 64  # another config than the model's
     with pytest.raises(ValueError, match="pass the config the model was built with"):
         pretrain_step.export_encoder(model, config, str(tmp_path / "other"))
+
+
+def test_mixup_off_mixes_nothing_and_the_state_still_checkpoints(tmp_path):
+    config = smoke_config()
+    config.pretrain.mixup_memory = 0  # "0 = no mixup"
+    assert aug.AugmentSettings.from_config(config).mixup_ratio == 0.0
+    mesh = sharding.create_mesh(jax.devices()[:1])
+    ts = pretrain_step.create_pretrain_state(config, mesh)
+    step = pretrain_step.jit_pretrain_step(ts, config, mesh)
+    state, metrics = step(ts.rng_state, ts.state, sharding.global_batch(clip_batch(config), mesh))
+    assert float(metrics["finite"]) == 1.0 and float(metrics["memory_filled"]) == 0.0
+    assert not np.any(np.asarray(state["buffers"]["memory"][...]))  # nothing was pushed
+    # Orbax refuses empty arrays: the state of a run without mixup must still save and restore.
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "ckpt"), keep=1, async_save=False)
+    meta = {"model": pretrain_config.model_fields(config)}
+    checkpointer.save(1, state, {}, meta)
+    checkpointer.wait()
+    restored, _, step_restored, _ = checkpointing.restore_or_init(checkpointer, state, meta)
+    assert step_restored == 1
+    np.testing.assert_array_equal(
+        np.asarray(restored["buffers"]["memory"][...]), np.asarray(state["buffers"]["memory"][...])
+    )
