@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -112,3 +113,27 @@ def test_export_records_the_source_it_is_given(tmp_path):
     assert meta["source"] == "x"
     default = pretrain_step.export_encoder(model.encoder, config, str(tmp_path / "f"))
     assert default["source"] == pretrain_step.EXPORT_SOURCE
+
+
+def test_command_line_trains_and_exports(tmp_path):
+    # The flags are defined only when the file runs as a script: importing it here beside
+    # adc_jax.pretrain (which defines --config too) must not clash, and the script must still run.
+    import adc_jax.pretrain  # noqa: F401
+
+    data_dir = tmp_path / "data"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "supervised_reference.py"),
+            f"--config={REPO / 'configs' / 'byola_pretrain.py'}:smoke",
+            f"--config.data.data_dir={data_dir}",
+            f"--workdir={tmp_path / 'w'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Trained 6 steps on 10 classes" in out.stdout
+    assert json.load(open(tmp_path / "w" / "encoder" / "meta.json"))["source"] == reference.SOURCE

@@ -54,11 +54,6 @@ from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
 from adc_jax.models.byola import AudioNTT2020  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/byola_pretrain.py", "Pretraining config file (data, model, train)."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the encoder and metrics.")
-
 # What the exported encoder's meta.json names as its source.
 SOURCE = "adc_jax supervised reference (tools/supervised_reference.py)"
 
@@ -192,13 +187,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
 
 
-def main(argv):
+def define_flags():
+    """The command line's flags, defined only when this file runs as a script (importing it, as
+    the tests do beside adc_jax.pretrain, must not define a second --config)."""
+    config = config_flags.DEFINE_config_file(
+        "config", "configs/byola_pretrain.py", "Pretraining config file (data, model, train)."
+    )
+    workdir = flags.DEFINE_string("workdir", None, "Directory for the encoder and metrics.")
+    return config, workdir
+
+
+def main(argv, config_flag, workdir_flag):
     del argv
-    if not _WORKDIR.value:
+    if not workdir_flag.value:
         raise app.UsageError("--workdir is required.")
-    result = train(_CONFIG.value, _WORKDIR.value)
+    config = config_flag.value
+    result = train(config, workdir_flag.value)
     print(
-        f"Trained {_CONFIG.value.train.num_steps} steps on {len(result['classes'])} classes in "
+        f"Trained {config.train.num_steps} steps on {len(result['classes'])} classes in "
         f"{result['seconds']:.0f} s (last batch: loss {result['loss']:.4f}, accuracy "
         f"{result['batch_accuracy']:.3f}); encoder in {result['encoder_dir']}.\nProbe it:\n  "
         f"python tools/linear_probe.py --encoder={result['encoder_dir']}"
@@ -206,4 +212,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _config_flag, _workdir_flag = define_flags()
+    app.run(lambda argv: main(argv, _config_flag, _workdir_flag))
