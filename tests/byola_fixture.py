@@ -5,8 +5,9 @@ Written with `tools/make_byola_fixture.py` (no torch needed) and converted with 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from tool_modules import load_tool
 
 from adc_jax.models import byola_weights
 
@@ -15,14 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHANNELS, DIM, N_MELS = 8, 16, 64
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixture_tool = _load_tool("make_byola_fixture")
+fixture_tool = load_tool("make_byola_fixture")
 
 
 def write_checkpoint(root: Path):

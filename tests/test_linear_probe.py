@@ -11,33 +11,20 @@ ones used (the random-init row shares the statistics).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import byola_fixture
 import clip_fixtures
 import numpy as np
 import pytest
+from tool_modules import load_tool
 
 from adc_jax.data import scenes
 from adc_jax.data.captions import EVENT_CLASSES
 from adc_jax.data.sounds import active_rms
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-lp = _load_tool("linear_probe")
+lp = load_tool("linear_probe")
 
 K, D, N_TRAIN, N_TEST = 5, 24, 200, 300
 

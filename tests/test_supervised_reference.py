@@ -3,7 +3,6 @@ labels, exported in the format the linear probe and the captioner read."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,31 +12,19 @@ from pathlib import Path
 import clip_fixtures
 import numpy as np
 import pytest
+from tool_modules import load_tool
 
-from adc_jax import pretrain_step
+from adc_jax import pretrain_config, pretrain_step
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _load_tool("supervised_reference")
-linear_probe = _load_tool("linear_probe")
+reference = load_tool("supervised_reference")
+linear_probe = load_tool("linear_probe")
 
 
 def smoke_config(tmp_path, **data):
-    spec = importlib.util.spec_from_file_location(
-        "configs_pretrain", REPO / "configs" / "byola_pretrain.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = pretrain_config.pretrain_config("smoke")  # what configs/byola_pretrain.py:smoke gives
     config.data.data_dir = str(tmp_path / "data")
     config.train.log_every = 5
     for key, value in data.items():
