@@ -49,6 +49,7 @@ from ml_collections import config_flags  # noqa: E402
 from adc_jax import byol_augment, pretrain_config  # noqa: E402
 from adc_jax import pretrain_step as step_lib  # noqa: E402
 from adc_jax import sharding as sharding_lib  # noqa: E402
+from adc_jax.config import ConfigError  # noqa: E402
 from adc_jax.data import clips  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
@@ -148,8 +149,12 @@ def norm_stats(config, data, rng) -> tuple[float, float]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains the classifier and exports its encoder; returns {"loss", "accuracy", "classes",
-    "seconds", "encoder_dir"} (loss and accuracy of the last logged batch)."""
+    """Trains the classifier and exports its encoder; returns {"step", "loss", "batch_accuracy",
+    "classes", "seconds", "encoder_dir"} (step, loss and accuracy of the last logged batch).
+
+    Raises:
+      ConfigError: a config value cannot work; ValueError: clips without one class each.
+    """
     pretrain_config.validate(config)
     data, classes = labelled_clips(config)
     rng = np.random.default_rng(config.seed)
@@ -202,12 +207,15 @@ def main(argv, config_flag, workdir_flag):
     if not workdir_flag.value:
         raise app.UsageError("--workdir is required.")
     config = config_flag.value
-    result = train(config, workdir_flag.value)
+    try:
+        result = train(config, workdir_flag.value)
+    except (ConfigError, ValueError) as e:
+        sys.exit(f"Error: {e}")
     print(
         f"Trained {config.train.num_steps} steps on {len(result['classes'])} classes in "
         f"{result['seconds']:.0f} s (last batch: loss {result['loss']:.4f}, accuracy "
         f"{result['batch_accuracy']:.3f}); encoder in {result['encoder_dir']}.\nProbe it:\n  "
-        f"python tools/linear_probe.py --encoder={result['encoder_dir']}"
+        f"python tools/linear_probe.py --encoder=PRETRAINED/encoder --supervised={result['encoder_dir']}"
     )
 
 
