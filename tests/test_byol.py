@@ -1,5 +1,5 @@
 """Tests of BYOL-A pretraining's parts: the networks and loss (`adc_jax.models.byol`), the
-augmentations (`adc_jax.byol_augment`) and the step (`adc_jax.pretrain_step`): the EMA update,
+augmentations (`adc_jax.pretrain.augment`) and the step (`adc_jax.pretrain.step`): the EMA update,
 the stop-gradient to the target, BatchNorm statistics, mixup in the linear domain, resize-crop
 shapes, the loss's symmetry, the mixup memory and non-finite steps.
 
@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from adc_jax import byol_augment as aug
-from adc_jax import checkpointing, pretrain_config, pretrain_step, sharding
+from adc_jax import checkpointing, sharding
 from adc_jax.models import byol, byola
+from adc_jax.pretrain import augment as aug
+from adc_jax.pretrain import config as pretrain_config
+from adc_jax.pretrain import step as pretrain_step
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = aug.AugmentSettings()  # BYOL-A's: canvas 1.5 x time, crops 0.6-1.5, fader gain 1

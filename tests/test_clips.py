@@ -1,4 +1,4 @@
-"""Tests of the pretraining clip datasets and their grain pipeline (adc_jax.data.clips).
+"""Tests of the pretraining clip datasets and their grain pipeline (adc_jax.pretrain.clips).
 
 What is checked: synthetic_clips is deterministic, stored in index order and labelled with the
 classes each clip holds; synthetic_events holds one event per clip, of the class its index names,
@@ -22,10 +22,11 @@ import pytest
 import soundfile as sf
 from absl import flags
 
-from adc_jax.data import clips, scenes
+from adc_jax.data import scenes
 from adc_jax.data.audio_io import AudioError, load_audio
 from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES
 from adc_jax.data.sounds import active_rms, synthesize_event
+from adc_jax.pretrain import clips
 
 SR_IN, SR = 44100, 16000
 NUM_TRAIN, BATCH = 24, 8

@@ -24,12 +24,14 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from adc_jax import checkpointing, pretrain, pretrain_step, sharding
+from adc_jax import checkpointing, sharding
 from adc_jax import config as config_lib
-from adc_jax import pretrain_config as pretrain_config_lib
 from adc_jax import step as step_lib
-from adc_jax.data import clips
 from adc_jax.models import byola, frontend
+from adc_jax.pretrain import clips
+from adc_jax.pretrain import config as pretrain_config_lib
+from adc_jax.pretrain import step as pretrain_step
+from adc_jax.pretrain import train as pretrain
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO_ROOT, "configs", "byola_pretrain.py")
@@ -81,7 +83,8 @@ MULTI_DEVICE_SCRIPT = """
 import importlib.util, sys
 import jax
 import numpy as np
-from adc_jax import pretrain_step, sharding
+from adc_jax import sharding
+from adc_jax.pretrain import step as pretrain_step
 
 assert len(jax.devices()) == 8, jax.devices()
 spec = importlib.util.spec_from_file_location("c", sys.argv[1])

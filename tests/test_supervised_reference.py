@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from tool_modules import load_tool
 
-from adc_jax import pretrain_config, pretrain_step
+from adc_jax.pretrain import config as pretrain_config
+from adc_jax.pretrain import step as pretrain_step
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ networks, Adam, EMA update, mixup memory).
   python tools/benchmark_pretrain.py --config=configs/byola_pretrain.py[:quick] [--steps=30]
       [--config.train.batch_size=512] [--config.model.dtype=bfloat16] [--peak_tflops=989]
 
-Runs `adc_jax.pretrain_step.jit_pretrain_step` on random waveforms that already live on the
+Runs `adc_jax.pretrain.step.jit_pretrain_step` on random waveforms that already live on the
 devices (so it measures the step, not the input pipeline), excludes compilation, and times each
 step with `block_until_ready`, then a dispatch-pipelined loop. Prints one table and one JSON
 line: device kind and count, global batch, median ms/step, clips/s, model FLOPs per clip
@@ -43,10 +43,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from adc_jax import pretrain_config  # noqa: E402
-from adc_jax import pretrain_step as step_lib  # noqa: E402
 from adc_jax import sharding as sharding_lib  # noqa: E402
 from adc_jax.models.byola import NUM_BLOCKS  # noqa: E402
+from adc_jax.pretrain import config as pretrain_config  # noqa: E402
+from adc_jax.pretrain import step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/byola_pretrain.py", "Pretraining config file."

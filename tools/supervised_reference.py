@@ -6,7 +6,7 @@
 How far self-supervised pretraining is from what the same encoder learns when it is told the
 classes. The AudioNTT2020 encoder of `config.model` (the shape BYOL-A pretraining exports) plus a
 linear classifier on its pooled embedding (mean + max over time, as BYOL-A pools) is trained with
-softmax cross-entropy on the labels the pretraining clips record (`adc_jax.data.clips`):
+softmax cross-entropy on the labels the pretraining clips record (`adc_jax.pretrain.clips`):
 synthetic_events: the event class (10 classes); audio_folder: the name of each file's folder.
 synthetic_clips is refused: its clips hold 0-3 events, so its labels are not one class each.
 
@@ -46,14 +46,15 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from adc_jax import byol_augment, pretrain_config  # noqa: E402
-from adc_jax import pretrain_step as step_lib  # noqa: E402
 from adc_jax import sharding as sharding_lib  # noqa: E402
 from adc_jax.config import ConfigError  # noqa: E402
-from adc_jax.data import clips  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
 from adc_jax.models.byola import AudioNTT2020  # noqa: E402
+from adc_jax.pretrain import augment as byol_augment  # noqa: E402
+from adc_jax.pretrain import clips  # noqa: E402
+from adc_jax.pretrain import config as pretrain_config  # noqa: E402
+from adc_jax.pretrain import step as step_lib  # noqa: E402
 
 # What the exported encoder's meta.json names as its source.
 SOURCE = "adc_jax supervised reference (tools/supervised_reference.py)"

@@ -50,13 +50,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from adc_jax import byol_augment
 from adc_jax import sharding as sharding_lib
 from adc_jax.config import BYOLA_META_FILE, BYOLA_PARAMS_FILE
 from adc_jax.models import frontend
 from adc_jax.models.adc import INT16_SCALE, compute_dtype, first_block_impl
 from adc_jax.models.byol import BYOL, byol_loss, ema_update
 from adc_jax.models.byola import AudioNTT2020
+from adc_jax.pretrain import augment as byol_augment
 
 # What an exported encoder's meta.json names as its source.
 EXPORT_SOURCE = "adc_jax BYOL-A pretraining (python -m adc_jax.pretrain)"
