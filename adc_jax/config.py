@@ -22,36 +22,32 @@ from typing import Any
 
 import ml_collections
 
-SIZES = ("paper", "quick", "smoke")
+from adc_jax import config_checks as checks
+
+# Re-exported: every module that reads a config names these through `adc_jax.config`.
+from adc_jax.config_checks import (  # noqa: F401
+    DTYPES,
+    FIRST_BLOCK_SETTINGS,
+    NONFINITE_POLICIES,
+    SIZES,
+    ConfigError,
+    get_field,
+    has_field,
+    min_clip_samples,
+    parse_size,
+)
+
 ATTENTION_MODES = ("cross", "full")
-FIRST_BLOCK_SETTINGS = ("auto", "conv", "phases")
 SDD_MODES = ("none", "early", "late")
 DATASETS = ("synthetic_adc", "audio_diff_caps", "adiff", "clip_pairs")
 ADIFF_SUBSETS = ("acd", "cld")
 ADIFF_TIERS = (1, 2, 3)
-DTYPES = ("float32", "bfloat16")
 DECODE_MODES = ("greedy", "beam")
-NONFINITE_POLICIES = ("stop", "skip")
-
-
-class ConfigError(ValueError):
-    """A config field has a value that cannot work; the message names the field and the fix."""
 
 
 def default_data_dir() -> str:
     """Where datasets are cached unless `config.data.data_dir` says otherwise."""
     return os.environ.get("ADC_JAX_DATA_DIR", os.path.join("~", ".cache", "adc_jax", "datasets"))
-
-
-def parse_size(arg: str | None) -> str:
-    """Maps the config-file argument (`late_sdd.py:quick`) to a size name."""
-    size = (arg or "paper").strip().lower()
-    if size not in SIZES:
-        raise ConfigError(
-            f"Unknown config size {arg!r}: use one of {', '.join(SIZES)} "
-            "(e.g. --config=configs/late_sdd.py:quick)."
-        )
-    return size
 
 
 def base_config(size: str = "paper") -> ml_collections.ConfigDict:
@@ -312,80 +308,6 @@ def experiment_config(
 # ------------------------------------------------------------------------------------ validation
 
 
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"config.{key}={value!r} is invalid: {why}")
-
-
-def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = get_field(c, key)
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        key,
-        value,
-        "must be a positive integer.",
-    )
-
-
-def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = get_field(c, key)
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-        key,
-        value,
-        "must be an integer >= 0.",
-    )
-
-
-def _choice(c: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
-    value = get_field(c, key)
-    _check(value in choices, key, value, f"must be one of {', '.join(map(repr, choices))}.")
-
-
-def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
-    value = get_field(c, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    lo_s = "(" if lo_open else "["
-    hi_s = ")" if hi_open else "]"
-    _check(ok, key, value, f"must be a number in {lo_s}{lo}, {hi}{hi_s}.")
-
-
-def has_field(c: ml_collections.ConfigDict, key: str) -> bool:
-    """Whether the dotted field name exists: has_field(c, "model.d_model")."""
-    try:
-        get_field(c, key)
-    except (KeyError, AttributeError, TypeError):
-        return False
-    return True
-
-
-def get_field(c: ml_collections.ConfigDict, key: str) -> Any:
-    """The value of a dotted field name: get_field(c, "model.d_model")."""
-    node = c
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def _check_directory(c: ml_collections.ConfigDict, key: str, what: str) -> None:
-    value = get_field(c, key)
-    _check(
-        isinstance(value, str) and bool(value),
-        key,
-        value,
-        f"must name a directory when data.name is {c.data.name!r} "
-        f"(e.g. --config.{key}=/path/to/it).",
-    )
-    _check(
-        os.path.isdir(os.path.expanduser(value)),
-        key,
-        value,
-        f"directory does not exist; point it at {what}.",
-    )
-
-
 def parse_tiers(text: str) -> tuple[int, ...] | None:
     """'1,3' -> (1, 3): distinct ADIFF tiers in increasing order; None if malformed or empty."""
     try:
@@ -409,12 +331,6 @@ def parse_buckets(text: str) -> tuple[int, ...] | None:
     return buckets if ok else None
 
 
-def min_clip_samples(c: ml_collections.ConfigDict) -> int:
-    """Fewest samples that give at least one frame after BYOL-A's three 2x2 poolings."""
-    # Centred STFT: n_frames = n_samples // hop + 1; three poolings need 8 frames.
-    return 7 * c.model.hop_length
-
-
 # The files of a converted BYOL-A directory (`config.model.byola_init`), written by
 # tools/convert_byola.py: the arrays, and their shapes (n_mels, channels, dim) and source.
 BYOLA_PARAMS_FILE = "params.npz"
@@ -432,13 +348,13 @@ def _check_byola_init(c: ml_collections.ConfigDict) -> None:
     value = c.model.byola_init
     convert = "tools/convert_byola.py --input FILE.pth --output DIR"
     path = os.path.expanduser(value)
-    _check(
+    checks.check(
         os.path.exists(path), "model.byola_init", value, f"does not exist; write it with {convert}."
     )
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     params_path = os.path.join(folder, BYOLA_PARAMS_FILE)
     meta_path = os.path.join(folder, BYOLA_META_FILE)
-    _check(
+    checks.check(
         os.path.isfile(params_path),
         "model.byola_init",
         value,
@@ -455,16 +371,16 @@ def _check_byola_init(c: ml_collections.ConfigDict) -> None:
     lacking = [
         k for k in _BYOLA_META_FIELDS if not isinstance(meta, dict) or type(meta.get(k)) is not int
     ]
-    _check(
+    checks.check(
         not lacking,
         "model.byola_init",
         value,
         f"{meta_path} lacks the integer field(s) {', '.join(lacking)}; re-run {convert}.",
     )
     wrong = [
-        (key, meta[k], get_field(c, key))
+        (key, meta[k], checks.get_field(c, key))
         for k, key in _BYOLA_META_FIELDS.items()
-        if meta[k] != get_field(c, key)
+        if meta[k] != checks.get_field(c, key)
     ]
     if wrong:
         raise ConfigError(
@@ -508,49 +424,41 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
       c: a config from `configs/*.py`, with command-line overrides applied.
       num_devices: global device count; when given, batch sizes must divide by it.
     """
-    _choice(c, "data.name", DATASETS)
-    _positive_int(c, "data.sample_rate")
-    _in_range(c, "data.clip_seconds", 0.0, 600.0, lo_open=True)
-    n_samples = int(round(c.data.clip_seconds * c.data.sample_rate))
-    _check(
-        n_samples >= min_clip_samples(c),
-        "data.clip_seconds",
-        c.data.clip_seconds,
-        f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
-        f"least {min_clip_samples(c) / c.data.sample_rate:.3f} s.",
-    )
+    checks.choice(c, "data.name", DATASETS)
+    checks.check_clip(c)
     if c.data.name in ("synthetic_adc", "clip_pairs"):
         for key in ("data.num_train", "data.num_validation", "data.num_eval"):
-            _positive_int(c, key)
-        _non_negative_int(c, "data.synth_seed")
+            checks.positive_int(c, key)
+        checks.non_negative_int(c, "data.synth_seed")
+    needed_for = f"when data.name is {c.data.name!r}"
     if c.data.name == "clip_pairs":
-        _check_directory(c, "data.clips_dir", "your ESC-50, FSD50K or folder-per-class copy")
+        checks.existing_directory(
+            c, "data.clips_dir", needed_for, "your ESC-50, FSD50K or folder-per-class copy"
+        )
         if c.data.background_dir:
-            _check_directory(c, "data.background_dir", "your background recordings")
+            checks.existing_directory(
+                c, "data.background_dir", needed_for, "your background recordings"
+            )
         for key in ("data.clip_classes", "data.background_classes"):
-            _check(isinstance(get_field(c, key), str), key, get_field(c, key), "must be a string.")
+            value = checks.checks.get_field(c, key)
+            checks.check(isinstance(value, str), key, value, "must be a string.")
     elif c.data.name in ("audio_diff_caps", "adiff"):
         what = "your AudioDiffCaps copy" if c.data.name == "audio_diff_caps" else "your ADIFF copy"
-        _check_directory(c, "data.audio_dir", what)
-        _check_directory(c, "data.csv_dir", what)
+        checks.existing_directory(c, "data.audio_dir", needed_for, what)
+        checks.existing_directory(c, "data.csv_dir", needed_for, what)
     if c.data.name == "adiff":
-        _choice(c, "data.adiff_subset", ADIFF_SUBSETS)
+        checks.choice(c, "data.adiff_subset", ADIFF_SUBSETS)
         tiers = c.data.adiff_tiers
-        _check(
+        checks.check(
             isinstance(tiers, str) and parse_tiers(tiers) is not None,
             "data.adiff_tiers",
             tiers,
             "must list tiers from 1, 2, 3 separated by commas, e.g. '1' or '1,2,3'.",
         )
-    _in_range(c, "data.min_clip_fraction", 0.0, 1.0)
-    _check(
-        isinstance(c.data.punctuation_tokens, bool),
-        "data.punctuation_tokens",
-        c.data.punctuation_tokens,
-        "must be True or False.",
-    )
+    checks.in_range(c, "data.min_clip_fraction", 0.0, 1.0)
+    checks.boolean(c, "data.punctuation_tokens")
     buckets = parse_buckets(c.data.token_buckets) if isinstance(c.data.token_buckets, str) else None
-    _check(
+    checks.check(
         buckets is not None and (not buckets or buckets[-1] == c.data.max_caption_tokens),
         "data.token_buckets",
         c.data.token_buckets,
@@ -558,29 +466,22 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         f"data.max_caption_tokens={c.data.max_caption_tokens}, e.g. '64,128,"
         f"{c.data.max_caption_tokens}'.",
     )
-    _in_range(c, "data.validation_fraction", 0.0, 1.0, hi_open=True)
-    _check(
+    checks.in_range(c, "data.validation_fraction", 0.0, 1.0, hi_open=True)
+    checks.check(
         isinstance(c.data.max_caption_tokens, int) and c.data.max_caption_tokens >= 3,
         "data.max_caption_tokens",
         c.data.max_caption_tokens,
         "must be an integer >= 3 (<bos>, one word, <eos>).",
     )
-    _positive_int(c, "data.vocab_min_count")
-    _non_negative_int(c, "data.num_workers")
-    _non_negative_int(c, "data.prefetch")
+    checks.positive_int(c, "data.vocab_min_count")
+    checks.non_negative_int(c, "data.num_workers")
+    checks.non_negative_int(c, "data.prefetch")
 
     m = c.model
-    _choice(c, "model.dtype", DTYPES)
-    _choice(c, "model.attention", ATTENTION_MODES)
-    _choice(c, "model.sdd", SDD_MODES)
-    _choice(c, "model.byola_first_block", FIRST_BLOCK_SETTINGS)
+    checks.check_encoder(c)
+    checks.choice(c, "model.attention", ATTENTION_MODES)
+    checks.choice(c, "model.sdd", SDD_MODES)
     for key in (
-        "model.n_fft",
-        "model.win_length",
-        "model.hop_length",
-        "model.n_mels",
-        "model.byola_channels",
-        "model.byola_dim",
         "model.d_model",
         "model.num_heads",
         "model.d_ff",
@@ -589,41 +490,25 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         "model.sdd_lstm_units",
         "model.max_decode_len",
     ):
-        _positive_int(c, key)
-    _check(
-        m.win_length <= m.n_fft,
-        "model.win_length",
-        m.win_length,
-        f"must not exceed model.n_fft={m.n_fft}.",
-    )
-    _check(
-        m.n_mels % 8 == 0,
-        "model.n_mels",
-        m.n_mels,
-        "must be a multiple of 8 (BYOL-A pools the mel axis three times by 2).",
-    )
-    _in_range(c, "model.f_min", 0.0, c.data.sample_rate / 2)
-    _in_range(c, "model.f_max", m.f_min, c.data.sample_rate / 2, lo_open=True)
-    _in_range(c, "model.norm_std", 0.0, math.inf, lo_open=True, hi_open=True)
-    _check(
+        checks.positive_int(c, key)
+    checks.check(
         m.d_model % m.num_heads == 0,
         "model.num_heads",
         m.num_heads,
         f"must divide model.d_model={m.d_model}.",
     )
-    _check(
-        isinstance(m.sdd_similar_dim, int) and 0 < m.sdd_similar_dim < m.d_model,
+    checks.check(
+        checks.is_int(m.sdd_similar_dim) and 0 < m.sdd_similar_dim < m.d_model,
         "model.sdd_similar_dim",
         m.sdd_similar_dim,
         f"must be an integer in [1, model.d_model-1={m.d_model - 1}] so both parts are non-empty.",
     )
-    _in_range(c, "model.sdd_temperature", 0.0, math.inf, lo_open=True, hi_open=True)
-    _in_range(c, "model.sdd_weight", 0.0, math.inf, hi_open=True)
-    _in_range(c, "model.dropout", 0.0, 1.0, hi_open=True)
-    _in_range(c, "model.byola_dropout", 0.0, 1.0, hi_open=True)
-    _in_range(c, "model.byola_lr_scale", 0.0, math.inf, hi_open=True)
-    _in_range(c, "model.label_smoothing", 0.0, 1.0, hi_open=True)
-    _check(
+    checks.in_range(c, "model.sdd_temperature", 0.0, math.inf, lo_open=True, hi_open=True)
+    checks.in_range(c, "model.sdd_weight", 0.0, math.inf, hi_open=True)
+    checks.in_range(c, "model.dropout", 0.0, 1.0, hi_open=True)
+    checks.in_range(c, "model.byola_lr_scale", 0.0, math.inf, hi_open=True)
+    checks.in_range(c, "model.label_smoothing", 0.0, 1.0, hi_open=True)
+    checks.check(
         m.max_decode_len >= c.data.max_caption_tokens,
         "model.max_decode_len",
         m.max_decode_len,
@@ -632,48 +517,24 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     if m.byola_init:
         _check_byola_init(c)
 
-    t = c.train
-    for key in (
-        "train.batch_size",
-        "train.num_steps",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.keep_checkpoints",
-    ):
-        _positive_int(c, key)
-    _non_negative_int(c, "train.warmup_steps")
-    _non_negative_int(c, "train.eval_every")
-    _in_range(c, "train.learning_rate", 0.0, 1.0, lo_open=True)
-    _in_range(c, "train.final_lr_fraction", 0.0, 1.0)
-    _in_range(c, "train.weight_decay", 0.0, math.inf, hi_open=True)
-    _in_range(c, "train.grad_clip", 0.0, math.inf, lo_open=True, hi_open=True)
-    _choice(c, "train.nonfinite", NONFINITE_POLICIES)
+    checks.check_optimizer(c, clipping_optional=False)
+    checks.non_negative_int(c, "train.eval_every")
     if m.sdd != "none":
-        _check(
-            t.batch_size >= 2,
+        checks.check(
+            c.train.batch_size >= 2,
             "train.batch_size",
-            t.batch_size,
+            c.train.batch_size,
             "InfoNCE needs at least 2 pairs per batch when model.sdd is not 'none'.",
         )
 
-    _choice(c, "eval.split", ("train", "validation", "eval"))
-    _positive_int(c, "eval.batch_size")
-    _choice(c, "eval.decode", DECODE_MODES)
-    _positive_int(c, "eval.beam_size")
-    _in_range(c, "eval.length_penalty", 0.0, 10.0)
-    _non_negative_int(c, "eval.max_examples")
-    _non_negative_int(c, "eval.num_samples")
-
-    if num_devices is not None:
-        for key in ("train.batch_size", "eval.batch_size"):
-            value = get_field(c, key)
-            _check(
-                value % num_devices == 0,
-                key,
-                value,
-                f"must be divisible by the number of devices ({num_devices}); try "
-                f"{max(num_devices, value // num_devices * num_devices)}.",
-            )
+    checks.choice(c, "eval.split", ("train", "validation", "eval"))
+    checks.positive_int(c, "eval.batch_size")
+    checks.choice(c, "eval.decode", DECODE_MODES)
+    checks.positive_int(c, "eval.beam_size")
+    checks.in_range(c, "eval.length_penalty", 0.0, 10.0)
+    checks.non_negative_int(c, "eval.max_examples")
+    checks.non_negative_int(c, "eval.num_samples")
+    checks.check_batch_divides(c, ("train.batch_size", "eval.batch_size"), num_devices)
 
 
 def model_fields(c: ml_collections.ConfigDict) -> dict[str, Any]:

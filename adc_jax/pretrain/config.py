@@ -11,28 +11,19 @@ Sizes:
   "quick": the same mechanisms shrunk to pretrain on 2 CPU cores.
   "smoke": seconds; used by the tests.
 
-`validate(config)` checks every field a user can set and raises `config.ConfigError` naming the
+`validate(config)` checks every field a user can set and raises `ConfigError` naming the
 key, so a bad value fails before anything is built or compiled.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import ml_collections
 
-from adc_jax.config import (
-    DTYPES,
-    FIRST_BLOCK_SETTINGS,
-    NONFINITE_POLICIES,
-    ConfigError,
-    base_config,
-    get_field,
-    min_clip_samples,
-    parse_size,
-)
+from adc_jax import config_checks as checks
+from adc_jax.config import base_config
 
 CLIP_DATASETS = ("synthetic_clips", "synthetic_events", "audio_folder")
 EMA_SCHEDULES = ("constant", "cosine")
@@ -58,7 +49,7 @@ SHARED_MODEL_FIELDS = (
 
 def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     """Returns the full default pretraining config at the given size."""
-    size = parse_size(size)
+    size = checks.parse_size(size)
     c = ml_collections.ConfigDict()
     # Name of the run, written into logs and into the exported encoder's meta.json.
     c.name = "byola_pretrain"
@@ -206,40 +197,6 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
 # ------------------------------------------------------------------------------------ validation
 
 
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"config.{key}={value!r} is invalid: {why}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = get_field(c, key)
-    _check(_is_int(value) and value > 0, key, value, "must be a positive integer.")
-
-
-def _non_negative_int(c: ml_collections.ConfigDict, key: str) -> None:
-    value = get_field(c, key)
-    _check(_is_int(value) and value >= 0, key, value, "must be an integer >= 0.")
-
-
-def _choice(c: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
-    value = get_field(c, key)
-    _check(value in choices, key, value, f"must be one of {', '.join(map(repr, choices))}.")
-
-
-def _in_range(c, key, lo, hi, *, lo_open=False, hi_open=False) -> None:
-    value = get_field(c, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    lo_s = "(" if lo_open else "["
-    hi_s = ")" if hi_open else "]"
-    _check(ok, key, value, f"must be a number in {lo_s}{lo}, {hi}{hi_s}.")
-
-
 def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
     """Raises ConfigError naming the first field whose value cannot work.
 
@@ -248,119 +205,61 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
       num_devices: global device count; when given, the batch size must divide by it.
     """
     d = c.data
-    _choice(c, "data.name", CLIP_DATASETS)
+    checks.choice(c, "data.name", CLIP_DATASETS)
     if d.name == "audio_folder":
-        _check(
+        checks.check(
             isinstance(d.audio_dir, str) and bool(d.audio_dir),
             "data.audio_dir",
             d.audio_dir,
             "must name a folder of WAV/FLAC/OGG files when data.name is 'audio_folder' "
             "(e.g. --config.data.audio_dir=/path/to/audio).",
         )
-        _check(
+        checks.check(
             os.path.isdir(os.path.expanduser(d.audio_dir)),
             "data.audio_dir",
             d.audio_dir,
             "directory does not exist; point it at a folder tree of audio files.",
         )
-    _positive_int(c, "data.sample_rate")
-    _in_range(c, "data.clip_seconds", 0.0, 600.0, lo_open=True)
-    n_samples = int(round(d.clip_seconds * d.sample_rate))
-    _check(
-        n_samples >= min_clip_samples(c),
-        "data.clip_seconds",
-        d.clip_seconds,
-        f"a clip of {n_samples} samples is too short for BYOL-A's three 2x2 poolings; use at "
-        f"least {min_clip_samples(c) / d.sample_rate:.3f} s.",
-    )
+    checks.check_clip(c)
     if d.name in ("synthetic_clips", "synthetic_events"):
-        _positive_int(c, "data.num_train")
-        _positive_int(c, "data.num_validation")
-        _non_negative_int(c, "data.synth_seed")
-    _non_negative_int(c, "data.prefetch")
-    _non_negative_int(c, "data.num_workers")
+        checks.positive_int(c, "data.num_train")
+        checks.positive_int(c, "data.num_validation")
+        checks.non_negative_int(c, "data.synth_seed")
+    checks.non_negative_int(c, "data.prefetch")
+    checks.non_negative_int(c, "data.num_workers")
 
-    m = c.model
-    _choice(c, "model.dtype", DTYPES)
-    _choice(c, "model.byola_first_block", FIRST_BLOCK_SETTINGS)
-    for key in (
-        "model.n_fft",
-        "model.win_length",
-        "model.hop_length",
-        "model.n_mels",
-        "model.byola_channels",
-        "model.byola_dim",
-        "model.projector_hidden",
-        "model.projector_dim",
-    ):
-        _positive_int(c, key)
-    _check(
-        m.win_length <= m.n_fft,
-        "model.win_length",
-        m.win_length,
-        f"must not exceed model.n_fft={m.n_fft}.",
-    )
-    _check(
-        m.n_mels % 8 == 0,
-        "model.n_mels",
-        m.n_mels,
-        "must be a multiple of 8 (BYOL-A pools the mel axis three times by 2).",
-    )
-    _in_range(c, "model.f_min", 0.0, d.sample_rate / 2)
-    _in_range(c, "model.f_max", m.f_min, d.sample_rate / 2, lo_open=True)
-    _in_range(c, "model.norm_mean", -math.inf, math.inf, lo_open=True, hi_open=True)
-    _in_range(c, "model.norm_std", 0.0, math.inf, lo_open=True, hi_open=True)
-    _in_range(c, "model.byola_dropout", 0.0, 1.0, hi_open=True)
+    checks.check_encoder(c)
+    checks.positive_int(c, "model.projector_hidden")
+    checks.positive_int(c, "model.projector_dim")
 
     p = c.pretrain
-    _positive_int(c, "pretrain.segment_frames")
-    _check(
+    checks.positive_int(c, "pretrain.segment_frames")
+    checks.check(
         p.segment_frames >= 8,
         "pretrain.segment_frames",
         p.segment_frames,
         "must be at least 8 (BYOL-A pools the time axis three times by 2).",
     )
-    _non_negative_int(c, "pretrain.norm_stats_batches")
-    _in_range(c, "pretrain.mixup_ratio", 0.0, 1.0)
-    _non_negative_int(c, "pretrain.mixup_memory")
-    _in_range(c, "pretrain.virtual_crop_time", 1.0, 10.0)
-    _in_range(c, "pretrain.virtual_crop_freq", 1.0, 10.0)
-    _in_range(c, "pretrain.crop_scale_min", 0.0, 10.0, lo_open=True)
-    _in_range(c, "pretrain.crop_scale_max", p.crop_scale_min, 10.0)
-    _in_range(c, "pretrain.fader_gain", 0.0, 100.0)
-    _choice(c, "pretrain.post_norm", POST_NORMS)
-    _in_range(c, "pretrain.ema_decay", 0.0, 1.0)
-    _choice(c, "pretrain.ema_schedule", EMA_SCHEDULES)
+    checks.non_negative_int(c, "pretrain.norm_stats_batches")
+    checks.in_range(c, "pretrain.mixup_ratio", 0.0, 1.0)
+    checks.non_negative_int(c, "pretrain.mixup_memory")
+    checks.in_range(c, "pretrain.virtual_crop_time", 1.0, 10.0)
+    checks.in_range(c, "pretrain.virtual_crop_freq", 1.0, 10.0)
+    checks.in_range(c, "pretrain.crop_scale_min", 0.0, 10.0, lo_open=True)
+    checks.in_range(c, "pretrain.crop_scale_max", p.crop_scale_min, 10.0)
+    checks.in_range(c, "pretrain.fader_gain", 0.0, 100.0)
+    checks.choice(c, "pretrain.post_norm", POST_NORMS)
+    checks.in_range(c, "pretrain.ema_decay", 0.0, 1.0)
+    checks.choice(c, "pretrain.ema_schedule", EMA_SCHEDULES)
 
-    t = c.train
-    for key in (
+    checks.check_optimizer(c, clipping_optional=True)
+    checks.check(
+        c.train.batch_size >= 2,
         "train.batch_size",
-        "train.num_steps",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.keep_checkpoints",
-    ):
-        _positive_int(c, key)
-    _check(
-        t.batch_size >= 2,
-        "train.batch_size",
-        t.batch_size,
+        c.train.batch_size,
         "BatchNorm and the per-batch normalisation need at least 2 clips per batch.",
     )
-    _non_negative_int(c, "train.warmup_steps")
-    _in_range(c, "train.learning_rate", 0.0, 1.0, lo_open=True)
-    _in_range(c, "train.final_lr_fraction", 0.0, 1.0)
-    _in_range(c, "train.weight_decay", 0.0, math.inf, hi_open=True)
-    _in_range(c, "train.grad_clip", 0.0, math.inf, hi_open=True)
-    _choice(c, "train.nonfinite", NONFINITE_POLICIES)
-    if num_devices is not None:
-        _check(
-            t.batch_size % num_devices == 0,
-            "train.batch_size",
-            t.batch_size,
-            f"must be divisible by the number of devices ({num_devices}); try "
-            f"{max(num_devices, t.batch_size // num_devices * num_devices)}.",
-        )
+    checks.check_batch_divides(c, ("train.batch_size",), num_devices)
 
 
 def model_fields(c: ml_collections.ConfigDict) -> dict[str, Any]:
