@@ -7,8 +7,8 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 
 from adc_jax import report
-from adc_jax.data.captions import OPERATIONS
 from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.synthetic.grammar import OPERATIONS
 from adc_jax.metrics import breakdown as breakdown_lib
 from adc_jax.metrics.captioning import tokenize_for_scoring
 from adc_jax.metrics.difference import difference_accuracy

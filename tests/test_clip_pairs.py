@@ -19,10 +19,10 @@ from adc_jax import config as config_lib
 from adc_jax import rundir, train
 from adc_jax.data import clip_pairs as CP
 from adc_jax.data import clip_sources as CS
-from adc_jax.data import scenes
 from adc_jax.data.audio_io import AudioError
-from adc_jax.data.captions import OPERATIONS, label_phrases, parse_caption
 from adc_jax.data.features import as_text, to_int16
+from adc_jax.data.synthetic import scenes
+from adc_jax.data.synthetic.grammar import OPERATIONS, label_phrases, parse_caption
 from adc_jax.metrics.difference import difference_accuracy
 from tests.conftest import load_config
 

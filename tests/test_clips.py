@@ -22,10 +22,10 @@ import pytest
 import soundfile as sf
 from absl import flags
 
-from adc_jax.data import scenes
 from adc_jax.data.audio_io import AudioError, load_audio
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES
-from adc_jax.data.sounds import active_rms, synthesize_event
+from adc_jax.data.synthetic import scenes
+from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES
+from adc_jax.data.synthetic.sounds import active_rms, synthesize_event
 from adc_jax.pretrain import clips
 
 SR_IN, SR = 44100, 16000

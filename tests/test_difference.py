@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from adc_jax.data.captions import OPERATIONS, make_captions
+from adc_jax.data.synthetic.grammar import OPERATIONS, make_captions
 from adc_jax.metrics.difference import difference_accuracy
 
 LABELS = {

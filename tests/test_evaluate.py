@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from adc_jax import evaluate
-from adc_jax.data.captions import OPERATIONS
+from adc_jax.data.synthetic.grammar import OPERATIONS
 from adc_jax.metrics.breakdown import KEYWORD_GROUPS
 from adc_jax.metrics.captioning import spice_status
 

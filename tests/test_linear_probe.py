@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from tool_modules import load_tool
 
-from adc_jax.data import scenes
-from adc_jax.data.captions import EVENT_CLASSES
-from adc_jax.data.sounds import active_rms
+from adc_jax.data.synthetic import scenes
+from adc_jax.data.synthetic.grammar import EVENT_CLASSES
+from adc_jax.data.synthetic.sounds import active_rms
 
 lp = load_tool("linear_probe")
 

@@ -19,7 +19,7 @@ from absl import flags
 from adc_jax import config as config_lib
 from adc_jax.data import pipeline
 from adc_jax.data.features import as_text
-from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
+from adc_jax.data.synthetic.builder import SyntheticSpec, build_synthetic
 from adc_jax.data.tokenizer import BOS, EOS, PAD, UNK, Vocabulary
 from adc_jax.data.waveform import fit_length
 

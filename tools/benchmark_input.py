@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import app, flags  # noqa: E402
 
 from adc_jax import config as config_lib  # noqa: E402
-from adc_jax.data import pipeline, synthetic  # noqa: E402
+from adc_jax.data import pipeline  # noqa: E402
+from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 from adc_jax.data.tokenizer import Vocabulary  # noqa: E402
 
 _SIZE = flags.DEFINE_enum("size", "paper", ["paper", "quick", "smoke"], "Size preset.")

@@ -31,9 +31,9 @@ iterations). l2 is chosen from L2_GRID by 3-fold cross-validation on the trainin
 (stratified, seeded), then the probe is refit on all of them and scored on the test clips.
 
 Labelled sets:
-  built-in (default)  single-event scenes from the synthesiser (`adc_jax.data.sounds`), made
+  built-in (default)  single-event scenes from the synthesiser (`adc_jax.data.synthetic.sounds`), made
                       hard enough that a random-init encoder scores below 70%: one event of one
-                      of the 10 classes of `adc_jax.data.captions.EVENT_CLASSES` (the label)
+                      of the 10 classes of `adc_jax.data.synthetic.grammar.EVENT_CLASSES` (the label)
                       over a rain or traffic background at -30 +- 3 dBFS, at a
                       signal-to-background ratio drawn from U(-12, -3) dB (the event part's
                       active RMS, `sounds.active_rms`, over the background's RMS), the event a 1 s
@@ -87,9 +87,9 @@ from flax import nnx  # noqa: E402
 from adc_jax.config import BYOLA_META_FILE  # noqa: E402
 from adc_jax.data import clip_sources  # noqa: E402
 from adc_jax.data.audio_io import load_audio  # noqa: E402
-from adc_jax.data.captions import EVENT_CLASSES  # noqa: E402
-from adc_jax.data.scenes import single_event_clip  # noqa: E402
-from adc_jax.data.sounds import synthesize_event  # noqa: E402
+from adc_jax.data.synthetic.grammar import EVENT_CLASSES  # noqa: E402
+from adc_jax.data.synthetic.scenes import single_event_clip  # noqa: E402
+from adc_jax.data.synthetic.sounds import synthesize_event  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models import byola  # noqa: E402
 from adc_jax.models.frontend import log_mel, num_frames  # noqa: E402

@@ -30,8 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_synthetic import add_size_flags, resolve  # noqa: E402  (sibling tool)
 
 from adc_jax import config as config_lib  # noqa: E402
-from adc_jax.data import clip_pairs, synthetic  # noqa: E402
+from adc_jax.data import clip_pairs  # noqa: E402
 from adc_jax.data.features import as_text, to_int16  # noqa: E402
+from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 
 # Largest difference, in int16 steps, allowed between a re-rendered recipe and the stored audio.
 MAX_RENDER_ERROR = 1

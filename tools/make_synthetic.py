@@ -19,7 +19,7 @@ import typing
 from absl import logging
 
 from adc_jax import config as config_lib
-from adc_jax.data import synthetic
+from adc_jax.data.synthetic import builder as synthetic
 
 # The SyntheticSpec fields a flag can override (the sample rate is the model's: not a flag).
 OVERRIDABLE = ("num_train", "num_validation", "num_eval", "clip_seconds", "seed")

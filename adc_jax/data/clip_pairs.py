@@ -5,7 +5,7 @@ chirping birds) over FSD50K backgrounds (rain, a car passing by). Its second cli
 public, so this builder rebuilds the recipe from recordings a user can download: ESC-50, FSD50K
 or any folder-per-class collection (`adc_jax.data.clip_sources` reads the layouts and splits).
 
-A pair is planned exactly like a synthetic_adc pair (`adc_jax.data.scenes.plan_pair`: a
+A pair is planned exactly like a synthetic_adc pair (`adc_jax.data.synthetic.scenes.plan_pair`: a
 background scene plus 0-2 events in clip 1, one or two of the seven edits, the same level and
 timing rules and caption grammar), with real recordings as instances (`scenes.RecordedSources`):
   * an event is a segment of a recording's active part (`clip_sources.active_region`), as long as
@@ -25,7 +25,7 @@ classes, and background recordings that carry a foreground class, are left out.
 Class names: a label with a synthetic counterpart (SYNTHETIC_CLASSES: ESC-50's "church_bells",
 FSD50K's "Church_bell", ...) takes the synthetic class's name and phrases ("bells": "the church
 bells", "the chiming bells", ...), so difference accuracy reads its captions unchanged; any other
-label gets a name and a phrase from its words (`captions.label_class`: "Crying_baby" ->
+label gets a name and a phrase from its words (`grammar.label_class`: "Crying_baby" ->
 "crying_baby", "a crying baby"), and `parse_caption(text, classes)` reads it when given the
 run's classes (difference accuracy takes them from the labels). The scene is the background
 label as words ("rain", "car passing by").
@@ -79,12 +79,12 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from adc_jax.data import captions as captions_lib
-from adc_jax.data import clip_sources, scenes
+from adc_jax.data import clip_sources
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
-from adc_jax.data.sounds import active_rms
+from adc_jax.data.synthetic import grammar, scenes
+from adc_jax.data.synthetic.sounds import active_rms
 
 SPLITS = clip_sources.SPLITS
 # Bump when the records made from the same inputs change (forces a rebuild).
@@ -258,14 +258,12 @@ class ClipInputs:
 
 def class_name(label: str) -> str:
     """The name of a foreground label in captions and edit labels (see the module docstring)."""
-    return SYNTHETIC_CLASSES.get(clip_sources.normalize_label(label)) or captions_lib.label_class(
-        label
-    )
+    return SYNTHETIC_CLASSES.get(clip_sources.normalize_label(label)) or grammar.label_class(label)
 
 
 def scene_name(label: str) -> str:
     """The scene of a background label: its words ("Car_passing_by" -> "car passing by")."""
-    return " ".join(captions_lib.label_words(captions_lib.label_class(label)))
+    return " ".join(grammar.label_words(grammar.label_class(label)))
 
 
 def _unique(names: list[tuple[str, str]], what: str, setting: str) -> None:
@@ -351,7 +349,7 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     _unique(event_names, "event class", "data.clip_classes")
     scene_names = [(label, scene_name(label)) for label in scene_labels]
     _unique(scene_names, "scene", "data.background_classes")
-    captions_lib.check_phrasing([name for _, name in event_names])
+    grammar.check_phrasing([name for _, name in event_names])
     chosen_events = clip_sources.select_classes(
         clips,
         event_labels,

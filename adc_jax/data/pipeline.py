@@ -47,7 +47,7 @@ from adc_jax.data.adiff import build_adiff
 from adc_jax.data.audiodiffcaps import build_audio_diff_caps
 from adc_jax.data.clip_pairs import ClipPairsSpec, build_clip_pairs
 from adc_jax.data.features import as_text, caption_tiers
-from adc_jax.data.synthetic import SyntheticSpec, build_synthetic
+from adc_jax.data.synthetic.builder import SyntheticSpec, build_synthetic
 from adc_jax.data.tokenizer import BOS, PAD, UNK, Vocabulary, tier_token, words
 from adc_jax.data.waveform import fit_length
 

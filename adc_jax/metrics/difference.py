@@ -2,7 +2,7 @@
 
 Captioning scores (BLEU, CIDEr, ...) reward wording; on the synthetic data we know the edits, so a
 caption can be checked for meaning. Each prediction is parsed into a set of (operation, event
-class) edits by `adc_jax.data.captions.parse_caption` and compared with the labelled set:
+class) edits by `adc_jax.data.synthetic.grammar.parse_caption` and compared with the labelled set:
 
   exact_set_accuracy: fraction of pairs whose parsed set equals the labelled set.
   edit_precision / edit_recall / edit_f1: micro-averaged over all (operation, class) edits.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from adc_jax.data.captions import OPERATIONS, is_class_name, parse_caption
+from adc_jax.data.synthetic.grammar import OPERATIONS, is_class_name, parse_caption
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:

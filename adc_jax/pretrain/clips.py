@@ -2,8 +2,8 @@
 
 Pretraining needs audio only, no captions. Three sources, chosen by `config.data.name`:
 
-  synthetic_clips  built-in: clips made by the synthetic scene generator (`adc_jax.data.scenes`,
-                   `adc_jax.data.sounds`), generated on first use. Clips 2j and 2j + 1 of a split
+  synthetic_clips  built-in: clips made by the synthetic scene generator (`adc_jax.data.synthetic.scenes`,
+                   `adc_jax.data.synthetic.sounds`), generated on first use. Clips 2j and 2j + 1 of a split
                    are the two clips of pair j, drawn from default_rng([seed, split_id, j]) (the
                    two clips of a pair share their background and most events, and cost about one
                    clip's synthesis each), so the data does not depend on the build processes.
@@ -91,10 +91,10 @@ from adc_jax.data import features as features_lib
 from adc_jax.data import pipeline
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
-from adc_jax.data.captions import EVENT_CLASSES
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
-from adc_jax.data.scenes import generate_pair, single_event_clip
-from adc_jax.data.sounds import synthesize_event
+from adc_jax.data.synthetic.grammar import EVENT_CLASSES
+from adc_jax.data.synthetic.scenes import generate_pair, single_event_clip
+from adc_jax.data.synthetic.sounds import synthesize_event
 from adc_jax.data.waveform import fit_length
 
 SPLITS = ("train", "validation")

@@ -1,4 +1,4 @@
-"""Tests of adc_jax.data.scenes: planning and mixing a pair (scene, edits, waveforms, captions)."""
+"""Tests of adc_jax.data.synthetic.scenes: planning and mixing a pair (scene, edits, waveforms, captions)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from adc_jax.data import scenes
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, parse_caption
 from adc_jax.data.features import to_int16
-from adc_jax.data.sounds import active_rms
+from adc_jax.data.synthetic import scenes
+from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, parse_caption
+from adc_jax.data.synthetic.sounds import active_rms
 
 SR = 16000
 CLIP = 2.0

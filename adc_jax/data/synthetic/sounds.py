@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from adc_jax.data import features as features_lib
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES
+from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES
 
 _F32 = np.float32
 _TWO_PI = 2.0 * math.pi

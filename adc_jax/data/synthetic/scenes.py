@@ -3,9 +3,9 @@
 Modelled on how AudioDiffCaps was made (Takeuchi et al., DCASE 2023) with Scaper: a scene is a
 background (rain or road traffic) plus 0-2 foreground events; clip 2 is clip 1 after one edit, or
 two edits in about a third of the pairs. For synthetic_adc the sounds come from
-`adc_jax.data.sounds`; the clip_pairs dataset plans the same way over real recordings
+`adc_jax.data.synthetic.sounds`; the clip_pairs dataset plans the same way over real recordings
 (`RecordedSources`: an event is a segment of a recording, "change" takes another recording of the
-class) and mixes them itself. The captions come from the grammar of `adc_jax.data.captions`; the
+class) and mixes them itself. The captions come from the grammar of `adc_jax.data.synthetic.grammar`; the
 pair is a function of its generator's state (and the sources) only.
 
 Time scales with the clip: at 10 s events last 3-5 s and start in the first 8 s as in
@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 
 from adc_jax.data import features as features_lib
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, make_captions
-from adc_jax.data.sounds import active_rms, synthesize_background, synthesize_event
+from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES, OPERATIONS, make_captions
+from adc_jax.data.synthetic.sounds import active_rms, synthesize_background, synthesize_event
 
 # Background RMS level in dBFS (centre and +/- spread).
 BACKGROUND_DBFS = -30.0
@@ -106,7 +106,7 @@ class Event:
 
 
 class SynthesisedSources:
-    """Instances from `adc_jax.data.sounds`: an event is a (seed, character), a background a seed."""
+    """Instances from `adc_jax.data.synthetic.sounds`: an event is a (seed, character), a background a seed."""
 
     classes = EVENT_CLASSES
     scenes = BACKGROUNDS

@@ -1,4 +1,4 @@
-"""Tests of the caption grammar and parser (adc_jax/data/captions.py)."""
+"""Tests of the caption grammar and parser (adc_jax/data/synthetic/grammar.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from adc_jax.data import captions as C
+from adc_jax.data.synthetic import grammar as C
 
 
 def test_parser_reads_every_single_edit_reference():

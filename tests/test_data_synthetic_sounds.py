@@ -1,12 +1,12 @@
-"""Tests of adc_jax.data.sounds: the synthesised backgrounds and event classes."""
+"""Tests of adc_jax.data.synthetic.sounds: the synthesised backgrounds and event classes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from adc_jax.data import sounds
-from adc_jax.data.captions import BACKGROUNDS, EVENT_CLASSES
+from adc_jax.data.synthetic import sounds
+from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES
 
 SR = 16000
 

@@ -1,7 +1,7 @@
 """The built-in synthetic_adc dataset: its tfds builder, the spec of a variant and the build lock.
 
-Pairs are planned and mixed by `adc_jax.data.scenes` from sounds synthesised by
-`adc_jax.data.sounds`. Nothing is read from disk: every sound comes from the pair's random
+Pairs are planned and mixed by `adc_jax.data.synthetic.scenes` from sounds synthesised by
+`adc_jax.data.synthetic.sounds`. Nothing is read from disk: every sound comes from the pair's random
 generator, so the data is the same on every machine.
 
 A variant is a `SyntheticSpec` (pairs per split, clip length, seed, sample rate). Its builder
@@ -35,7 +35,7 @@ from etils import epath
 from adc_jax import config as config_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
-from adc_jax.data.scenes import generate_pair
+from adc_jax.data.synthetic.scenes import generate_pair
 
 SPLITS = ("train", "validation", "eval")
 

@@ -1,4 +1,4 @@
-"""Tests of adc_jax.data.synthetic: the variant spec, the tfds build, its reuse and its lock."""
+"""Tests of adc_jax.data.synthetic.builder: the variant spec, the tfds build, its reuse and its lock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from adc_jax import config as config_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import synthetic as S
+from adc_jax.data.synthetic import builder as S
 
 SR = 16000
 SMALL = S.SyntheticSpec(num_train=6, num_validation=2, num_eval=2, clip_seconds=1.0, seed=0)
