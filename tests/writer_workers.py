@@ -1,4 +1,4 @@
-"""Top-level functions for the worker processes of `tests/test_writer.py`.
+"""Top-level functions for the worker processes of `tests/test_data_writer.py`.
 
 Spawned workers unpickle the mapped function by module and name, so it cannot live in the test
 file (pytest imports that under a name a fresh process may not resolve the same way); this small
