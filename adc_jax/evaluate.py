@@ -50,6 +50,7 @@ from adc_jax.predictions import (
     read_predictions,
     write_predictions,
 )
+from adc_jax.train_state import TrainState
 
 SPLITS = ("train", "validation", "eval")
 
@@ -121,7 +122,7 @@ class Evaluator:
     """Decodes and scores one split with a compiled decoder; called once per evaluated step.
 
     Args:
-      train_state: the run's `step.TrainState` (its graph; the state is passed to each call).
+      train_state: the run's `train_state.TrainState` (its graph; the state is passed to each call).
       config: the run's config (clip length, dataset and run names, number of samples written).
       mesh: the device mesh.
       vocab: the run's vocabulary.
@@ -133,7 +134,7 @@ class Evaluator:
 
     def __init__(
         self,
-        train_state: step_lib.TrainState,
+        train_state: TrainState,
         config: ml_collections.ConfigDict,
         mesh,
         vocab: Vocabulary,

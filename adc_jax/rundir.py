@@ -33,6 +33,7 @@ from adc_jax import step as step_lib
 from adc_jax.data import pipeline
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import most_frequent_caption
+from adc_jax.train_state import TrainState
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -185,7 +186,7 @@ class TrainedRun:
 
     config: ml_collections.ConfigDict
     vocab: Vocabulary
-    train_state: step_lib.TrainState
+    train_state: TrainState
     mesh: Mesh
     step: int
     workdir: str

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
 
 from adc_jax import sharding as sharding_lib
+from adc_jax import train_state
 from adc_jax.data.tokenizer import PAD
 from adc_jax.models.adc import ADCModel, create_model
 from adc_jax.models.byola import load_pretrained
@@ -40,20 +39,7 @@ BYOLA_PREFIX = "byola"
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warm-up from 0 to the peak, then cosine decay to final_lr_fraction * peak."""
-    t = config.train
-    warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=t.learning_rate,
-        warmup_steps=warmup,
-        decay_steps=max(t.num_steps, warmup + 1),
-        end_value=t.learning_rate * t.final_lr_fraction,
-    )
-
-
-def _decay_mask(params):
-    """Weight decay on matrices and conv kernels only (not biases, norms or scalars)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    return train_state.warmup_cosine_schedule(config.train)
 
 
 def _param_labels(params):
@@ -74,7 +60,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
     def adamw(lr):
         return optax.adamw(
-            lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=t.weight_decay, mask=_decay_mask
+            lr,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=t.weight_decay,
+            mask=train_state.decay_mask,
         )
 
     if m.byola_freeze:
@@ -92,56 +83,35 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 # ---------------------------------------------------------------------------------- state
 
 
-@dataclasses.dataclass
-class TrainState:
-    """What the loop holds: static graph, dropout RNG streams (not checkpointed) and the state.
-
-    `state` holds params, BatchNorm statistics and optimizer state (step count included), placed
-    with `shardings`; it is what checkpoints save.
-    """
-
-    graphdef: nnx.GraphDef
-    rng_state: nnx.State
-    state: nnx.State
-    shardings: Any
-
-
 def build_model_and_optimizer(
     config: ml_collections.ConfigDict, vocab_size: int
 ) -> tuple[ADCModel, nnx.Optimizer]:
     """The model (BYOL-A weights loaded if configured) and its optimizer, from config.seed."""
-    rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
-    model = create_model(config, vocab_size, rngs)
+    model = create_model(config, vocab_size, train_state.init_rngs(config.seed))
     if config.model.byola_init:
         load_pretrained(model.byola, config.model.byola_init, frozen=config.model.byola_freeze)
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
 
-def _split(model: ADCModel, optimizer: nnx.Optimizer):
-    return nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
-
-
 def create_train_state(
     config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh
-) -> TrainState:
+) -> train_state.TrainState:
     """Initialises the model (and BYOL-A weights if configured) and places it on the mesh.
 
     Initialisation runs on the host from `config.seed`, so every process computes the same
     values; each device then takes its slice according to `sharding.STATE_RULES`.
     """
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        graphdef, rng_state, state = _split(*build_model_and_optimizer(config, vocab_size))
-        host_state = jax.device_get(state)
-    shardings = sharding_lib.state_shardings(mesh, host_state)
-    placed = sharding_lib.put_state(host_state, shardings)
-    rng_state = sharding_lib.put_replicated(rng_state, mesh)
-    return TrainState(graphdef, rng_state, placed, shardings)
+
+    def build():
+        model, optimizer = build_model_and_optimizer(config, vocab_size)
+        return {"model": model, "optimizer": optimizer}
+
+    return train_state.place_on_mesh(build, mesh)
 
 
 def parameter_count(state: nnx.State) -> int:
     """Number of trainable parameters in a train state."""
-    params = nnx.State(state["model"]).filter(nnx.Param)
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    return train_state.parameter_count(state["model"])
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -201,11 +171,6 @@ def compute_loss(
 # ---------------------------------------------------------------------------------- train step
 
 
-def _select(pred: jax.Array, new, old):
-    """Leaf-wise jnp.where(pred, new, old)."""
-    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
-
-
 def train_step(
     graphdef: nnx.GraphDef,
     loss_config: LossConfig,
@@ -234,17 +199,14 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     optimizer.update(model, grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    _, _, new_state = nnx.split({"model": model, "optimizer": optimizer}, nnx.RngState, ...)
-    new_state = _select(finite, new_state, state)
-    # The step counter always advances so the data position and the rng stream stay aligned.
-    new_state["optimizer"]["step"][...] = step + 1
+    new_state = train_state.keep_if_finite(finite, train_state.split_state(parts)[2], state, step)
     metrics.update(
         grad_norm=grad_norm, learning_rate=schedule(step), finite=finite.astype(jnp.float32)
     )
     return new_state, metrics
 
 
-def jit_train_step(ts: TrainState, config: ml_collections.ConfigDict, mesh: Mesh):
+def jit_train_step(ts: train_state.TrainState, config: ml_collections.ConfigDict, mesh: Mesh):
     """The train step compiled for the mesh: (rng_state, state, batch) -> (state, metrics).
 
     The state is donated (updated in place); the batch is sharded over "data".
@@ -256,17 +218,12 @@ def jit_train_step(ts: TrainState, config: ml_collections.ConfigDict, mesh: Mesh
         learning_rate_schedule(config),
         dropout_seed_key(config),
     )
-    replicated = sharding_lib.replicated(mesh)
-    return jax.jit(
-        fn,
-        donate_argnums=(1,),
-        in_shardings=(replicated, ts.shardings, sharding_lib.batch_sharding(mesh)),
-        out_shardings=(ts.shardings, replicated),
-    )
+    return train_state.jit_step(fn, ts, mesh)
 
 
 def dropout_seed_key(config: ml_collections.ConfigDict) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(config.seed), 2)
+    """The key the step's dropout masks are folded from (the step number is folded in)."""
+    return train_state.step_key(config, 2)
 
 
 # ---------------------------------------------------------------------------------- decoding
@@ -306,7 +263,9 @@ def decode(
     )
 
 
-def jit_decode(ts: TrainState, mesh: Mesh, mode: str, beam_size: int, length_penalty: float):
+def jit_decode(
+    ts: train_state.TrainState, mesh: Mesh, mode: str, beam_size: int, length_penalty: float
+):
     """`decode` compiled for the mesh: (rng_state, state, batch) -> (tokens, scores)."""
     fn = functools.partial(decode, ts.graphdef, mode, beam_size, length_penalty)
     replicated = sharding_lib.replicated(mesh)

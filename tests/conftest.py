@@ -75,15 +75,15 @@ SMOKE_STEPS = 12
 HOOKED_MAIN = """
 import asyncio, os, time
 from absl import app
-from adc_jax import main, train
+from adc_jax import loop, main
 
 step_sleep = float(os.environ.get("ADC_TEST_STEP_SLEEP", "0"))
 if step_sleep:
-    _next = train.DeviceBatches.__next__
+    _next = loop.DeviceBatches.__next__
     def _slow_next(self):
         time.sleep(step_sleep)
         return _next(self)
-    train.DeviceBatches.__next__ = _slow_next
+    loop.DeviceBatches.__next__ = _slow_next
 
 hold = os.environ.get("ADC_TEST_HOLD_CHECKPOINT")
 if hold:
@@ -95,7 +95,7 @@ if hold:
         return await _finalize(self, *args, **kwargs)
     atomicity.AtomicRenameTemporaryPath.finalize = _held_finalize
 
-app.run(main.main, flags_parser=main._parse_flags)
+app.run(main.main, flags_parser=main.parse_flags)
 """
 
 

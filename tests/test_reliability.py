@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from adc_jax import checkpointing, evaluate, rundir, train
+from adc_jax import checkpointing, evaluate, loop, rundir, train
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
@@ -236,7 +236,7 @@ def _instrument_step(monkeypatch, *, nan_at=(), sigterm_at=None) -> None:
                     new_state,
                 )
             if step == sigterm_at:
-                signal.raise_signal(signal.SIGTERM)  # caught by train.StopRequested
+                signal.raise_signal(signal.SIGTERM)  # caught by loop.StopRequested
             return new_state, metrics
 
         return run_step
@@ -251,7 +251,7 @@ def test_nonfinite_step_stops_naming_step_and_terms_after_the_last_good_checkpoi
     config.train.log_every = 2  # the NaN of step 5 is seen when step 6 is logged
     _instrument_step(monkeypatch, nan_at={5})
     workdir = str(tmp_path / "run")
-    with pytest.raises(train.NonFiniteError) as info:
+    with pytest.raises(loop.NonFiniteError) as info:
         train.train_and_evaluate(config, workdir)
     message = str(info.value)
     for text in (

@@ -13,7 +13,7 @@ import signal
 import numpy as np
 import pytest
 
-from adc_jax import train
+from adc_jax import loop, train
 from adc_jax.metrics.captioning import METRIC_KEYS, spice_status
 
 SCORE_KEYS = (*METRIC_KEYS, "SPICE", "SPIDEr", "notes")
@@ -111,7 +111,7 @@ def _write_lines(path, lines: list[str]) -> None:
 
 
 def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
-    writer = train.MetricsWriter(str(tmp_path), enabled=True)
+    writer = loop.MetricsWriter(str(tmp_path), enabled=True)
     lines = [json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in range(1, 6)]
     lines.insert(3, json.dumps({"step": 3, "eval/CIDEr": 0.1}) + "\n")
     _write_lines(writer.path, [*lines, '{"step": 6, "train/lo'])
@@ -126,7 +126,7 @@ def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
 
 
 def test_nonfinite_message_names_the_bad_terms():
-    text = train._format_terms(
+    text = loop.format_terms(
         {
             "loss": np.float32("nan"),
             "caption_loss": np.float32("nan"),

@@ -25,8 +25,9 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from adc_jax.config import base_config  # noqa: E402
-from adc_jax.models.adc import compute_dtype, create_model  # noqa: E402
+from adc_jax.models.adc import create_model  # noqa: E402
 from adc_jax.models.byola import conv_block, first_conv_block  # noqa: E402
+from adc_jax.models.layers import compute_dtype  # noqa: E402
 
 
 def _time(fn, *args, runs: int = 10) -> float:

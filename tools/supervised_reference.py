@@ -50,7 +50,7 @@ from adc_jax import sharding as sharding_lib  # noqa: E402
 from adc_jax.config import ConfigError  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
-from adc_jax.models.byola import AudioNTT2020  # noqa: E402
+from adc_jax.models.byola import encoder_from_config  # noqa: E402
 from adc_jax.pretrain import augment as byol_augment  # noqa: E402
 from adc_jax.pretrain import clips  # noqa: E402
 from adc_jax.pretrain import config as pretrain_config  # noqa: E402
@@ -96,15 +96,8 @@ class Classifier(nnx.Module):
     """AudioNTT2020 -> mean + max over time -> linear: log-mel [B, S, F] -> logits [B, C]."""
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
-        m = config.model
-        self.encoder = AudioNTT2020(
-            n_mels=m.n_mels,
-            channels=m.byola_channels,
-            dim=m.byola_dim,
-            dropout=m.byola_dropout,
-            rngs=rngs,
-        )
-        self.head = nnx.Linear(m.byola_dim, num_classes, rngs=rngs)
+        self.encoder = encoder_from_config(config.model, rngs=rngs)
+        self.head = nnx.Linear(config.model.byola_dim, num_classes, rngs=rngs)
 
     def __call__(self, logmel: jax.Array, *, train: bool) -> jax.Array:
         return self.head(pool_frames(self.encoder(logmel, train=train)))

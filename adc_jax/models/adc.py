@@ -21,18 +21,13 @@ import ml_collections
 from flax import nnx
 
 from adc_jax.models import frontend
-from adc_jax.models.byola import AudioNTT2020
+from adc_jax.models.byola import AudioNTT2020, encoder_from_config
 from adc_jax.models.decoder import TextDecoder
 from adc_jax.models.encoder import DifferenceEncoder
+from adc_jax.models.layers import compute_dtype
 from adc_jax.models.sdd import SDD
 
-# Full scale of int16 waveforms.
-INT16_SCALE = 32767.0
-
-
-def compute_dtype(name: str):
-    """Config dtype name -> jnp dtype."""
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+SDD_MODES = ("none", "early", "late")
 
 
 def valid_frames(wav_len: jax.Array, hop_length: int) -> jax.Array:
@@ -42,108 +37,50 @@ def valid_frames(wav_len: jax.Array, hop_length: int) -> jax.Array:
 
 
 class ADCModel(nnx.Module):
-    """BYOL-A features -> difference encoder (+ SDD) -> caption decoder."""
+    """BYOL-A features -> difference encoder (+ SDD) -> caption decoder.
+
+    Built from its parts by `create_model`; each part takes the config values it needs.
+
+    Args:
+      log_mel: the front end's settings (normalisation included).
+      byola: the AudioNTT2020 encoder of both clips.
+      encoder: the difference encoder (its input projection, CAC or full attention).
+      sdd: the SDD module, or None when `sdd_mode` is "none".
+      decoder: the caption decoder.
+      sdd_mode: "none", "early" (SDD on the encoder input) or "late" (on its output).
+      byola_frozen: BYOL-A runs in inference mode and no gradient reaches it.
+      remat_cnn: recompute the CNN's activations in the backward pass (saves memory).
+    """
 
     def __init__(
         self,
         *,
-        vocab_size: int,
-        sample_rate: int,
-        n_fft: int,
-        win_length: int,
-        hop_length: int,
-        n_mels: int,
-        f_min: float,
-        f_max: float,
-        norm_mean: float,
-        norm_std: float,
-        byola_channels: int,
-        byola_dim: int,
-        byola_dropout: float,
-        byola_frozen: bool,
-        d_model: int,
-        num_heads: int,
-        d_ff: int,
-        encoder_layers: int,
-        decoder_layers: int,
-        dropout: float,
-        attention: str,
-        sdd: str,
-        sdd_similar_dim: int,
-        sdd_lstm_units: int,
-        sdd_temperature: float,
-        max_decode_len: int,
+        log_mel: frontend.LogMelSettings,
+        byola: AudioNTT2020,
+        encoder: DifferenceEncoder,
+        sdd: SDD | None,
+        decoder: TextDecoder,
+        sdd_mode: str,
+        byola_frozen: bool = False,
         remat_cnn: bool = False,
-        byola_first_block: str = "conv",
-        dtype=jnp.float32,
-        rngs: nnx.Rngs,
     ):
-        if sdd not in ("none", "early", "late"):
-            raise ValueError(f"Unknown sdd mode {sdd!r}; use 'none', 'early' or 'late'.")
-        self.frontend_args = dict(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            f_min=f_min,
-            f_max=f_max,
-            mean=norm_mean,
-            std=norm_std,
-        )
-        self.hop_length = hop_length
-        self.sdd_mode = sdd
+        if sdd_mode not in SDD_MODES:
+            raise ValueError(f"Unknown sdd mode {sdd_mode!r}; use 'none', 'early' or 'late'.")
+        if (sdd is None) != (sdd_mode == "none"):
+            raise ValueError(f"sdd_mode={sdd_mode!r} needs an SDD module exactly when not 'none'.")
+        self.log_mel_settings = log_mel
+        self.hop_length = log_mel.hop_length
+        self.sdd_mode = sdd_mode
         self.byola_frozen = byola_frozen
         self.remat_cnn = remat_cnn
-        self.byola = AudioNTT2020(
-            n_mels=n_mels,
-            channels=byola_channels,
-            dim=byola_dim,
-            dropout=byola_dropout,
-            dtype=dtype,
-            first_block=byola_first_block,
-            rngs=rngs,
-        )
-        self.encoder = DifferenceEncoder(
-            byola_dim,
-            d_model,
-            num_heads,
-            d_ff,
-            encoder_layers,
-            attention=attention,
-            dropout=dropout,
-            dtype=dtype,
-            rngs=rngs,
-        )
-        self.sdd = (
-            SDD(
-                d_model,
-                sdd_similar_dim,
-                sdd_lstm_units,
-                temperature=sdd_temperature,
-                dtype=dtype,
-                rngs=rngs,
-            )
-            if sdd != "none"
-            else None
-        )
-        self.decoder = TextDecoder(
-            vocab_size,
-            d_model,
-            num_heads,
-            d_ff,
-            decoder_layers,
-            max_decode_len,
-            dropout=dropout,
-            dtype=dtype,
-            rngs=rngs,
-        )
+        self.byola = byola
+        self.encoder = encoder
+        self.sdd = sdd
+        self.decoder = decoder
 
     def log_mel(self, wav: jax.Array) -> jax.Array:
         """Waveforms [B, N] (int16 full scale or float in [-1, 1]) -> log-mel [B, T_mel, M] f32."""
-        if jnp.issubdtype(wav.dtype, jnp.integer):
-            wav = wav.astype(jnp.float32) / INT16_SCALE
-        return frontend.log_mel(wav.astype(jnp.float32), **self.frontend_args)
+        return self.log_mel_settings(frontend.float_waveform(wav))
 
     def clip_features(
         self, wav: jax.Array, wav_len: jax.Array, *, train: bool
@@ -217,45 +154,54 @@ class ADCModel(nnx.Module):
         return out
 
 
-def first_block_impl(setting: str) -> str:
-    """`config.model.byola_first_block` -> the implementation used on this backend."""
-    if setting == "auto":
-        return "phases" if jax.default_backend() == "cpu" else "conv"
-    return setting
-
-
 def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> ADCModel:
-    """Builds the model described by `config.model` (and the data's sample rate)."""
+    """Builds the model described by `config.model` (and the data's sample rate).
+
+    The parts are built in a fixed order (BYOL-A, difference encoder, SDD, decoder), each drawing
+    its initial parameters from `rngs` in turn, so a seed always gives the same model.
+    """
     m = config.model
-    return ADCModel(
-        vocab_size=vocab_size,
-        sample_rate=config.data.sample_rate,
-        n_fft=m.n_fft,
-        win_length=m.win_length,
-        hop_length=m.hop_length,
-        n_mels=m.n_mels,
-        f_min=m.f_min,
-        f_max=m.f_max,
-        norm_mean=m.norm_mean,
-        norm_std=m.norm_std,
-        byola_channels=m.byola_channels,
-        byola_dim=m.byola_dim,
-        byola_dropout=m.byola_dropout,
-        byola_frozen=m.byola_freeze,
-        d_model=m.d_model,
-        num_heads=m.num_heads,
-        d_ff=m.d_ff,
-        encoder_layers=m.encoder_layers,
-        decoder_layers=m.decoder_layers,
-        dropout=m.dropout,
+    dtype = compute_dtype(m.dtype)
+    byola = encoder_from_config(m, rngs=rngs)
+    encoder = DifferenceEncoder(
+        m.byola_dim,
+        m.d_model,
+        m.num_heads,
+        m.d_ff,
+        m.encoder_layers,
         attention=m.attention,
-        sdd=m.sdd,
-        sdd_similar_dim=m.sdd_similar_dim,
-        sdd_lstm_units=m.sdd_lstm_units,
-        sdd_temperature=m.sdd_temperature,
-        max_decode_len=m.max_decode_len,
-        remat_cnn=m.remat_cnn,
-        byola_first_block=first_block_impl(m.byola_first_block),
-        dtype=compute_dtype(m.dtype),
+        dropout=m.dropout,
+        dtype=dtype,
         rngs=rngs,
+    )
+    sdd = None
+    if m.sdd != "none":
+        sdd = SDD(
+            m.d_model,
+            m.sdd_similar_dim,
+            m.sdd_lstm_units,
+            temperature=m.sdd_temperature,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    decoder = TextDecoder(
+        vocab_size,
+        m.d_model,
+        m.num_heads,
+        m.d_ff,
+        m.decoder_layers,
+        m.max_decode_len,
+        dropout=m.dropout,
+        dtype=dtype,
+        rngs=rngs,
+    )
+    return ADCModel(
+        log_mel=frontend.LogMelSettings.from_config(config),
+        byola=byola,
+        encoder=encoder,
+        sdd=sdd,
+        decoder=decoder,
+        sdd_mode=m.sdd,
+        byola_frozen=m.byola_freeze,
+        remat_cnn=m.remat_cnn,
     )

@@ -100,33 +100,21 @@ class BYOL(nnx.Module):
     projector).
 
     Args:
-      n_mels, channels, dim, dropout, first_block: the AudioNTT2020 encoder (`byola`).
+      encoder: the online AudioNTT2020 encoder (`byola.encoder_from_config`).
       projector_hidden, projector_dim: hidden and output width of the projector and predictor.
-      dtype: compute dtype of the encoder and the MLPs' matmuls (parameters stay float32).
+      dtype: compute dtype of the MLPs' matmuls (parameters stay float32).
     """
 
     def __init__(
         self,
+        encoder: AudioNTT2020,
         *,
-        n_mels: int,
-        channels: int,
-        dim: int,
-        dropout: float,
         projector_hidden: int,
         projector_dim: int,
-        first_block: str = "conv",
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        encoder = AudioNTT2020(
-            n_mels=n_mels,
-            channels=channels,
-            dim=dim,
-            dropout=dropout,
-            dtype=dtype,
-            first_block=first_block,
-            rngs=rngs,
-        )
+        dim = encoder.dim
         projector = MLP(dim, projector_hidden, projector_dim, dtype=dtype, rngs=rngs)
         predictor = MLP(projector_dim, projector_hidden, projector_dim, dtype=dtype, rngs=rngs)
         self.online = OnlineNetwork(encoder, projector, predictor)

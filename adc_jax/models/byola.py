@@ -19,7 +19,9 @@ Parameter paths (the names in `params.npz`):
   bn{1,2,3}/scale, bias [C] (Param),                     bn{1,2,3}/mean, var [C] (BatchStat)
   fc1/kernel [F/8 * C, d], fc1/bias [d],                 fc2/kernel [d, d], fc2/bias [d]
 
-`load_pretrained` reads a directory of converted weights. Official PyTorch checkpoints are read
+`encoder_from_config` builds the encoder that a config's `model` section describes (the
+captioner's and pretraining's configs name its fields alike), `load_pretrained` reads a directory
+of converted weights. Official PyTorch checkpoints are read
 (without PyTorch) and converted into one by `byola_weights.py` (`tools/convert_byola.py`).
 """
 
@@ -37,7 +39,7 @@ from flax import nnx
 
 from adc_jax.config import BYOLA_META_FILE, BYOLA_PARAMS_FILE
 from adc_jax.models import cpu_chunks
-from adc_jax.models.layers import Dropout
+from adc_jax.models.layers import Dropout, compute_dtype
 
 NUM_BLOCKS = 3
 
@@ -364,6 +366,28 @@ class AudioNTT2020(nnx.Module):
 
 
 # ------------------------------------------------------------------------ converted weights
+
+
+def first_block_impl(setting: str) -> str:
+    """`config.model.byola_first_block` -> the implementation used on this backend: "auto" is
+    "phases" on CPU, where it was measured faster, and "conv" elsewhere."""
+    if setting == "auto":
+        return "phases" if jax.default_backend() == "cpu" else "conv"
+    return setting
+
+
+def encoder_from_config(model: Any, *, rngs: nnx.Rngs) -> AudioNTT2020:
+    """The AudioNTT2020 that a config's `model` section describes: n_mels, byola_channels,
+    byola_dim, byola_dropout, byola_first_block and the compute dtype (`model.dtype`)."""
+    return AudioNTT2020(
+        n_mels=model.n_mels,
+        channels=model.byola_channels,
+        dim=model.byola_dim,
+        dropout=model.byola_dropout,
+        dtype=compute_dtype(model.dtype),
+        first_block=first_block_impl(model.byola_first_block),
+        rngs=rngs,
+    )
 
 
 def _flat_variables(module: AudioNTT2020) -> dict[str, nnx.Variable]:

@@ -16,7 +16,9 @@ The output is time-major, `[B, T, n_mels]`, because the BYOL-A CNN uses `[B, T, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,55 @@ from adc_jax.models import cpu_chunks
 
 # Added before the log; float32 machine epsilon, as in BYOL-A.
 LOG_EPS = 1.1920929e-07
+# Full scale of int16 waveforms.
+INT16_SCALE = 32767.0
+
+
+def float_waveform(wav: jax.Array) -> jax.Array:
+    """Waveforms [B, N] as float32 in [-1, 1]: int16 full scale is divided by INT16_SCALE."""
+    if jnp.issubdtype(wav.dtype, jnp.integer):
+        wav = wav.astype(jnp.float32) / INT16_SCALE
+    return wav.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogMelSettings:
+    """The front end's settings (frozen and hashable: a jitted function can close over them).
+
+    sample_rate, n_fft, win_length, hop_length, n_mels, f_min, f_max: see `log_mel`.
+    mean, std: the normalisation; mean 0 and std 1 give the raw ln(mel + eps).
+    """
+
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    n_mels: int
+    f_min: float
+    f_max: float
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Any, *, normalised: bool = True) -> LogMelSettings:
+        """The front end of `config.model` at `config.data.sample_rate`; with `normalised`
+        False, without model.norm_mean / norm_std (the raw log-mel)."""
+        m = config.model
+        norm = dict(mean=m.norm_mean, std=m.norm_std) if normalised else {}
+        return cls(
+            sample_rate=config.data.sample_rate,
+            n_fft=m.n_fft,
+            win_length=m.win_length,
+            hop_length=m.hop_length,
+            n_mels=m.n_mels,
+            f_min=m.f_min,
+            f_max=m.f_max,
+            **norm,
+        )
+
+    def __call__(self, wav: jax.Array) -> jax.Array:
+        """float32 waveforms [B, N] in [-1, 1] -> log-mel [B, T, n_mels] float32 (`log_mel`)."""
+        return log_mel(wav, **dataclasses.asdict(self))
 
 
 def _hz_to_mel_htk(hz: np.ndarray | float) -> np.ndarray:

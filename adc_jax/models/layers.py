@@ -17,6 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+
+def compute_dtype(name: str):
+    """Config dtype name ("float32" or "bfloat16", `config.model.dtype`) -> jnp dtype."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
 # Random bits per dropout draw. With 16, each 32-bit word of the PRNG gives two draws and the keep
 # test compares a 16-bit draw with round(rate * 2^16), so the dropped fraction is the rate to
 # within 2^-17 and kept values are scaled by the exact inverse of the realised keep probability.

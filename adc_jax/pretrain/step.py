@@ -51,11 +51,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from adc_jax import sharding as sharding_lib
+from adc_jax import train_state
 from adc_jax.config import BYOLA_META_FILE, BYOLA_PARAMS_FILE
 from adc_jax.models import frontend
-from adc_jax.models.adc import INT16_SCALE, compute_dtype, first_block_impl
 from adc_jax.models.byol import BYOL, byol_loss, ema_update
-from adc_jax.models.byola import AudioNTT2020
+from adc_jax.models.byola import AudioNTT2020, encoder_from_config
+from adc_jax.models.layers import compute_dtype
 from adc_jax.pretrain import augment as byol_augment
 
 # What an exported encoder's meta.json names as its source.
@@ -67,19 +68,7 @@ EXPORT_SOURCE = "adc_jax BYOL-A pretraining (python -m adc_jax.pretrain)"
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warm-up from 0 to the peak, then cosine decay to final_lr_fraction * peak (a
     fraction of 1.0, the default, keeps the peak: BYOL-A's constant learning rate)."""
-    t = config.train
-    warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
-    if warmup == 0:  # (optax's warm-up schedule logs a warning for a warm-up of 0 steps)
-        return optax.cosine_decay_schedule(
-            t.learning_rate, max(t.num_steps, 1), alpha=t.final_lr_fraction
-        )
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=t.learning_rate,
-        warmup_steps=warmup,
-        decay_steps=max(t.num_steps, warmup + 1),
-        end_value=t.learning_rate * t.final_lr_fraction,
-    )
+    return train_state.warmup_cosine_schedule(config.train)
 
 
 def ema_decay_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -97,11 +86,6 @@ def ema_decay_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return cosine
 
 
-def _decay_mask(params):
-    """Weight decay on matrices and conv kernels only (not biases, norms or scalars)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Adam (AdamW when train.weight_decay > 0), after global-norm clipping if train.grad_clip."""
     t = config.train
@@ -111,7 +95,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         b2=0.999,
         eps=1e-8,
         weight_decay=t.weight_decay,
-        mask=_decay_mask,
+        mask=train_state.decay_mask,
     )
     return optax.chain(optax.clip_by_global_norm(t.grad_clip), adam) if t.grad_clip else adam
 
@@ -136,29 +120,18 @@ class Buffers(nnx.Module):
         self.norm_std = Buffer(jnp.asarray(norm_std, jnp.float32))
 
 
-@dataclasses.dataclass
-class PretrainState:
-    """What the loop holds, as `step.TrainState`: static graph, dropout RNG streams (not
-    checkpointed) and the state (model incl. the EMA target, optimizer, buffers) placed with
-    `shardings`; `state` is what checkpoints save."""
-
-    graphdef: nnx.GraphDef
-    rng_state: nnx.State
-    state: nnx.State
-    shardings: Any
+# What the loop holds: the graph, the dropout RNG streams and the state (model incl. the EMA
+# target, optimizer, buffers) that checkpoints save.
+PretrainState = train_state.TrainState
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> BYOL:
     """The online and target networks described by `config.model`."""
     m = config.model
     return BYOL(
-        n_mels=m.n_mels,
-        channels=m.byola_channels,
-        dim=m.byola_dim,
-        dropout=m.byola_dropout,
+        encoder_from_config(m, rngs=rngs),
         projector_hidden=m.projector_hidden,
         projector_dim=m.projector_dim,
-        first_block=first_block_impl(m.byola_first_block),
         dtype=compute_dtype(m.dtype),
         rngs=rngs,
     )
@@ -171,8 +144,7 @@ def build_all(
 
     norm_stats: (mean, std) of the raw log-mel; None = config.model.norm_mean / norm_std.
     """
-    rngs = nnx.Rngs(params=config.seed, dropout=jax.random.fold_in(jax.random.key(config.seed), 1))
-    model = build_model(config, rngs)
+    model = build_model(config, train_state.init_rngs(config.seed))
     optimizer = nnx.Optimizer(model.online, make_optimizer(config), wrt=nnx.Param)
     mean, std = norm_stats or (config.model.norm_mean, config.model.norm_std)
     # Orbax cannot save an empty array: with mixup_memory = 0 (mixup off) the memory keeps one
@@ -187,12 +159,6 @@ def build_all(
     return model, optimizer, buffers
 
 
-def _split(model: BYOL, optimizer: nnx.Optimizer, buffers: Buffers):
-    return nnx.split(
-        {"model": model, "optimizer": optimizer, "buffers": buffers}, nnx.RngState, ...
-    )
-
-
 def create_pretrain_state(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
@@ -205,19 +171,17 @@ def create_pretrain_state(
     according to `sharding.STATE_RULES` (today: everything replicated). `norm_stats` = (mean,
     std) of the raw log-mel (`estimate_norm_stats`); None uses config.model.norm_mean/norm_std.
     """
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        graphdef, rng_state, state = _split(*build_all(config, norm_stats))
-        host_state = jax.device_get(state)
-    shardings = sharding_lib.state_shardings(mesh, host_state)
-    placed = sharding_lib.put_state(host_state, shardings)
-    rng_state = sharding_lib.put_replicated(rng_state, mesh)
-    return PretrainState(graphdef, rng_state, placed, shardings)
+
+    def build():
+        model, optimizer, buffers = build_all(config, norm_stats)
+        return {"model": model, "optimizer": optimizer, "buffers": buffers}
+
+    return train_state.place_on_mesh(build, mesh)
 
 
 def parameter_count(state: nnx.State, part: str = "online") -> int:
     """Number of parameters of the online (or "target") network in a pretrain state."""
-    params = nnx.filter_state(state["model"][part], nnx.Param)
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    return train_state.parameter_count(state["model"][part])
 
 
 # ---------------------------------------------------------------------------------- the step
@@ -225,28 +189,20 @@ def parameter_count(state: nnx.State, part: str = "online") -> int:
 
 @dataclasses.dataclass(frozen=True)
 class StepSettings:
-    """The static settings of a step (hashable, so they can be closed over by jit)."""
+    """The static settings of a step (hashable, so they can be closed over by jit).
 
-    frontend_args: tuple[tuple[str, Any], ...]
-    hop_length: int
+    log_mel: the front end without normalisation (the step normalises with the buffers'
+    statistics); segment_frames: frames of each random crop; augment: BYOL-A's augmentations.
+    """
+
+    log_mel: frontend.LogMelSettings
     segment_frames: int
     augment: byol_augment.AugmentSettings
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
-        m = config.model
-        frontend_args = dict(
-            sample_rate=config.data.sample_rate,
-            n_fft=m.n_fft,
-            win_length=m.win_length,
-            hop_length=m.hop_length,
-            n_mels=m.n_mels,
-            f_min=m.f_min,
-            f_max=m.f_max,
-        )
         return cls(
-            frontend_args=tuple(sorted(frontend_args.items())),
-            hop_length=int(m.hop_length),
+            log_mel=frontend.LogMelSettings.from_config(config, normalised=False),
             segment_frames=int(config.pretrain.segment_frames),
             augment=byol_augment.AugmentSettings.from_config(config),
         )
@@ -261,12 +217,11 @@ def raw_log_mel(
     zeroed first). Returns ([B, T, F] float32, [B] int32 valid frames = wav_len // hop + 1, or 0
     for an empty clip).
     """
-    if jnp.issubdtype(wav.dtype, jnp.integer):
-        wav = wav.astype(jnp.float32) / INT16_SCALE
-    wav = wav.astype(jnp.float32)
+    wav = frontend.float_waveform(wav)
     wav = jnp.where(jnp.arange(wav.shape[1])[None, :] < wav_len[:, None], wav, 0.0)
-    logmel = frontend.log_mel(wav, mean=0.0, std=1.0, **dict(settings.frontend_args))
-    n_valid = jnp.where(wav_len > 0, wav_len // settings.hop_length + 1, 0).astype(jnp.int32)
+    logmel = settings.log_mel(wav)
+    hop = settings.log_mel.hop_length
+    n_valid = jnp.where(wav_len > 0, wav_len // hop + 1, 0).astype(jnp.int32)
     return logmel, jnp.minimum(n_valid, logmel.shape[1])
 
 
@@ -294,11 +249,6 @@ def compute_loss(
     loss = byol_loss(prediction[:, 0], prediction[:, 1], z_target[:, 0], z_target[:, 1])
     unit = z_online / jnp.maximum(jnp.linalg.norm(z_online, axis=-1, keepdims=True), 1e-12)
     return loss, {"loss": loss, "projection_std": jnp.mean(jnp.std(unit, axis=0))}
-
-
-def _select(pred: jax.Array, new, old):
-    """Leaf-wise jnp.where(pred, new, old)."""
-    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
 
 def pretrain_step(
@@ -350,10 +300,7 @@ def pretrain_step(
         buffers.filled[...] = filled
 
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    _, _, new_state = _split(model, optimizer, buffers)
-    new_state = _select(finite, new_state, state)
-    # The step counter always advances so the data position and the rng stream stay aligned.
-    new_state["optimizer"]["step"][...] = step + 1
+    new_state = train_state.keep_if_finite(finite, train_state.split_state(parts)[2], state, step)
     metrics.update(
         grad_norm=grad_norm,
         learning_rate=schedule(step),
@@ -366,7 +313,7 @@ def pretrain_step(
 
 def seed_key(config: ml_collections.ConfigDict) -> jax.Array:
     """The key every step's randomness is folded from (the step number is folded in)."""
-    return jax.random.fold_in(jax.random.key(config.seed), 3)
+    return train_state.step_key(config, 3)
 
 
 def jit_pretrain_step(ts: PretrainState, config: ml_collections.ConfigDict, mesh: Mesh):
@@ -382,13 +329,7 @@ def jit_pretrain_step(ts: PretrainState, config: ml_collections.ConfigDict, mesh
         ema_decay_schedule(config),
         seed_key(config),
     )
-    replicated = sharding_lib.replicated(mesh)
-    return jax.jit(
-        fn,
-        donate_argnums=(1,),
-        in_shardings=(replicated, ts.shardings, sharding_lib.batch_sharding(mesh)),
-        out_shardings=(ts.shardings, replicated),
-    )
+    return train_state.jit_step(fn, ts, mesh)
 
 
 # ---------------------------------------------------------------------------------- statistics
