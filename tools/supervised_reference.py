@@ -25,7 +25,7 @@ train.log_every steps). A later run into the same WORKDIR starts over.
 Measured on the 2-core AMD EPYC at :quick (6,000 synthetic_events clips, 16 channels, d = 256,
 1,500 steps of 64 clips; 447-488 s a run with a pretraining run sharing the cores): the linear
 probe's built-in set scores 93.4% and 94.8% (seeds 0 and 1, mean 94.1%), against 81.2% after
-BYOL-A pretraining and 69.0% at random init (README, BYOL-A pretraining).
+BYOL-A pretraining and 69.0% at random init (docs/pretraining.md).
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
 from flax import nnx  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
+from adc_jax import cli  # noqa: E402
 from adc_jax import sharding as sharding_lib  # noqa: E402
-from adc_jax.config import ConfigError  # noqa: E402
 from adc_jax.data.waveform import fit_length  # noqa: E402
 from adc_jax.models.byol import pool_frames  # noqa: E402
 from adc_jax.models.byola import encoder_from_config  # noqa: E402
@@ -186,25 +185,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
 
 
-def define_flags():
-    """The command line's flags, defined only when this file runs as a script (importing it, as
-    the tests do beside adc_jax.pretrain, must not define a second --config)."""
-    config = config_flags.DEFINE_config_file(
-        "config", "configs/byola_pretrain.py", "Pretraining config file (data, model, train)."
+def main(argv: list[str], run_flags: cli.RunFlags) -> None:
+    cli.no_extra_arguments(argv)
+    cli.quiet_library_logs()
+    config = run_flags.config.value
+    result = cli.run_guarded(
+        lambda: train(config, run_flags.workdir.value),
+        paths_hint="Check the paths in the config (data.audio_dir, data.data_dir) and that "
+        "--workdir is writable.",
+        data_errors=(ValueError, FloatingPointError),  # clips without one class each; a NaN loss
     )
-    workdir = flags.DEFINE_string("workdir", None, "Directory for the encoder and metrics.")
-    return config, workdir
-
-
-def main(argv, config_flag, workdir_flag):
-    del argv
-    if not workdir_flag.value:
-        raise app.UsageError("--workdir is required.")
-    config = config_flag.value
-    try:
-        result = train(config, workdir_flag.value)
-    except (ConfigError, ValueError) as e:
-        sys.exit(f"Error: {e}")
     print(
         f"Trained {config.train.num_steps} steps on {len(result['classes'])} classes in "
         f"{result['seconds']:.0f} s (last batch: loss {result['loss']:.4f}, accuracy "
@@ -214,5 +204,13 @@ def main(argv, config_flag, workdir_flag):
 
 
 if __name__ == "__main__":
-    _config_flag, _workdir_flag = define_flags()
-    app.run(lambda argv: main(argv, _config_flag, _workdir_flag))
+    # The flags are defined only when this file runs as a script: importing it (as the tests do
+    # beside the entry points) must not define a second --config.
+    _FLAGS = cli.define_run_flags(
+        "Pretraining config file (data, model, train), e.g. configs/byola_pretrain.py:quick.",
+        "Directory for the encoder and metrics.",
+    )
+    app.run(
+        lambda argv: main(argv, _FLAGS),
+        flags_parser=cli.flags_parser("adc_jax/pretrain/config.py", "data, model, pretrain, train"),
+    )

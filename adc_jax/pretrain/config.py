@@ -62,9 +62,9 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     # Clips to pretrain on, all built-in ones generated on first use: "synthetic_events"
     # (single-event scenes, -12..+6 dB over a rain/traffic background: the encoder probes best
-    # after these, README), "synthetic_clips" (the captioner's scenes, 0-3 events 0-15 dB over
-    # the background), or "audio_folder" (every WAV/FLAC/OGG under data.audio_dir, resampled and
-    # cut into clips).
+    # after these, docs/pretraining.md), "synthetic_clips" (the captioner's scenes, 0-3 events
+    # 0-15 dB over the background), or "audio_folder" (every WAV/FLAC/OGG under data.audio_dir,
+    # resampled and cut into clips).
     c.data.name = "synthetic_events"
     # audio_folder: the folder tree of audio files (any rate, any length).
     c.data.audio_dir = ""
@@ -167,7 +167,7 @@ def _apply_size(c: ml_collections.ConfigDict, size: str) -> None:
     """Shrinks the paper-scale defaults for CPU runs; every mechanism stays switched on."""
     if size == "quick":
         c.data.clip_seconds = 2.0
-        # 6,000 clips probe better than 2,000 at the same steps (README, BYOL-A pretraining).
+        # 6,000 clips probe better than 2,000 at the same steps (docs/pretraining.md).
         c.data.num_train = 6000
         c.data.num_validation = 100
         c.model.projector_hidden = 1024
