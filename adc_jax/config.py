@@ -440,7 +440,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
                 c, "data.background_dir", needed_for, "your background recordings"
             )
         for key in ("data.clip_classes", "data.background_classes"):
-            value = checks.checks.get_field(c, key)
+            value = checks.get_field(c, key)
             checks.check(isinstance(value, str), key, value, "must be a string.")
     elif c.data.name in ("audio_diff_caps", "adiff"):
         what = "your AudioDiffCaps copy" if c.data.name == "audio_diff_caps" else "your ADIFF copy"

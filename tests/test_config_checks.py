@@ -363,12 +363,6 @@ def test_grad_clip_zero_is_refused_by_the_captioner_only():
         config_lib.validate(captioner)
 
 
-@pytest.mark.xfail(
-    reason="adc_jax/config.py validate calls checks.checks.get_field (no such attribute) for "
-    "the clip_pairs class fields, so every clip_pairs config fails with AttributeError",
-    raises=AttributeError,
-    strict=True,
-)
 def test_captioner_validate_accepts_clip_pairs_and_checks_its_class_fields(tmp_path):
     c = _captioner()
     c.data.name = "clip_pairs"
