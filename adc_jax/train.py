@@ -57,7 +57,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config_lib.validate(config, num_devices=jax.device_count())
     return loop.run_with_checkpointer(
         workdir,
-        os.path.join(workdir, "checkpoints"),
+        rundir.checkpoint_dir(workdir),
         config.train.keep_checkpoints,
         lambda checkpointer, writer, stop: _train(config, workdir, checkpointer, writer, stop),
     )
