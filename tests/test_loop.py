@@ -1,5 +1,6 @@
-"""Tests of `adc_jax.loop.StepLoop` and `restore_or_init`, driven by a fake step (a counter)
-and a fake data iterator, with a real Checkpointer and MetricsWriter in tmp_path."""
+"""Tests of `adc_jax.loop`: `StepLoop` and `restore_or_init`, driven by a fake step (a counter)
+and a fake data iterator, with a real Checkpointer and MetricsWriter in tmp_path; the metrics
+file's truncation on resume and the text of a non-finite step."""
 
 from __future__ import annotations
 
@@ -387,3 +388,39 @@ def test_restore_or_init_restores_state_and_data_position(tmp_path, mesh, step_f
             loop.restore_or_init(checkpointer, fresh_state(mesh), other, FakeBatches)
     finally:
         checkpointer.close()
+
+
+# ------------------------------------------------------------------------------- MetricsWriter
+
+
+def _write_lines(path, lines: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("".join(lines))
+
+
+def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
+    writer = loop.MetricsWriter(str(tmp_path), enabled=True)
+    lines = [json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in range(1, 6)]
+    lines.insert(3, json.dumps({"step": 3, "eval/CIDEr": 0.1}) + "\n")
+    _write_lines(writer.path, [*lines, '{"step": 6, "train/lo'])
+    writer.truncate_after(3)
+    steps = [json.loads(x)["step"] for x in open(writer.path)]
+    assert steps == [1, 2, 3, 3]
+    writer.truncate_after(3, drop_eval_at_step=True)
+    records = [json.loads(x) for x in open(writer.path)]
+    assert [r["step"] for r in records] == [1, 2, 3] and "train/loss" in records[-1]
+    writer.truncate_after(0)
+    assert open(writer.path).read() == ""
+
+
+def test_nonfinite_message_names_the_bad_terms():
+    text = loop.format_terms(
+        {
+            "loss": np.float32("nan"),
+            "caption_loss": np.float32("nan"),
+            "similar_loss": np.float32(1.5),
+            "finite": np.float32(0),
+        }
+    )
+    assert "caption_loss=nan" in text and "similar_loss=1.5" in text and "finite=" not in text
+    assert text.endswith("non-finite: caption_loss, loss")

@@ -13,7 +13,6 @@ import signal
 import numpy as np
 import pytest
 
-from adc_jax import loop, train
 from adc_jax.metrics.captioning import METRIC_KEYS, spice_status
 
 SCORE_KEYS = (*METRIC_KEYS, "SPICE", "SPIDEr", "notes")
@@ -100,39 +99,3 @@ def test_final_eval_json_schema(ctrl_c_run, smoke_setup):
     assert os.path.exists(os.path.join(workdir, "eval", "step_12.md"))
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["train"]["num_steps"] == 12
-
-
-# ------------------------------------------------------------------------------- MetricsWriter
-
-
-def _write_lines(path, lines: list[str]) -> None:
-    with open(path, "w") as f:
-        f.write("".join(lines))
-
-
-def test_truncate_after_drops_later_lines_and_a_line_cut_by_a_kill(tmp_path):
-    writer = loop.MetricsWriter(str(tmp_path), enabled=True)
-    lines = [json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in range(1, 6)]
-    lines.insert(3, json.dumps({"step": 3, "eval/CIDEr": 0.1}) + "\n")
-    _write_lines(writer.path, [*lines, '{"step": 6, "train/lo'])
-    writer.truncate_after(3)
-    steps = [json.loads(x)["step"] for x in open(writer.path)]
-    assert steps == [1, 2, 3, 3]
-    writer.truncate_after(3, drop_eval_at_step=True)
-    records = [json.loads(x) for x in open(writer.path)]
-    assert [r["step"] for r in records] == [1, 2, 3] and "train/loss" in records[-1]
-    writer.truncate_after(0)
-    assert open(writer.path).read() == ""
-
-
-def test_nonfinite_message_names_the_bad_terms():
-    text = loop.format_terms(
-        {
-            "loss": np.float32("nan"),
-            "caption_loss": np.float32("nan"),
-            "similar_loss": np.float32(1.5),
-            "finite": np.float32(0),
-        }
-    )
-    assert "caption_loss=nan" in text and "similar_loss=1.5" in text and "finite=" not in text
-    assert text.endswith("non-finite: caption_loss, loss")
