@@ -44,7 +44,8 @@ from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError, min_clip_samples
 from adc_jax.data.audio_io import AudioError, load_audio
-from adc_jax.data.pipeline import clip_samples, split_tiers
+from adc_jax.data.pipeline import clip_samples
+from adc_jax.data.vocab import split_tiers
 from adc_jax.data.waveform import fit_length
 from adc_jax.plotting import plot_attention
 

@@ -40,6 +40,7 @@ from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError
 from adc_jax.data import pipeline
+from adc_jax.data.eval_split import EvalSplit, load_eval_split
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import baseline_result
 from adc_jax.metrics.breakdown import breakdown
@@ -85,7 +86,7 @@ def decode_split(
     decode_fn,
     rng_state,
     state,
-    split: pipeline.EvalSplit,
+    split: EvalSplit,
     config: ml_collections.ConfigDict,
     mesh,
     vocab: Vocabulary,
@@ -138,7 +139,7 @@ class Evaluator:
         config: ml_collections.ConfigDict,
         mesh,
         vocab: Vocabulary,
-        split: pipeline.EvalSplit,
+        split: EvalSplit,
         split_name: str,
         settings: DecodeSettings,
         *,
@@ -289,7 +290,7 @@ def evaluate_workdir(
             f"The dataset of {run.workdir} has no {split!r} split; it has "
             f"{sorted(data.builder.info.splits)}."
         )
-    eval_split = pipeline.load_eval_split(
+    eval_split = load_eval_split(
         data.builder.as_data_source(split),
         max_examples if max_examples is not None else config.eval.max_examples,
         data.tiers,

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 
 SUFFIX = "_predictions.jsonl"
 

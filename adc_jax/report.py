@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 
 # The caption metrics of the tables, in order.
 SCORE_COLUMNS = ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "SPIDEr")

@@ -30,7 +30,8 @@ from adc_jax import checkpointing, multihost
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
-from adc_jax.data import pipeline
+from adc_jax.data import registry
+from adc_jax.data import vocab as vocab_lib
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import most_frequent_caption
 from adc_jax.train_state import TrainState
@@ -109,14 +110,14 @@ class RunData:
     builder: the tfds builder (read splits with `builder.as_data_source(split)`).
     vocab: the run's vocabulary (workdir/vocab.json).
     train_captions: every training caption of the run's tiers, in dataset order.
-    train_stats: the training split's `pipeline.CaptionStats` (entries, per-tier captions).
+    train_stats: the training split's `vocab_lib.CaptionStats` (entries, per-tier captions).
     tiers: the caption tiers the run trains and scores on ((0,) unless ADIFF).
     """
 
     builder: object
     vocab: Vocabulary
     train_captions: list[str]
-    train_stats: pipeline.CaptionStats
+    train_stats: vocab_lib.CaptionStats
     tiers: tuple[int, ...] = (0,)
 
     def baseline_captions(self) -> dict[int, str]:
@@ -131,14 +132,14 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     """Builds (on first use) or loads the dataset, and builds or loads the run's vocabulary."""
     # One process builds the dataset first, so a shared data_dir is never written twice at once.
     if jax.process_index() == 0:
-        builder = pipeline.load_builder(config)
+        builder = registry.load_builder(config)
     multihost.sync("dataset_built")
     if jax.process_index() != 0:
-        builder = pipeline.load_builder(config)
+        builder = registry.load_builder(config)
     start = time.time()
-    tiers = pipeline.split_tiers(config)
+    tiers = vocab_lib.split_tiers(config)
     punctuation = bool(config.data.punctuation_tokens)
-    _, stats = pipeline.read_captions(builder.as_data_source("train"), tiers, punctuation)
+    _, stats = vocab_lib.read_captions(builder.as_data_source("train"), tiers, punctuation)
     logging.info(
         "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
         stats.num_captions,
@@ -153,19 +154,19 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
         )
     vocab_path = os.path.join(workdir, VOCAB_FILE)
     if os.path.exists(vocab_path):  # checked on every process, before the barrier below
-        pipeline.check_vocab_file(
-            vocab_path, punctuation=punctuation, extra_tokens=pipeline.tier_tokens(config)
+        vocab_lib.check_vocab_file(
+            vocab_path, punctuation=punctuation, extra_tokens=vocab_lib.tier_tokens(config)
         )
 
     # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
     def vocab() -> Vocabulary:
-        return pipeline.build_or_load_vocab(
+        return vocab_lib.build_or_load_vocab(
             vocab_path,
             stats.captions,
             config.data.vocab_min_count,
             config.data.max_caption_tokens,
             punctuation=punctuation,
-            extra_tokens=pipeline.tier_tokens(config),
+            extra_tokens=vocab_lib.tier_tokens(config),
         )
 
     if jax.process_index() == 0:

@@ -38,6 +38,7 @@ from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
+from adc_jax.data.eval_split import load_eval_split
 from adc_jax.loop import MetricsWriter, StopRequested
 from adc_jax.train_state import TrainState
 
@@ -150,7 +151,7 @@ class PeriodicEval:
         self.every = int(config.train.eval_every)
         self.eval_dir = os.path.join(workdir, "eval")
         self.train_state, self.writer = train_state, writer
-        split = pipeline.load_eval_split(
+        split = load_eval_split(
             data.builder.as_data_source(config.eval.split), config.eval.max_examples, data.tiers
         )
         self.evaluator = evaluate.Evaluator(

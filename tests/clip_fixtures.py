@@ -8,6 +8,7 @@ The metadata CSVs have the real datasets' exact headers.
   write_esc50(root, classes, per_fold)             meta/esc50.csv + audio/*.wav, 5 s clips.
   write_fsd50k(root, labels, counts)               FSD50K.ground_truth/{dev,eval}.csv + audio.
   write_folders(root, classes, per_class, ext)     one folder of files per class.
+  write_roots(base)                                every layout under base (the tests' roots).
 """
 
 from __future__ import annotations
@@ -144,3 +145,19 @@ def write_folders(
                 else event_wave(k, j, seconds, sr, seed=1)
             )
             _write(os.path.join(root, cls, f"{cls.lower()}_{j:03d}{ext}"), wav, sr)
+
+
+# The classes of the ESC-50 and folder-layout recordings of `write_roots`.
+ESC_CLASSES = ("dog", "church_bells", "crying_baby")
+FOLDER_CLASSES = ("Dog", "Sea waves", "hen")
+
+
+def write_roots(base: str) -> dict[str, str]:
+    """Recordings in every layout under base: ESC-50 events ("esc"), FSD50K backgrounds
+    ("fsd"), folder events ("folders") and backgrounds ("folder_bg"); -> name: directory."""
+    out = {k: os.path.join(base, k) for k in ("esc", "fsd", "folders", "folder_bg")}
+    write_esc50(out["esc"], ESC_CLASSES, per_fold=2)
+    write_fsd50k(out["fsd"], {"Rain": "Rain,Water", "Car_passing_by": "Car_passing_by,Vehicle"})
+    write_folders(out["folders"], FOLDER_CLASSES, per_class=8, ext=".flac")
+    write_folders(out["folder_bg"], ("rain",), per_class=3, ext=".wav", background=True)
+    return out

@@ -288,10 +288,10 @@ def smoke_setup():
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    from adc_jax.data import pipeline
+    from adc_jax.data import registry
 
     setup = SmokeSetup(pathlib.Path(tempfile.mkdtemp(prefix="adc_jax_smoke_runs_")))
-    pipeline.load_builder(setup.config())
+    registry.load_builder(setup.config())
     names = (
         "jax_compilation_cache_dir",
         "jax_persistent_cache_min_compile_time_secs",

@@ -1,10 +1,10 @@
-"""Tests of the clip_pairs dataset (adc_jax/data/clip_pairs.py, adc_jax/data/clip_sources.py) and
-of planning pairs over recordings (`scenes.RecordedSources`). Recordings are generated in each of
-the three layouts by tests/clip_fixtures.py."""
+"""Tests of the clip_pairs dataset (adc_jax/data/clip_pairs.py) and of planning pairs over
+recordings (`scenes.RecordedSources`); reading the recordings themselves is
+tests/test_data_clip_sources.py. Recordings are generated in each of the three layouts by
+tests/clip_fixtures.py."""
 
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 import os
@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from clip_fixtures import event_wave, write_esc50, write_folders, write_fsd50k
+from clip_fixtures import ESC_CLASSES, FOLDER_CLASSES, event_wave, write_folders, write_roots
 
 from adc_jax import config as config_lib
 from adc_jax import rundir, train
@@ -27,8 +27,6 @@ from adc_jax.metrics.difference import difference_accuracy
 from tests.conftest import load_config
 
 SR = 16000
-ESC_CLASSES = ("dog", "church_bells", "crying_baby")
-FOLDER_CLASSES = ("Dog", "Sea waves", "hen")
 SIZES = {"num_train": 24, "num_validation": 8, "num_eval": 8}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,13 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, str]:
     """Recordings in every layout: ESC-50 events, FSD50K backgrounds, folder events/backgrounds."""
-    base = tmp_path_factory.mktemp("recordings")
-    out = {k: str(base / k) for k in ("esc", "fsd", "folders", "folder_bg")}
-    write_esc50(out["esc"], ESC_CLASSES, per_fold=2)
-    write_fsd50k(out["fsd"], {"Rain": "Rain,Water", "Car_passing_by": "Car_passing_by,Vehicle"})
-    write_folders(out["folders"], FOLDER_CLASSES, per_class=8, ext=".flac")
-    write_folders(out["folder_bg"], ("rain",), per_class=3, ext=".wav", background=True)
-    return out
+    return write_roots(str(tmp_path_factory.mktemp("recordings")))
 
 
 def _spec(roots, **kw) -> CP.ClipPairsSpec:
@@ -76,27 +68,8 @@ def _edits(record) -> set[tuple[str, str]]:
 # ----------------------------------------------------------------------- layouts and labels
 
 
-def test_detects_each_layout_and_names_the_accepted_ones(roots, tmp_path):
-    assert CS.detect_layout(roots["esc"]) == "esc50"
-    assert CS.detect_layout(roots["fsd"]) == "fsd50k"
-    assert CS.detect_layout(roots["folders"]) == "folders"
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "readme.txt").write_text("no audio here")
-    with pytest.raises(FileNotFoundError, match="ESC-50.*FSD50K.*sub-folder") as e:
-        CS.detect_layout(str(tmp_path))
-    assert str(tmp_path) in str(e.value)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        CS.detect_layout(str(tmp_path / "missing"))
-
-
-def test_labels_match_whatever_the_case_and_separators(roots):
-    assert CS.normalize_label("Car horn") == CS.normalize_label("car_horn") == "car_horn"
-    assert CS.normalize_label(" CAR-Horn ") == "car_horn"
-    index = CS.index_sources(roots["esc"])
-    chosen = CS.select_classes(index, ["Church Bells", "DOG"], role="foreground", min_per_split=2)
-    assert set(chosen) == {"Church Bells", "DOG"}
-    assert all(r.labels == ("church_bells",) for rs in chosen["Church Bells"].values() for r in rs)
-    # AudioDiffCaps' classes take the synthetic names (and phrases); others a name from the label.
+def test_classes_are_named_from_labels_whatever_the_case_and_separators(roots):
+    # (How labels match is tests/test_data_clip_sources.py.) AudioDiffCaps' classes take the synthetic names (and phrases); others a name from the label.
     assert CP.class_name("church_bells") == CP.class_name("Church_bell") == "bells"
     assert CP.class_name("Vehicle_horn_and_car_horn_and_honking") == "horn"
     assert CP.class_name("Crying_baby") == "crying_baby"
@@ -113,42 +86,6 @@ def test_labels_match_whatever_the_case_and_separators(roots):
         ("Rain", "rain"),
         ("Car_passing_by", "car passing by"),
     ]
-
-
-def test_splits_share_no_recording(roots, tmp_path):
-    for name in ("esc", "fsd", "folders"):
-        index = CS.index_sources(roots[name])
-        splits = collections.defaultdict(set)
-        for r in index.recordings:
-            splits[r.path].add(r.split)
-        assert all(len(s) == 1 for s in splits.values()), name
-        assert {r.split for r in index.recordings} == set(CS.SPLITS)
-    esc = CS.index_sources(roots["esc"])
-    for r in esc.recordings:  # ESC-50 file names start with the fold
-        fold = int(os.path.basename(r.path).split("-")[0])
-        assert r.split == {1: "train", 2: "train", 3: "train", 4: "validation", 5: "eval"}[fold]
-    fsd = CS.index_sources(roots["fsd"])
-    assert all(
-        r.path.startswith("FSD50K.eval_audio") == (r.split == "eval") for r in fsd.recordings
-    )
-    assert collections.Counter(r.split for r in fsd.recordings) == {
-        "train": 4,
-        "validation": 2,
-        "eval": 2,
-    }
-    # Folder layout: 2 of 8 files in validation and 2 in eval, by a hash of the path only.
-    folders = CS.index_sources(roots["folders"])
-    for cls in FOLDER_CLASSES:
-        counts = collections.Counter(r.split for r in folders.recordings if r.labels == (cls,))
-        assert counts == {"train": 4, "validation": 2, "eval": 2}
-    copy = tmp_path / "copy"
-    for r in reversed(folders.recordings):  # the same files, created in the other order
-        os.makedirs(copy / os.path.dirname(r.path), exist_ok=True)
-        shutil.copy(os.path.join(roots["folders"], r.path), copy / r.path)
-    again = CS.index_sources(str(copy))
-    assert {r.path: r.split for r in again.recordings} == {
-        r.path: r.split for r in folders.recordings
-    }
 
 
 def test_fingerprint_follows_the_inputs(roots, tmp_path):

@@ -1,10 +1,14 @@
-"""Tests of the grain input pipeline on the smoke-size synthetic set and on in-memory records.
+"""Tests of adc_jax.data.pipeline, the grain streams, on the smoke-size synthetic set and on
+in-memory records.
 
 What is checked: batches are exactly the records (padded/cropped, with their lengths) and their
 captions' tokens; a resumed iterator continues the exact data order; every epoch is a new
 permutation with new reference captions; processes read disjoint rows that cover the split;
 evaluation covers every pair once; and each kind of bad input has its defined behaviour (crop,
-pad, truncate, <unk>, counted and logged).
+pad, truncate, <unk>, counted and logged). Tiered records (ADIFF): a training caption starts with
+its tier's token and is one of that tier's references; length-bucketed batches pad every caption
+to its bucket (never truncating one that fits), cover every entry once per epoch but the largest
+bucket's remainder, split into disjoint process rows, and resume exactly.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import logging as std_logging
 import numpy as np
 import pytest
 from absl import flags
+from tiered_records import answers_of, tiered_config, tiered_records, tiered_vocab
 
 from adc_jax import config as config_lib
 from adc_jax.data import pipeline
+from adc_jax.data import vocab as vocab_lib
+from adc_jax.data.eval_split import load_eval_split
 from adc_jax.data.features import as_text
 from adc_jax.data.synthetic.builder import SyntheticSpec, build_synthetic
-from adc_jax.data.tokenizer import BOS, EOS, PAD, UNK, Vocabulary
+from adc_jax.data.tokenizer import BOS, EOS, PAD, UNK, Vocabulary, tier_token
 from adc_jax.data.waveform import fit_length
 
 NUM_TRAIN, BATCH = 32, 8
@@ -34,7 +41,7 @@ def data(tmp_path_factory):
         SyntheticSpec(num_train=NUM_TRAIN, num_validation=8, num_eval=8, clip_seconds=1.0, seed=0),
     )
     source = builder.as_data_source("train")
-    _, stats = pipeline.read_captions(source)
+    _, stats = vocab_lib.read_captions(source)
     vocab = Vocabulary.build(stats.captions)
     by_audio = {_digest(source[i]["audio1"]): i for i in range(len(source))}
     assert len(by_audio) == NUM_TRAIN
@@ -54,6 +61,8 @@ def _config(**data) -> config_lib.ml_collections.ConfigDict:
 
 
 def _take(iterator, n: int) -> list[dict[str, np.ndarray]]:
+    """The next n batches of an iterator (or of a new iterator of a dataset)."""
+    iterator = iter(iterator)
     return [next(iterator) for _ in range(n)]
 
 
@@ -112,7 +121,7 @@ def test_fast_record_path_equals_tfds_decoding(data):
             assert fields[name].dtype == np.int16
             np.testing.assert_array_equal(fields[name], record[name])
         assert fields["captions"] == list(record["captions"]) and fields["key"] == record["key"]
-    assert pipeline.read_captions(source)[0] == pipeline.read_captions(decoded)[0]
+    assert vocab_lib.read_captions(source)[0] == vocab_lib.read_captions(decoded)[0]
     config = _config()
     _assert_same(
         _take(iter(pipeline.train_dataset(source, vocab, config)), 5),
@@ -224,7 +233,7 @@ def test_clips_are_cropped_or_zero_padded_with_their_lengths():
     records = [_record(f"k{i}", a, b, ["add a dog"]) for i, (a, b) in enumerate(lengths)]
     config.train.batch_size = len(records)
     batch = next(iter(pipeline.train_dataset(records, Vocabulary.build(["add a dog"]), config)))
-    split = pipeline.load_eval_split(records)
+    split = load_eval_split(records)
     evaluated = next(pipeline.eval_batches(split, config, batch_size=len(records)))
     for got, order in (
         (batch, [_record_of_row(batch, row, records, n) for row in range(len(records))]),
@@ -258,14 +267,14 @@ def test_long_captions_keep_eos_and_unknown_words_become_unk():
     for row in range(2):
         i = _record_of_row(batch, row, records, n)
         np.testing.assert_array_equal(batch["tokens"][row], expected[i])
-    stats = pipeline.token_stats(vocab, [long, odd, "make the dog louder"], 6)
+    stats = vocab_lib.token_stats(vocab, [long, odd, "make the dog louder"], 6)
     assert (stats.truncated, stats.with_unknown, stats.unknown_words) == (2, 2, 5)
 
 
 def test_pairs_without_captions_are_counted_logged_and_kept(caplog):
     records = [_record("a", 100, 100, ["add a dog"]), _record("b", 100, 100, [])]
     with caplog.at_level(std_logging.INFO):
-        per_pair, stats = pipeline.read_captions(records)
+        per_pair, stats = vocab_lib.read_captions(records)
     assert per_pair == [["add a dog"], []]
     assert (stats.num_pairs, stats.num_captions, stats.pairs_without_captions) == (2, 1, 1)
     assert stats.keys_without_captions == ["b"]
@@ -277,19 +286,6 @@ def test_pairs_without_captions_are_counted_logged_and_kept(caplog):
     assert sorted(batch["tokens"][:, :2].tolist()) == [[BOS, EOS], [BOS, vocab.index["add"]]]
 
 
-def test_vocabulary_logs_truncated_and_unknown_counts_when_built_and_loaded(tmp_path, caplog):
-    captions = ["add a dog", "add a dog and a cat and a bird and a cow", "remove a dog"]
-    path = str(tmp_path / "vocab.json")
-    for _ in range(2):  # built, then loaded
-        caplog.clear()
-        with caplog.at_level(std_logging.INFO):
-            vocab = pipeline.build_or_load_vocab(path, captions, min_count=2, max_tokens=6)
-        assert "1 of 3 longer than 6 tokens will be truncated" in caplog.text
-        # min_count=2 keeps "a", "and", "dog", "add": cat, bird, cow, remove -> <unk>.
-        assert "2 hold 4 word(s) outside the vocabulary" in caplog.text
-    assert vocab.tokens[4:] == ["a", "and", "dog", "add"]
-
-
 # ---------------------------------------------------------------------------------- evaluation
 
 
@@ -297,7 +293,7 @@ def test_vocabulary_logs_truncated_and_unknown_counts_when_built_and_loaded(tmp_
 def test_eval_batches_cover_every_pair_once(data, batch_size, process_count):
     builder, _, _, _ = data
     source = builder.as_data_source("validation")
-    split = pipeline.load_eval_split(source)
+    split = load_eval_split(source)
     config = _config()
     valid_rows = []
     for p in range(process_count):
@@ -314,3 +310,114 @@ def test_eval_batches_cover_every_pair_once(data, batch_size, process_count):
     assert sorted(valid_rows) == list(range(len(source)))
     assert split.keys == [f"validation_{i:06d}" for i in range(len(source))]
     assert all(len(refs) == 5 for refs in split.references)
+
+
+# ---------------------------------------------------------------------------------- tiers
+
+
+@pytest.fixture(scope="module")
+def records():
+    return tiered_records()
+
+
+def _decode_rows(batch, vocab):
+    """(tier, caption text) of every row, from its tokens."""
+    tier_of = {vocab.index[tier_token(t)]: t for t in (1, 3)}
+    return [(tier_of[int(row[0])], vocab.decode(row[1:])) for row in batch["tokens"]]
+
+
+def _record_of(batch, row, records):
+    n = batch["wav1_len"][row]
+    return [i for i, r in enumerate(records) if len(r["audio1"]) == n][0]
+
+
+def test_training_captions_start_with_their_tier_token(records):
+    config = tiered_config()
+    _, stats = vocab_lib.read_captions(records, (1, 3), punctuation=True)
+    vocab = tiered_vocab(stats)
+    iterator = iter(pipeline.train_dataset(records, vocab, config, stats=stats))
+    seen_tiers = set()
+    for _ in range(6):
+        batch = next(iterator)
+        assert batch["tokens"].shape == (8, 48)
+        for row, (tier, text) in enumerate(_decode_rows(batch, vocab)):
+            record = records[_record_of(batch, row, records)]
+            assert text in {
+                vocab.decode(vocab.encode(a, 48)[0][1:]) for a in answers_of(record, tier)
+            }
+            seen_tiers.add(tier)
+    assert seen_tiers == {1, 3}
+
+
+# ---------------------------------------------------------------------------------- buckets
+
+
+def test_bucket_plan_covers_each_entry_once_per_epoch_and_never_truncates():
+    rng = np.random.default_rng(1)
+    tokens = np.concatenate([rng.integers(3, 12, 37), rng.integers(13, 40, 22), [48, 48, 48]])
+    plan = pipeline.BucketPlan(tokens, (12, 24, 48), global_batch=8, seed=3)
+    for epoch in range(3):
+        batches = plan.epoch_batches(epoch)
+        assert len(batches) == plan.batches_per_epoch == len(tokens) // 8
+        used = np.concatenate([b for b, _ in batches])
+        assert len(set(used.tolist())) == len(used)  # no entry twice in an epoch
+        for entries, length in batches:
+            assert (tokens[entries] <= length).all()  # every caption fits its batch
+        # Only the largest bucket's leftovers (fewer than a batch) wait for another epoch.
+        left = np.setdiff1d(np.arange(len(tokens)), used)
+        assert len(left) < 8
+        short = [length for entries, length in batches if (tokens[entries] <= 12).all()]
+        assert short.count(12) >= 3  # short captions are not padded to 48
+    orders = [np.concatenate([b for b, _ in plan.epoch_batches(e)]) for e in range(2)]
+    assert not np.array_equal(orders[0], orders[1])  # a new order every epoch
+    element = plan[plan.batches_per_epoch + 2]
+    assert element[0] == 1 and np.array_equal(element[1], plan.epoch_batches(1)[2][0])
+
+
+def test_bucket_plan_moves_small_buckets_up():
+    tokens = np.array([4] * 3 + [20] * 6 + [40] * 8)  # bucket 12 holds less than a batch
+    plan = pipeline.BucketPlan(tokens, (12, 24, 48), global_batch=8, seed=0)
+    batches = plan.epoch_batches(0)
+    used = np.concatenate([b for b, _ in batches])
+    assert set(np.flatnonzero(tokens == 4)) <= set(used.tolist())
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        pipeline.BucketPlan(tokens[:5], (12, 48), global_batch=8, seed=0)
+
+
+def test_bucketed_batches_pad_to_their_bucket_split_processes_and_resume(records):
+    config = tiered_config(token_buckets="16,48")
+    _, stats = vocab_lib.read_captions(records, (1, 3), punctuation=True)
+    vocab = tiered_vocab(stats)
+    full = list(_take(pipeline.train_dataset(records, vocab, config, stats=stats), 8))
+    lengths = {b["tokens"].shape[1] for b in full}
+    assert lengths == {16, 48}
+    for batch in full:
+        ends = (batch["tokens"] == EOS).argmax(axis=1)
+        assert (batch["tokens"] == EOS).any(axis=1).all()  # nothing truncated away
+        if batch["tokens"].shape[1] == 16:
+            assert {t for t, _ in _decode_rows(batch, vocab)} == {1}
+        assert (ends < batch["tokens"].shape[1]).all()
+    # Two processes: disjoint halves of the same global batches.
+    halves = [
+        list(
+            _take(
+                pipeline.train_dataset(
+                    records, vocab, config, stats=stats, process_index=p, process_count=2
+                ),
+                8,
+            )
+        )
+        for p in range(2)
+    ]
+    for b, h0, h1 in zip(full, *halves, strict=True):
+        np.testing.assert_array_equal(np.concatenate([h0["tokens"], h1["tokens"]]), b["tokens"])
+        np.testing.assert_array_equal(np.concatenate([h0["wav1"], h1["wav1"]]), b["wav1"])
+    # Resume from a saved iterator state continues the exact sequence.
+    iterator = iter(pipeline.train_dataset(records, vocab, config, stats=stats))
+    _take(iterator, 3)
+    state = iterator.get_state()
+    resumed = iter(pipeline.train_dataset(records, vocab, config, stats=stats))
+    resumed.set_state(state)
+    for want, got in zip(full[3:], _take(resumed, 5), strict=True):
+        for k in want:
+            np.testing.assert_array_equal(want[k], got[k])

@@ -1,4 +1,5 @@
-"""Tests of adc_jax.data.synthetic.builder: the variant spec, the tfds build, its reuse and its lock."""
+"""Tests of adc_jax.data.synthetic.builder: the variant spec, the tfds build, its reuse and its
+lock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of adc_jax.data.synthetic.scenes: planning and mixing a pair (scene, edits, waveforms, captions)."""
+"""Tests of adc_jax.data.synthetic.scenes: planning and mixing a pair (scene, edits, waveforms,
+captions)."""
 
 from __future__ import annotations
 

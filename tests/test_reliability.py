@@ -26,7 +26,8 @@ from flax import nnx
 from adc_jax import checkpointing, evaluate, loop, rundir, train
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
-from adc_jax.data import pipeline
+from adc_jax.data import pipeline, registry
+from adc_jax.data.eval_split import load_eval_split
 from adc_jax.data.tokenizer import PAD
 from adc_jax.metrics import captioning
 from adc_jax.metrics.captioning import METRIC_KEYS
@@ -391,7 +392,7 @@ def test_silent_clips_empty_and_unknown_captions_still_score(
 ):
     trained = rundir.load_trained(reference_run)
     config, ts, mesh, vocab = trained.config, trained.train_state, trained.mesh, trained.vocab
-    real = pipeline.load_builder(config).as_data_source("eval")
+    real = registry.load_builder(config).as_data_source("eval")
     n = pipeline.clip_samples(config)
     silent = np.zeros((n,), np.int16)
     records = [
@@ -405,7 +406,7 @@ def test_silent_clips_empty_and_unknown_captions_still_score(
         ),
         *(real[i] for i in range(2, 5)),
     ]
-    split = pipeline.load_eval_split(records)
+    split = load_eval_split(records)
 
     decode_fn = step_lib.jit_decode(
         ts, mesh, config.eval.decode, config.eval.beam_size, config.eval.length_penalty

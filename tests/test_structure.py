@@ -1,5 +1,7 @@
-"""Tests of the package's structure: dependencies flow one way (no import circle), and the
-inference entry points do not load the training loop."""
+"""Tests of the package's structure: dependencies flow one way (no import circle); the inference
+entry points do not load the training loop; the data package sits below everything but the
+config, and inside it the streams do not load the dataset builders; pretraining does not load the
+captioner's loop; the step, the models and the synthetic sounds load no data stack."""
 
 from __future__ import annotations
 
@@ -87,6 +89,77 @@ def test_the_step_and_models_do_not_load_the_data_or_eval_stack():
         "import sys, adc_jax.step, adc_jax.models.adc, adc_jax.models.byola; "
         "heavy = [m for m in ('tensorflow_datasets', 'grain', 'librosa', 'pycocoevalcap', "
         "'soundfile', 'clu') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def _closure(graph: dict[str, set[str]], module: str) -> set[str]:
+    """The adc_jax modules `module` imports, directly or through others."""
+    seen, todo = set(), [module]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+# What the data package may import from adc_jax outside itself: the config at the bottom. A list of
+# what is allowed, so that a package added later is above data without editing this test.
+DATA_MAY_IMPORT = ("adc_jax.config",)
+
+
+def test_the_data_package_imports_only_itself_and_the_config():
+    graph = import_graph()
+    data = [m for m in graph if _in(m, "adc_jax.data")]
+    assert "adc_jax.data.synthetic.builder" in data and "adc_jax.data.registry" in data
+    for module in data:
+        outside = {t for t in graph[module] if not _in(t, "adc_jax.data")}
+        assert outside <= set(DATA_MAY_IMPORT), f"{module} imports {sorted(outside)}"
+        above = {
+            t
+            for t in _closure(graph, module)
+            for top in ("adc_jax.pretrain", "adc_jax.train", "adc_jax.evaluate", "adc_jax.main")
+            if _in(t, top)
+        }
+        assert not above, f"{module} imports {sorted(above)}"
+
+
+def test_inside_data_the_streams_do_not_load_the_dataset_builders():
+    # The registry is the top of the data package: the entry points pick a dataset through it.
+    # The streams (pipeline, vocabulary, eval split) read any built dataset; the builders, every
+    # module that derives from the builder base, sit beside them, not below.
+    graph = import_graph()
+    data = [m for m in graph if _in(m, "adc_jax.data")]
+    builders = {m for m in data if "adc_jax.data.builder" in graph[m]}
+    assert {"adc_jax.data.synthetic.builder", "adc_jax.data.adiff"} <= builders
+    for module in data:
+        assert "adc_jax.data.registry" not in graph[module], f"{module} imports the registry"
+    for stream in ("adc_jax.data.pipeline", "adc_jax.data.vocab", "adc_jax.data.eval_split"):
+        loaded = _closure(graph, stream) & (builders | {"adc_jax.data.builder"})
+        assert not loaded, f"{stream} imports {sorted(loaded)}"
+
+
+def test_pretraining_does_not_load_the_captioners_loop_or_entry_points():
+    graph = import_graph()
+    captioner = ("adc_jax.train", "adc_jax.evaluate", "adc_jax.main", "adc_jax.caption")
+    for module in (m for m in graph if _in(m, "adc_jax.pretrain")):
+        loaded = {t for t in _closure(graph, module) if t in captioner}
+        assert not loaded, f"{module} imports {sorted(loaded)}"
+
+
+def test_the_synthetic_sounds_scenes_and_grammar_load_no_dataset_stack():
+    # The metrics read the caption grammar, the linear probe synthesises clips: neither builds a
+    # dataset, so neither loads tfds or grain.
+    code = (
+        "import sys, adc_jax.data.synthetic.grammar, adc_jax.data.synthetic.scenes, "
+        "adc_jax.data.synthetic.sounds, adc_jax.metrics.difference; "
+        "heavy = [m for m in ('tensorflow_datasets', 'grain') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -32,6 +32,7 @@ from adc_jax import config as config_lib  # noqa: E402
 from adc_jax.data import pipeline  # noqa: E402
 from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 from adc_jax.data.tokenizer import Vocabulary  # noqa: E402
+from adc_jax.data.vocab import read_captions  # noqa: E402
 
 _SIZE = flags.DEFINE_enum("size", "paper", ["paper", "quick", "smoke"], "Size preset.")
 _DATA_DIR = flags.DEFINE_string(
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> None:
     source = builder.as_data_source("train")
 
     start = time.perf_counter()
-    _, stats = pipeline.read_captions(source)
+    _, stats = read_captions(source)
     vocab = Vocabulary.build(stats.captions, min_count=config.data.vocab_min_count)
     captions_s = time.perf_counter() - start
 

@@ -85,9 +85,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
@@ -391,8 +391,11 @@ def fingerprint(csv_dir: str, subset: str, clip_seconds: float, sample_rate: int
 
 
 @dataclasses.dataclass(eq=False)
-class AdiffConfig(tfds.core.BuilderConfig):
-    """Where the inputs are and how clips are stored; the name is their fingerprint."""
+class AdiffConfig(builder_lib.BuildConfig):
+    """Where the inputs are and how clips are stored; the name is their fingerprint.
+
+    num_workers (`BuildConfig`): decoding processes while building.
+    """
 
     audio_dir: str = ""
     csv_dir: str = ""
@@ -403,8 +406,6 @@ class AdiffConfig(tfds.core.BuilderConfig):
     # A clip shorter than this fraction of NOMINAL_SECONDS fails the build (0 = never); does
     # not change the data, so it is not part of the fingerprint.
     min_clip_fraction: float = 0.0
-    # Decoding processes while building (None: all CPUs); does not change the data.
-    num_workers: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,29 +418,18 @@ class _SplitPlan:
     clip_index: dict[str, int]  # CSV filepath -> index
 
 
-class Adiff(tfds.core.GeneratorBasedBuilder):
+class Adiff(builder_lib.Builder):
     """ADIFF pairs (ACD or CLD) with the shared adc_jax schema (`features.features_dict`)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: every tier's answers per pair, clips cropped."}
 
-    # As in audiodiffcaps.py: tfds looks for the builder's source through `importlib_resources`,
-    # which fails for an editable install; the location only serves to look for a checksums file.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
+    def _description(self) -> str:
         cfg = self.builder_config
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                f"ADIFF {cfg.subset.upper()} difference explanations (Deshmukh et al., ICLR "
-                f"2025) built from csv_dir={cfg.csv_dir!r}, clip_seconds={cfg.clip_seconds}, "
-                f"sample_rate={cfg.sample_rate}."
-            ),
-            features=features_lib.features_dict(),
+        return (
+            f"ADIFF {cfg.subset.upper()} difference explanations (Deshmukh et al., ICLR "
+            f"2025) built from csv_dir={cfg.csv_dir!r}, clip_seconds={cfg.clip_seconds}, "
+            f"sample_rate={cfg.sample_rate}."
         )
 
     @property
@@ -545,7 +535,8 @@ class Adiff(tfds.core.GeneratorBasedBuilder):
 
         Per split: the distinct clips are decoded (in worker processes for 64 or more clips) into
         a temporary int16 file in tfds' build folder, then the pairs' records are assembled from
-        it, serialised and written in pair order by `writer.generate_splits` in this process.
+        it, serialised and written in pair order by `writer.generate_splits` in this process
+        (the base's `_split_jobs` path would decode a clip once per pair naming it).
         """
         del dl_manager, download_config
         cfg = self.builder_config

@@ -23,8 +23,9 @@ dropping pairs would change the benchmark. Before anything is decoded, every fil
 partial download) and clips shorter than 5 s (half the nominal 10 s) are counted and logged in
 one warning, and clips shorter than `min_clip_fraction` * 10 s fail the build naming the row and
 the file (`min_clip_fraction` = 0, the default, fails none). Clips are mixed to mono, resampled
-to 16 kHz and stored as int16 (`features.to_int16`). Splits are written by `adc_jax.data.writer` (no
-TensorFlow, also for the 3 GB dev split), records in CSV order (rain before traffic).
+to 16 kHz and stored as int16 (`features.to_int16`). Splits are written by the shared builder base
+(`adc_jax.data.builder`, with `adc_jax.data.writer`: no TensorFlow, also for the 3 GB dev split),
+records in CSV order (rain before traffic).
 
 Splits: `eval` = the eval CSVs; the dev CSVs are divided into `train` and a held-out
 `validation` split of round(validation_fraction * N) pairs: the pairs whose keys have the
@@ -54,8 +55,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 
+from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
@@ -262,18 +263,19 @@ def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int) -> s
 
 
 @dataclasses.dataclass(eq=False)
-class AudioDiffCapsConfig(tfds.core.BuilderConfig):
-    """Where the inputs are and how the splits are made; the name is their fingerprint."""
+class AudioDiffCapsConfig(builder_lib.BuildConfig):
+    """Where the inputs are and how the splits are made; the name is their fingerprint.
+
+    num_workers (`BuildConfig`): decoding processes while building.
+    """
 
     audio_dir: str = ""
     csv_dir: str = ""
     validation_fraction: float = 0.05
     sample_rate: int = features_lib.SAMPLE_RATE
-    # Decoding processes while building (None: all CPUs); does not change the data.
-    num_workers: int | None = None
 
 
-class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
+class AudioDiffCaps(builder_lib.Builder):
     """AudioDiffCaps pairs with the shared adc_jax example schema (`features.features_dict`)."""
 
     VERSION = tfds.core.Version("2.0.0")
@@ -283,31 +285,19 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
         "array_record shards written by adc_jax.data.writer (no TensorFlow for splits over "
         "1 GB); records in CSV order.",
     }
-
-    # tfds looks for the builder's source through `importlib_resources` (a package that is not a
-    # dependency here) when the package is installed as a plain directory (pip install -e), and
-    # fails with ModuleNotFoundError; the location is only used to look for a checksums file.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
+    HOMEPAGE = "https://github.com/nttcslab/audio-diff-caps"
 
     # Clips shorter than this fraction of NOMINAL_SECONDS fail the build (0: none do). Set on the
     # instance by `build_audio_diff_caps`; not in the builder config, whose name fingerprints the
     # data, because it only decides whether a build fails, never what it writes.
     min_clip_fraction: float = 0.0
 
-    def _info(self) -> tfds.core.DatasetInfo:
+    def _description(self) -> str:
         cfg = self.builder_config
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                "AudioDiffCaps (Takeuchi et al., DCASE 2023) built from "
-                f"csv_dir={cfg.csv_dir!r}, validation_fraction={cfg.validation_fraction}, "
-                f"sample_rate={cfg.sample_rate}."
-            ),
-            features=features_lib.features_dict(),
-            homepage="https://github.com/nttcslab/audio-diff-caps",
+        return (
+            "AudioDiffCaps (Takeuchi et al., DCASE 2023) built from "
+            f"csv_dir={cfg.csv_dir!r}, validation_fraction={cfg.validation_fraction}, "
+            f"sample_rate={cfg.sample_rate}."
         )
 
     def _split_rows(self) -> dict[str, tuple[list[Row], dict[tuple[str, str], str]]]:
@@ -354,23 +344,14 @@ class AudioDiffCaps(tfds.core.GeneratorBasedBuilder):
         for r in rows:
             yield r.key, _example(_job(r, resolved, sr))
 
-    def _generate_splits(self, dl_manager, download_config) -> list[tfds.core.SplitInfo]:
-        """Writes every split with the shared array_record writer (`adc_jax.data.writer`).
-
-        tfds' writer needs TensorFlow once a split exceeds 1 GB (the dev split is about 3 GB of
-        16 kHz int16); here pairs are decoded and serialised (in worker processes for larger
-        splits) and stored in CSV order inside tfds' temporary build folder.
-        """
-        del dl_manager, download_config
+    def _split_jobs(self) -> builder_lib.SplitJobs:
+        """Every row of each non-empty split, decoded and serialised by the writer's workers
+        (the dev split is about 3 GB of 16 kHz int16) and stored in CSV order."""
         sr = self.builder_config.sample_rate
-        return writer_lib.generate_splits(
-            self,
-            {
-                split: (_serialized_example, [_job(r, resolved, sr) for r in rows])
-                for split, (rows, resolved) in self._split_rows().items()
-            },
-            num_workers=self.builder_config.num_workers,
-        )
+        return {
+            split: (_serialized_example, [_job(r, resolved, sr) for r in rows])
+            for split, (rows, resolved) in self._split_rows().items()
+        }
 
 
 # (row, path of s1_fn, path of s2_fn, sample rate): what a worker needs to make one example.

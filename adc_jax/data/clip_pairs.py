@@ -77,8 +77,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 
+from adc_jax.data import builder as builder_lib
 from adc_jax.data import clip_sources
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
@@ -180,21 +180,9 @@ class ClipPairsSpec:
                 "clip_pairs needs data.clips_dir: a directory of recordings in "
                 f"{clip_sources.ACCEPTED_LAYOUTS}."
             )
-        for split in SPLITS:
-            value = getattr(self, f"num_{split}")
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(
-                    f"num_{split}={value!r}: every split needs a positive number of pairs."
-                )
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"seed={self.seed!r} must be an integer >= 0.")
-        if not self.clip_seconds > 0:
-            raise ValueError(f"clip_seconds={self.clip_seconds!r} must be positive.")
-        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
-            raise ValueError(f"sample_rate={self.sample_rate!r} must be a positive integer.")
+        builder_lib.check_variant(self, SPLITS, "pairs")
         if not 0.0 <= self.min_clip_fraction <= 1.0:
             raise ValueError(f"min_clip_fraction={self.min_clip_fraction!r} must be in [0, 1].")
-        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
         object.__setattr__(self, "clip_classes", _labels(self.clip_classes))
         object.__setattr__(self, "background_classes", _labels(self.background_classes))
 
@@ -218,13 +206,13 @@ class ClipPairsSpec:
     @property
     def split_sizes(self) -> dict[str, int]:
         """Pairs per split, in SPLITS order."""
-        return {split: getattr(self, f"num_{split}") for split in SPLITS}
+        return builder_lib.split_sizes(self, SPLITS)
 
     @property
     def size_name(self) -> str:
         """E.g. "n3000-100-200_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
         sizes = list(self.split_sizes.values())
-        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        return builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 # ------------------------------------------------------------------------- resolving the inputs
@@ -698,7 +686,7 @@ def _example(task: tuple[str, str, int]) -> dict[str, Any]:
     """One stored example: pair `index` of `split`, planned and mixed from the context."""
     context_path, split, index = task
     ctx, table = _load_context(context_path)
-    rng = np.random.default_rng([ctx.seed, SPLITS.index(split), index])
+    rng = np.random.default_rng([ctx.seed, builder_lib.split_id(split, SPLITS), index])
     plan = scenes.plan_pair(rng, ctx.clip_seconds, ctx.sources[split])
     recipe, samples = _pair_recipe(ctx, table, split, plan)
     peak = max(float(np.abs(c).max()) for c in mix_recipe(recipe, samples))
@@ -728,12 +716,11 @@ def _serialized_example(task: tuple[str, str, int]) -> bytes:
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
-class ClipPairsConfig(tfds.core.BuilderConfig):
+class ClipPairsConfig(builder_lib.BuildConfig):
     """A clip_pairs build: its resolved inputs (which name it) and the build parallelism."""
 
     # Not in the repr: tfds logs the config, and the inputs list every recording.
     inputs: ClipInputs = dataclasses.field(repr=False)
-    num_workers: int | None = None
 
     @classmethod
     def from_inputs(cls, inputs: ClipInputs, num_workers: int | None = None) -> ClipPairsConfig:
@@ -749,7 +736,7 @@ class ClipPairsConfig(tfds.core.BuilderConfig):
         )
 
 
-class ClipPairs(tfds.core.GeneratorBasedBuilder):
+class ClipPairs(builder_lib.Builder):
     """tfds builder of pairs mixed from the user's recordings (see the module docstring).
 
     Records are stored in index order: record i of a split is the pair with key
@@ -759,21 +746,13 @@ class ClipPairs(tfds.core.GeneratorBasedBuilder):
     name = "clip_pairs"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "AudioDiffCaps-style pairs from ESC-50/FSD50K/folder recordings."}
+    HOMEPAGE = "https://arxiv.org/abs/2308.11923"
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # tfds' default resolves the package with importlib_resources (see synthetic.py).
-        return epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Audio difference captioning pairs mixed from real recordings: a "
+    def _description(self) -> str:
+        return (
+            "Audio difference captioning pairs mixed from real recordings: a "
             "background with 0-2 foreground events; clip 2 is clip 1 after 1-2 edits, "
-            "described by 5 reference captions. " + self.builder_config.description,
-            features=features_lib.features_dict(),
-            homepage="https://arxiv.org/abs/2308.11923",
+            "described by 5 reference captions. " + self.builder_config.description
         )
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
@@ -799,13 +778,11 @@ class ClipPairs(tfds.core.GeneratorBasedBuilder):
         del dl_manager, download_config
         c = self.builder_config
         with _prepared_sources(c.inputs, self.data_dir, c.num_workers) as context:
-            return writer_lib.generate_splits(
-                self,
+            return self._write_splits(
                 {
                     split: (_serialized_example, [(context, split, i) for i in range(num)])
                     for split, num in c.inputs.spec.split_sizes.items()
-                },
-                num_workers=c.num_workers,
+                }
             )
 
 
@@ -833,15 +810,4 @@ def build_clip_pairs(
     data_dir = os.path.expanduser(data_dir)
     inputs = resolve_inputs(spec)
     config = ClipPairsConfig.from_inputs(inputs, num_workers)
-    builder, elapsed = writer_lib.prepare_once(ClipPairs, config, data_dir)
-    if elapsed is None:
-        return builder
-    total = sum(spec.split_sizes.values())
-    logging.info(
-        "Built clip_pairs/%s: %d pairs in %.1f s (%.1f pairs/s).",
-        config.name,
-        total,
-        elapsed,
-        total / max(elapsed, 1e-9),
-    )
-    return builder
+    return ClipPairs.prepare(config, data_dir, "pairs")

@@ -1,8 +1,9 @@
-"""The example schema shared by every adc_jax dataset (synthetic_adc and audio_diff_caps).
+"""The example schema shared by every captioning dataset (synthetic_adc, audio_diff_caps,
+clip_pairs, adiff).
 
-Both tfds builders write exactly these features, so the grain pipeline, evaluation and the tools
-never branch on the dataset. Only `tfds.features.Tensor`/`Text` are used: they build and read
-`array_record` files without TensorFlow.
+Every pair builder writes exactly these features (`builder.Builder._features`), so the grain
+pipeline, evaluation and the tools never branch on the dataset. Only `tfds.features.Tensor`/
+`Text` are used: they build and read `array_record` files without TensorFlow.
 
 Per example:
   key:             unique id of the pair, e.g. "train_000042" or the AudioDiffCaps `key` column.
@@ -27,8 +28,6 @@ Per example:
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -72,16 +71,6 @@ def features_dict():
             "edit_magnitudes": tfds.features.Tensor(shape=(None,), dtype=np.float32),
         }
     )
-
-
-def variant_name(
-    split_sizes: Sequence[int], clip_seconds: float, seed: int, sample_rate: int
-) -> str:
-    """The name part of a generated dataset variant, e.g. "n3000-100-200_4s_seed0" (split sizes,
-    clip length, seed; "_sr8000" appended when the rate is not SAMPLE_RATE)."""
-    clip = f"{clip_seconds:g}".replace(".", "p")
-    name = f"n{'-'.join(str(n) for n in split_sizes)}_{clip}s_seed{seed}"
-    return name if sample_rate == SAMPLE_RATE else f"{name}_sr{sample_rate}"
 
 
 def to_int16(wav: np.ndarray) -> np.ndarray:

@@ -1,12 +1,17 @@
 """Input pipelines: tfds `array_record` data sources -> grain -> NumPy batches.
 
+This module holds the streams only: the dataset of a config is `registry.load_builder`, its
+captions and the run's vocabulary are `vocab`, a split loaded for evaluation is
+`eval_split.EvalSplit`.
+
 Host work is only indexing records, picking a reference caption, tokenising and padding/cropping
 int16 waveforms; the log-mel runs on the device inside the jitted step.
 
 Training (`train_dataset`): per-process shard -> seeded shuffle (a new order every epoch) ->
 repeat -> a random reference caption per pair per epoch -> tokens -> batches of
 batch_size / process_count with drop_remainder, the waveforms padded/cropped straight into the
-batch arrays -> prefetch threads -> optional worker processes. The grain iterator's state is saved
+batch arrays -> prefetch threads -> optional worker processes. With `data.token_buckets`, a
+`BucketPlan` groups the batches by caption length instead. The grain iterator's state is saved
 with every checkpoint, so a resumed run sees the same data order.
 
 Evaluation (`eval_batches`): the split in its stored order, every reference kept, the last batch
@@ -20,89 +25,34 @@ Data that does not fit the model, and what happens to it:
   clip longer than N samples   the end is cropped, length N;
   clip shorter than N          zero-padded, length = its samples (the model masks the rest);
   caption longer than L tokens its first L - 2 words are kept, then <eos> (counted and logged by
-                               `build_or_load_vocab`);
+                               `vocab.build_or_load_vocab`);
   word not in the vocabulary   <unk> (captions holding one are counted and logged);
   pair without any caption     trained towards the empty caption [<bos>, <eos>] (neither builder
-                               writes one; `read_captions` counts and logs them with their keys).
+                               writes one; `vocab.read_captions` counts and logs them with
+                               their keys).
 Missing, empty, corrupt, stereo or other-rate audio never reaches the pipeline: the builders
 convert it (mono, 16 kHz) or fail naming the key and file (`audio_io`, `audiodiffcaps`).
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
-from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from adc_jax.config import default_data_dir, parse_buckets, parse_tiers
-from adc_jax.data.adiff import build_adiff
-from adc_jax.data.audiodiffcaps import build_audio_diff_caps
-from adc_jax.data.clip_pairs import ClipPairsSpec, build_clip_pairs
+from adc_jax.config import parse_buckets
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.features import as_text, caption_tiers
-from adc_jax.data.synthetic.builder import SyntheticSpec, build_synthetic
-from adc_jax.data.tokenizer import BOS, PAD, UNK, Vocabulary, tier_token, words
+from adc_jax.data.tokenizer import BOS, PAD, Vocabulary
+from adc_jax.data.vocab import CaptionStats, read_captions, split_tiers
 from adc_jax.data.waveform import fit_length
 
 # Reading threads per process feeding the batch prefetch buffer (capped by data.prefetch).
 MAX_READ_THREADS = 4
-
-
-def data_dir(config: ml_collections.ConfigDict) -> str:
-    """The tfds data directory of `config.data` ("" -> the default cache directory)."""
-    return os.path.expanduser(config.data.data_dir or default_data_dir())
-
-
-def load_builder(config: ml_collections.ConfigDict):
-    """The prepared tfds builder of `config.data` (built on first use)."""
-    d = config.data
-    if d.name == "synthetic_adc":
-        return build_synthetic(data_dir(config), SyntheticSpec.from_config(d))
-    if d.name == "audio_diff_caps":
-        return build_audio_diff_caps(
-            data_dir(config),
-            audio_dir=os.path.expanduser(d.audio_dir),
-            csv_dir=os.path.expanduser(d.csv_dir),
-            validation_fraction=d.validation_fraction,
-            sample_rate=d.sample_rate,
-            min_clip_fraction=d.min_clip_fraction,
-        )
-    if d.name == "clip_pairs":
-        return build_clip_pairs(data_dir(config), ClipPairsSpec.from_config(d))
-    if d.name == "adiff":
-        return build_adiff(
-            data_dir(config),
-            csv_dir=os.path.expanduser(d.csv_dir),
-            audio_dir=os.path.expanduser(d.audio_dir),
-            subset=d.adiff_subset,
-            clip_seconds=float(d.clip_seconds),
-            sample_rate=d.sample_rate,
-            min_clip_fraction=d.min_clip_fraction,
-        )
-    raise ValueError(f"config.data.name={d.name!r} is not a known dataset.")
-
-
-def split_tiers(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-    """The caption tiers a run trains and scores on: ADIFF's `data.adiff_tiers`, else (0,)."""
-    if config.data.name == "adiff":
-        tiers = parse_tiers(config.data.adiff_tiers)
-        if tiers is None:
-            raise ValueError(f"data.adiff_tiers={config.data.adiff_tiers!r} is not a tier list.")
-        return tiers
-    return (0,)
-
-
-def tier_tokens(config: ml_collections.ConfigDict) -> list[str]:
-    """The extra vocabulary tokens of a run: one start token per tier when trained on tiers."""
-    tiers = split_tiers(config)
-    return [] if tiers == (0,) else [tier_token(t) for t in tiers]
 
 
 def clip_samples(config: ml_collections.ConfigDict) -> int:
@@ -110,7 +60,7 @@ def clip_samples(config: ml_collections.ConfigDict) -> int:
     return int(round(config.data.clip_seconds * config.data.sample_rate))
 
 
-def _waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """[b, n_samples] int16 (each [N] clip cropped/zero-padded) and [b] int32 valid lengths.
 
     One copy per clip, from the record straight into its row of the batch (`fit_length` with
@@ -129,13 +79,18 @@ def _waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndar
 _TRAIN_FIELDS = ("key", "audio1", "audio2", "captions")
 
 
-def raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
-    """The serialised records under a tfds data source of the shared schema, or None.
+def raw_records(
+    source: Sequence[Any],
+    fields: Sequence[str] = _TRAIN_FIELDS,
+    waveforms: Sequence[str] = ("audio1", "audio2"),
+) -> Sequence[bytes] | None:
+    """The serialised records under a tfds data source whose schema has `fields`, or None.
 
-    Training decodes only the fields it needs from them (`parse_train_fields`): tfds' generic
-    decoding of all eight features costs more CPU than reading the record. None (use the decoded
-    records) for any other source: in-memory records, custom decoders, or a schema whose
-    waveforms are not stored as raw bytes.
+    Training decodes only the fields it needs from them (`parse_train_fields`; the pretraining
+    clips read their "audio" field the same way): tfds' generic decoding of all eight features
+    costs more CPU than reading the record. None (use the decoded records) for any other source:
+    in-memory records, custom decoders, or a schema whose `waveforms` are not stored as raw int16
+    bytes.
     """
     raw = getattr(source, "data_source", None)
     info = getattr(source, "dataset_info", None)
@@ -145,10 +100,10 @@ def raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
     if method is None or method.name != "DESERIALIZE_AND_DECODE":
         return None
     features = info.features
-    if features is None or any(name not in features for name in _TRAIN_FIELDS):
+    if features is None or any(name not in features for name in fields):
         return None
     # Encoding.BYTES tensors are stored as one bytes value (serialised shape ()).
-    for name in ("audio1", "audio2"):
+    for name in waveforms:
         serialized = features[name].get_serialized_info()
         if serialized.shape != () or np.dtype(features[name].np_dtype) != np.int16:
             return None
@@ -173,195 +128,6 @@ def parse_train_fields(record: bytes) -> dict[str, Any]:
         "captions": list(feature["captions"].bytes_list.value),
         "caption_tiers": np.asarray(tiers, np.int32),
     }
-
-
-# ---------------------------------------------------------------------------------- captions
-
-
-@dataclasses.dataclass
-class CaptionStats:
-    """What the training captions look like; logged at start so nothing changes silently.
-
-    Attributes:
-      num_pairs: pairs in the split.
-      num_captions: reference captions of the selected tiers over all pairs.
-      captions: every reference caption of the selected tiers, pair by pair, in stored order.
-      pairs_without_captions: pairs with no reference (trained towards the empty caption).
-      keys_without_captions: the keys of those pairs (at most 20).
-      entries: [n, 2] int64 (record index, tier) of every training example: one per pair and
-        selected tier that has references (untiered data: (i, 0) for every pair i).
-      entry_tokens: [n] int32 tokens of each entry's longest reference (<bos>/<eos> included),
-        tokenised as `punctuation` says; what length bucketing sorts by.
-      by_tier: tier -> its captions (for the per-tier most-frequent baseline).
-    """
-
-    num_pairs: int
-    num_captions: int
-    captions: list[str]
-    pairs_without_captions: int
-    keys_without_captions: list[str] = dataclasses.field(default_factory=list)
-    entries: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int64))
-    entry_tokens: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.int32))
-    by_tier: dict[int, list[str]] = dataclasses.field(default_factory=dict)
-
-
-def _tier_captions(record: dict[str, Any], tier: int) -> list[str]:
-    """The captions of `record` whose tier is `tier` (all captions of an untiered record)."""
-    tiers = caption_tiers(record)
-    return [as_text(c) for c, t in zip(record["captions"], tiers, strict=True) if t == tier]
-
-
-def read_captions(
-    source: Sequence[dict[str, Any]], tiers: Sequence[int] = (0,), punctuation: bool = False
-) -> tuple[list[list[str]], CaptionStats]:
-    """The reference captions of the selected tiers of a split, per pair in stored order, and
-    their counts and training entries (logged).
-
-    Args:
-      source: the split's records.
-      tiers: the tiers to keep ((0,) for untiered data; ADIFF: `split_tiers(config)`).
-      punctuation: tokenise as a vocabulary with punctuation tokens does (for entry_tokens).
-    """
-    tiers = tuple(tiers)
-    per_pair, empty_keys, entries, entry_tokens = [], [], [], []
-    by_tier: dict[int, list[str]] = {t: [] for t in tiers}
-    for i in range(len(source)):
-        record = source[i]
-        captions = []
-        for tier in tiers:
-            selected = _tier_captions(record, tier)
-            if selected or tier == 0:  # untiered pairs without captions still train
-                entries.append((i, tier))
-                entry_tokens.append(max((len(words(c, punctuation)) for c in selected), default=0))
-            by_tier[tier].extend(selected)
-            captions.extend(selected)
-        if not captions:
-            empty_keys.append(as_text(record["key"]))
-        per_pair.append(captions)
-    flat = [c for cs in per_pair for c in cs]
-    stats = CaptionStats(
-        len(per_pair),
-        len(flat),
-        flat,
-        len(empty_keys),
-        empty_keys[:20],
-        np.asarray(entries, np.int64).reshape(-1, 2),
-        np.asarray(entry_tokens, np.int32) + 2,
-        by_tier,
-    )
-    logging.info("Read %d captions of %d pairs.", stats.num_captions, stats.num_pairs)
-    if tiers != (0,):
-        logging.info(
-            "Tiers: %s.",
-            ", ".join(
-                f"tier {t}: {int((stats.entries[:, 1] == t).sum())} pairs, "
-                f"{len(by_tier[t])} captions"
-                for t in tiers
-            ),
-        )
-    if empty_keys:
-        logging.warning(
-            "%d pair(s) have no reference caption%s; first keys: %s.",
-            len(empty_keys),
-            " and are trained towards the empty caption [<bos>, <eos>]"
-            if tiers == (0,)
-            else " of the selected tiers and are left out of training",
-            ", ".join(stats.keys_without_captions),
-        )
-    return per_pair, stats
-
-
-@dataclasses.dataclass
-class TokenStats:
-    """How the captions fit a vocabulary and a token budget (`token_stats`)."""
-
-    num_captions: int
-    truncated: int  # captions longer than max_tokens (incl. <bos>/<eos>): cut, <eos> kept
-    with_unknown: int  # captions holding at least one word outside the vocabulary (-> <unk>)
-    unknown_words: int  # such words, counted with repetition
-
-
-def token_stats(vocab: Vocabulary, captions: Sequence[str], max_tokens: int) -> TokenStats:
-    """Counts the captions that `vocab.encode(caption, max_tokens)` truncates or maps to <unk>."""
-    truncated = with_unknown = unknown_words = 0
-    for caption in captions:
-        ids, cut = vocab.encode(caption, max_tokens)
-        truncated += cut
-        unknown = sum(vocab.index.get(w, UNK) == UNK for w in vocab.words(caption))
-        with_unknown += unknown > 0
-        unknown_words += unknown
-    return TokenStats(len(captions), truncated, with_unknown, unknown_words)
-
-
-def check_vocab_file(
-    path: str, *, punctuation: bool, extra_tokens: Sequence[str] = ()
-) -> Vocabulary:
-    """Loads a workdir's vocabulary and checks it fits the config's data settings.
-
-    Every process calls this before the processes wait for each other, so a mismatch fails
-    everywhere with the message instead of leaving the other processes at a barrier.
-
-    Raises:
-      ValueError: the vocabulary lacks one of `extra_tokens` (tier tokens) or has another
-        punctuation setting.
-    """
-    vocab = Vocabulary.load(path)
-    missing = [t for t in extra_tokens if t not in vocab.index]
-    if missing or vocab.punctuation != punctuation:
-        raise ValueError(
-            f"The vocabulary {path} was built for other data settings (punctuation tokens "
-            f"{vocab.punctuation}, missing tokens {missing}); this config asks for "
-            f"punctuation tokens {punctuation} and {list(extra_tokens)}. Use a new workdir "
-            "or the data settings this workdir was trained with."
-        )
-    return vocab
-
-
-def build_or_load_vocab(
-    path: str,
-    captions: Sequence[str],
-    min_count: int,
-    max_tokens: int,
-    *,
-    punctuation: bool = False,
-    extra_tokens: Sequence[str] = (),
-) -> Vocabulary:
-    """Loads the run's vocabulary, or builds it from the training captions and saves it.
-
-    Either way, logs how many training captions will be truncated to max_tokens and how many
-    hold words that become <unk>.
-
-    Raises:
-      ValueError: a loaded vocabulary lacks one of `extra_tokens` or has another punctuation
-        setting (the workdir was trained with other data settings; `check_vocab_file`).
-    """
-    if os.path.exists(path):
-        vocab = check_vocab_file(path, punctuation=punctuation, extra_tokens=extra_tokens)
-        logging.info("Vocabulary: %d tokens from %s.", len(vocab), path)
-    else:
-        vocab = Vocabulary.build(
-            captions, min_count=min_count, punctuation=punctuation, extra_tokens=extra_tokens
-        )
-        vocab.save(path)
-        logging.info(
-            "Vocabulary: %d tokens built from %d training captions (words seen >= %d times), "
-            "saved to %s.",
-            len(vocab),
-            len(captions),
-            min_count,
-            path,
-        )
-    stats = token_stats(vocab, captions, max_tokens)
-    logging.info(
-        "Training captions: %d of %d longer than %d tokens will be truncated (keeping <eos>); "
-        "%d hold %d word(s) outside the vocabulary, which become <unk>.",
-        stats.truncated,
-        stats.num_captions,
-        max_tokens,
-        stats.with_unknown,
-        stats.unknown_words,
-    )
-    return vocab
 
 
 # ---------------------------------------------------------------------------------- training
@@ -441,8 +207,8 @@ class _TrainBatch:
     def __call__(
         self, examples: Sequence[dict[str, Any]], num_tokens: int | None = None
     ) -> dict[str, np.ndarray]:
-        wav1, len1 = _waveform_batch([e["wav1"] for e in examples], self.n_samples)
-        wav2, len2 = _waveform_batch([e["wav2"] for e in examples], self.n_samples)
+        wav1, len1 = waveform_batch([e["wav1"] for e in examples], self.n_samples)
+        wav2, len2 = waveform_batch([e["wav2"] for e in examples], self.n_samples)
         tokens = np.stack([e["tokens"][:num_tokens] for e in examples])
         return {"wav1": wav1, "wav1_len": len1, "wav2": wav2, "wav2_len": len2, "tokens": tokens}
 
@@ -603,94 +369,6 @@ def prefetched(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain
 # ---------------------------------------------------------------------------------- evaluation
 
 
-@dataclasses.dataclass
-class EvalSplit:
-    """A split loaded for evaluation: one entry per pair (and tier, for tiered data), in stored
-    order (tier by tier), with keys, references and labels.
-
-    records[i] is the source record of entry i and tiers[i] its tier (0 for untiered data).
-    """
-
-    source: Sequence[dict[str, Any]]
-    keys: list[str]
-    references: list[list[str]]
-    edits: list[list[tuple[str, str]]]
-    scenes: list[str]
-    records: list[int] = dataclasses.field(default_factory=list)
-    tiers: list[int] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self):
-        if not self.records:
-            self.records = list(range(len(self.keys)))
-        if not self.tiers:
-            self.tiers = [0] * len(self.keys)
-
-    def subset(self, indices: Sequence[int]) -> EvalSplit:
-        """The entries `indices` of this split, as a split of their own (e.g. one tier)."""
-        pick = lambda xs: [xs[int(i)] for i in indices]  # noqa: E731
-        return EvalSplit(
-            self.source,
-            pick(self.keys),
-            pick(self.references),
-            pick(self.edits),
-            pick(self.scenes),
-            pick(self.records),
-            pick(self.tiers),
-        )
-
-    def by_tier(self) -> dict[int, EvalSplit]:
-        """tier -> the split's entries of that tier."""
-        return {
-            t: self.subset([i for i, u in enumerate(self.tiers) if u == t])
-            for t in sorted(set(self.tiers))
-        }
-
-
-def tier_key(key: str, tier: int) -> str:
-    """The key of a pair's entry of `tier` in predictions and results ("<key>" for tier 0)."""
-    return key if not tier else f"{key}@tier{tier}"
-
-
-def load_eval_split(
-    source: Sequence[dict[str, Any]], max_examples: int = 0, tiers: Sequence[int] = (0,)
-) -> EvalSplit:
-    """Reads the metadata of (the first max_examples pairs of) a split.
-
-    With tiers other than (0,) (ADIFF), every pair gives one entry per tier it has references
-    of, tier by tier, keyed `tier_key(key, tier)`. A key that repeats gets "#2", "#3", ...
-    appended so predictions stay one per entry.
-    """
-    n = len(source) if not max_examples else min(max_examples, len(source))
-    keys, refs, edits, scenes, records, entry_tiers = [], [], [], [], [], []
-    seen: collections.Counter[str] = collections.Counter()
-    # Only the text fields are kept: a decoded record's waveforms are views of its bytes, and a
-    # split's audio (gigabytes for ADIFF) must not stay in memory.
-    text_fields = ("key", "captions", "caption_tiers", "edit_ops", "edit_classes", "scene")
-    metadata = []
-    for i in range(n):
-        record = source[i]
-        metadata.append({f: record[f] for f in text_fields if f in record})
-    for tier in tiers:
-        for i, r in enumerate(metadata):
-            captions = _tier_captions(r, tier)
-            if tier and not captions:
-                continue  # this pair has no reference of this tier
-            key = tier_key(as_text(r["key"]), tier)
-            seen[key] += 1
-            keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
-            refs.append(captions)
-            edits.append(
-                [
-                    (as_text(o), as_text(c))
-                    for o, c in zip(r["edit_ops"], r["edit_classes"], strict=True)
-                ]
-            )
-            scenes.append(as_text(r["scene"]))
-            records.append(i)
-            entry_tiers.append(int(tier))
-    return EvalSplit(source, keys, refs, edits, scenes, records, entry_tiers)
-
-
 def eval_batches(
     split: EvalSplit,
     config: ml_collections.ConfigDict,
@@ -721,8 +399,8 @@ def eval_batches(
         rows = np.arange(first + process_index * local, first + (process_index + 1) * local)
         index = np.minimum(rows, n - 1)
         records = [split.source[split.records[int(i)]] for i in index]
-        wav1, len1 = _waveform_batch([r["audio1"] for r in records], n_samples)
-        wav2, len2 = _waveform_batch([r["audio2"] for r in records], n_samples)
+        wav1, len1 = waveform_batch([r["audio1"] for r in records], n_samples)
+        wav2, len2 = waveform_batch([r["audio2"] for r in records], n_samples)
         yield {
             "wav1": wav1,
             "wav2": wav2,

@@ -3,7 +3,8 @@
 tfds' own writer (`SplitBuilder`) serialises every example in the main process and shuffles
 through a buffer that spills to disk through TensorFlow once a split exceeds 1 GB: the paper-size
 synthetic train split (6000 pairs of 10 s) and the AudioDiffCaps dev split (about 4.5k pairs of
-10 s) both do. Both builders therefore override `_generate_splits` with `generate_splits` below:
+10 s) both do. Every builder therefore writes its splits with the functions below (the builder
+base, `adc_jax.data.builder.Builder`, replaces tfds' `_generate_splits` by `generate_splits`):
 
   * examples are made and serialised by `map_in_order` (worker processes for larger splits) and
     written by the main process in the order given: record i of a split is example i, nothing is
@@ -16,7 +17,7 @@ synthetic train split (6000 pairs of 10 s) and the AudioDiffCaps dev split (abou
     never read back and `builder.as_data_source(split)` works as with tfds' writer.
 
 Public API:
-  serialize_example(example)               encode + serialise one example of the shared schema.
+  serialize_example(example, schema)       encode + serialise one example (shared schema default).
   map_in_order(fn, items, num_workers)     context manager: fn over items, in order, in processes;
                                            a worker that dies raises BuildWorkerDied (no hang).
   BuildWorkerDied                          RuntimeError naming the item a dead worker was making.
@@ -67,19 +68,22 @@ _R = TypeVar("_R")
 
 
 @functools.cache
-def _codec() -> tuple[Any, Any]:
-    """(FeaturesDict, ExampleSerializer) of the shared schema, made once per process."""
-    features = features_lib.features_dict()
+def _codec(schema: Callable[[], Any]) -> tuple[Any, Any]:
+    """(FeaturesDict, ExampleSerializer) of a schema, made once per process."""
+    features = schema()
     return features, example_serializer.ExampleSerializer(features.get_serialized_info())
 
 
-def serialize_example(example: Mapping[str, Any]) -> bytes:
-    """Encodes and serialises one example of `features.features_dict()` into a record.
+def serialize_example(
+    example: Mapping[str, Any], schema: Callable[[], Any] = features_lib.features_dict
+) -> bytes:
+    """Encodes and serialises one example of `schema()` (the shared pair schema,
+    `features.features_dict()`, unless given) into a record.
 
     Deterministic: protobuf writes the entries of a map (the Example's features) in an order that
     differs between processes unless asked not to, and a build should be the same bytes every time.
     """
-    features, serializer = _codec()
+    features, serializer = _codec(schema)
     proto = serializer.get_tf_example(features.encode_example(example))
     return proto.SerializeToString(deterministic=True)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.metrics.scores import score_predictions
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.synthetic.grammar import parse_caption
 from adc_jax.metrics.captioning import PairScores, score_captions_per_pair
 from adc_jax.metrics.difference import label_classes

@@ -23,7 +23,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.synthetic.grammar import OPERATIONS, parse_caption
 from adc_jax.data.tokenizer import words
 from adc_jax.metrics.captioning import tokenize_for_scoring

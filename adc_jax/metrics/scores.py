@@ -1,7 +1,7 @@
 """Every score of a split's predictions: caption metrics and, on labelled data, difference accuracy.
 
 Used for the model (`adc_jax.evaluate`), the most-frequent-caption baseline
-(`adc_jax.metrics.baseline`) and rescoring; the split is an `adc_jax.data.pipeline.EvalSplit`
+(`adc_jax.metrics.baseline`) and rescoring; the split is an `adc_jax.data.eval_split.EvalSplit`
 (keys, references, edit labels).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adc_jax.data.pipeline import EvalSplit
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.metrics import bootstrap
 from adc_jax.metrics.captioning import score_captions
 from adc_jax.metrics.difference import difference_accuracy

@@ -2,11 +2,12 @@
 
 Pretraining needs audio only, no captions. Three sources, chosen by `config.data.name`:
 
-  synthetic_clips  built-in: clips made by the synthetic scene generator (`adc_jax.data.synthetic.scenes`,
-                   `adc_jax.data.synthetic.sounds`), generated on first use. Clips 2j and 2j + 1 of a split
-                   are the two clips of pair j, drawn from default_rng([seed, split_id, j]) (the
-                   two clips of a pair share their background and most events, and cost about one
-                   clip's synthesis each), so the data does not depend on the build processes.
+  synthetic_clips  built-in: clips made by the synthetic scene generator
+                   (`adc_jax.data.synthetic.scenes`, `adc_jax.data.synthetic.sounds`), generated
+                   on first use. Clips 2j and 2j + 1 of a split are the two clips of pair j,
+                   drawn from default_rng([seed, split_id, j]) (the two clips of a pair share
+                   their background and most events, and cost about one clip's synthesis each),
+                   so the data does not depend on the build processes.
                    A clip's label is the event classes it holds, sorted and comma-joined ("" for
                    background only). Sizes: data.num_train / data.num_validation clips.
   synthetic_events built-in, the pretraining default: single-event scenes from the same
@@ -38,9 +39,10 @@ Pretraining needs audio only, no captions. Three sources, chosen by `config.data
 Record schema (all): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
 int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
 
-Builds are written with the shared writer (`adc_jax.data.writer`: worker processes, index
-order, uncompressed array_record shards, never read back when interrupted) and co-exist in one
-data_dir: synthetic_clips/<sizes>/ (synthetic_events: synthetic_clips/<sizes>_events/),
+Both builders derive from the builder base of every adc_jax dataset (`adc_jax.data.builder`) and
+are written with the shared writer (`adc_jax.data.writer`: worker processes, index order,
+uncompressed array_record shards, never read back when interrupted); they co-exist in one
+data_dir (`adc_jax.data.registry.data_dir`): synthetic_clips/<sizes>/ (synthetic_events: synthetic_clips/<sizes>_events/),
 audio_folder/<clip>_<rate>_fp<fingerprint>/, where the fingerprint covers the file list
 (relative paths, sizes, modification times), the clip length, the sample rate, the validation
 fraction and GENERATION_VERSION, so changed audio builds anew.
@@ -54,6 +56,7 @@ resume the exact order. Random crops and augmentations are the step's job, on th
 
 Public API:
   load_clip_source(config) -> builder            the prepared tfds builder of config.data.
+  CLIP_DATASETS                                  the clip datasets by data.name (a registry).
   clip_batches(source, config, *, process_index, process_count) -> grain.IterDataset
                                                  infinite {"wav": [b, N] int16, "wav_len": [b]}.
   SyntheticClipsSpec, build_synthetic_clips(data_dir, spec)
@@ -69,7 +72,6 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -82,23 +84,19 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
-from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.proto import tf_example_pb2
 
-from adc_jax.config import default_data_dir
+from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import pipeline
+from adc_jax.data import pipeline, registry
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
 from adc_jax.data.synthetic.grammar import EVENT_CLASSES
 from adc_jax.data.synthetic.scenes import generate_pair, single_event_clip
 from adc_jax.data.synthetic.sounds import synthesize_event
-from adc_jax.data.waveform import fit_length
 
 SPLITS = ("train", "validation")
-DATASETS = ("synthetic_clips", "synthetic_events", "audio_folder")
 # What a synthetic variant holds: the captioner's pairs ("scenes") or single events ("events").
 SYNTHETIC_KINDS = ("scenes", "events")
 # synthetic_events: signal-to-background ratio (dB) of the events, length (s) of an instance.
@@ -130,18 +128,9 @@ def clip_features() -> tfds.features.FeaturesDict:
     )
 
 
-@functools.cache
-def _codec() -> tuple[Any, Any]:
-    """(FeaturesDict, ExampleSerializer) of the clip schema, made once per process."""
-    features = clip_features()
-    return features, example_serializer.ExampleSerializer(features.get_serialized_info())
-
-
 def serialize_clip(example: Mapping[str, Any]) -> bytes:
-    """Encodes and serialises one clip record (deterministic bytes, as `serialize_example`)."""
-    features, serializer = _codec()
-    proto = serializer.get_tf_example(features.encode_example(example))
-    return proto.SerializeToString(deterministic=True)
+    """Encodes and serialises one clip record (deterministic bytes, `writer.serialize_example`)."""
+    return writer_lib.serialize_example(example, clip_features)
 
 
 def parse_clip(record: bytes) -> dict[str, Any]:
@@ -180,19 +169,7 @@ class SyntheticClipsSpec:
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC_KINDS:
             raise ValueError(f"kind={self.kind!r} must be one of {', '.join(SYNTHETIC_KINDS)}.")
-        for split in SPLITS:
-            value = getattr(self, f"num_{split}")
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(
-                    f"data.num_{split}={value!r}: every split needs a positive number of clips."
-                )
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"data.synth_seed={self.seed!r} must be an integer >= 0.")
-        if not self.clip_seconds > 0:
-            raise ValueError(f"data.clip_seconds={self.clip_seconds!r} must be positive.")
-        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
-            raise ValueError(f"data.sample_rate={self.sample_rate!r} must be a positive integer.")
-        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+        builder_lib.check_variant(self, SPLITS, "clips", config_keys=True)
 
     @classmethod
     def from_config(cls, data_config: Any) -> SyntheticClipsSpec:
@@ -210,21 +187,21 @@ class SyntheticClipsSpec:
     @property
     def split_sizes(self) -> dict[str, int]:
         """Clips per split, in SPLITS order."""
-        return {split: getattr(self, f"num_{split}") for split in SPLITS}
+        return builder_lib.split_sizes(self, SPLITS)
 
     @property
     def config_name(self) -> str:
         """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz, "_events" for
         single-event clips)."""
         sizes = list(self.split_sizes.values())
-        name = features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        name = builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
         return f"{name}_events" if self.kind == "events" else name
 
 
 def event_clip(spec: SyntheticClipsSpec, split: str, index: int) -> dict[str, Any]:
     """Record `index` of `split` of a synthetic_events variant: one event instance of class
     index % 10, a crop of it over a background at U(EVENT_SNR_DB) dB (`single_event_clip`)."""
-    rng = np.random.default_rng([spec.seed, EVENTS_TAG, SPLITS.index(split), index])
+    rng = np.random.default_rng([spec.seed, EVENTS_TAG, builder_lib.split_id(split, SPLITS), index])
     cls = EVENT_CLASSES[index % len(EVENT_CLASSES)]
     event_seed, character = int(rng.integers(2**62)), float(rng.random())
     duration = max(float(rng.uniform(*EVENT_SECONDS)), spec.clip_seconds)
@@ -239,7 +216,7 @@ def _pair_clips(spec: SyntheticClipsSpec, split: str, pair: int) -> list[dict[st
     (scenes), or two single-event clips (events)."""
     if spec.kind == "events":
         return [event_clip(spec, split, 2 * pair + j) for j in range(2)]
-    rng = np.random.default_rng([spec.seed, SPLITS.index(split), pair])
+    rng = np.random.default_rng([spec.seed, builder_lib.split_id(split, SPLITS), pair])
     made = generate_pair(rng, spec.clip_seconds, spec.sample_rate)
     out = []
     for j, (audio, events) in enumerate(
@@ -257,7 +234,7 @@ def synthetic_clip(spec: SyntheticClipsSpec, split: str, index: int) -> dict[str
 
 
 def _synthetic_records(task: tuple[SyntheticClipsSpec, str, int, int]) -> tuple[list[bytes], int]:
-    """(the first `count` serialised clips of a pair, 0 dropped samples); worker processes run it."""
+    """(the first `count` serialised clips of a pair, 0 dropped samples); workers run it."""
     spec, split, pair, count = task
     return [serialize_clip(c) for c in _pair_clips(spec, split, pair)[:count]], 0
 
@@ -437,64 +414,54 @@ def _flatten(results: Iterator[tuple[list[bytes], int]], dropped: list[int]) -> 
         yield from made
 
 
-def _write_splits(
-    builder: tfds.core.DatasetBuilder,
-    jobs: Mapping[str, tuple[Any, Sequence[Any]]],
-    num_workers: int | None,
-) -> list[tfds.core.SplitInfo]:
-    """Writes each split from fn(item) -> (records, dropped samples), records in item order."""
-    infos = []
-    for split, (fn, items) in jobs.items():
-        workers = writer_lib.resolve_workers(num_workers, len(items))
-        dropped = [0]
-        start = time.perf_counter()
-        with writer_lib.map_in_order(fn, items, workers) as results:
-            info = writer_lib.write_split(
-                builder._get_filename_template(split_name=split),
-                _flatten(results, dropped),
-                desc=f"Generating {builder.name} {split}",
+class _ClipBuilder(builder_lib.Builder, skip_registration=True):
+    """What both clip builders add to the shared base: the clip schema, and splits whose items
+    give any number of records each."""
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        return clip_features()
+
+    def _description(self) -> str:
+        return "Audio clips for self-supervised pretraining. " + self.builder_config.description
+
+    def _write_splits(
+        self, jobs: Mapping[str, tuple[Any, Sequence[Any]]]
+    ) -> list[tfds.core.SplitInfo]:
+        """Writes each split from fn(item) -> (records, dropped samples), records in item order
+        (a file gives as many clips as it holds, so the base's one record per item does not do)."""
+        infos = []
+        for split, (fn, items) in jobs.items():
+            workers = writer_lib.resolve_workers(self.builder_config.num_workers, len(items))
+            dropped = [0]
+            start = time.perf_counter()
+            with writer_lib.map_in_order(fn, items, workers) as results:
+                info = writer_lib.write_split(
+                    self._get_filename_template(split_name=split),
+                    _flatten(results, dropped),
+                    desc=f"Generating {self.name} {split}",
+                )
+            logging.info(
+                "%s/%s: wrote %d %s clips (%.1f MiB) in %.1f s (%d processes)%s.",
+                self.name,
+                self.builder_config.name,
+                sum(info.shard_lengths),
+                split,
+                info.num_bytes / 2**20,
+                time.perf_counter() - start,
+                workers,
+                f"; {dropped[0]} samples of last pieces under half a clip left out"
+                if dropped[0]
+                else "",
             )
-        logging.info(
-            "%s/%s: wrote %d %s clips (%.1f MiB) in %.1f s (%d processes)%s.",
-            builder.name,
-            builder.builder_config.name,
-            sum(info.shard_lengths),
-            split,
-            info.num_bytes / 2**20,
-            time.perf_counter() - start,
-            workers,
-            f"; {dropped[0]} samples of last pieces under half a clip left out"
-            if dropped[0]
-            else "",
-        )
-        infos.append(info)
-    return infos
-
-
-class _ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """What both clip builders share: the schema and the code path."""
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # tfds' default resolves the package with importlib_resources (see synthetic.py).
-        return epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Audio clips for self-supervised pretraining. "
-            + self.builder_config.description,
-            features=clip_features(),
-        )
+            infos.append(info)
+        return infos
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
-class SyntheticClipsConfig(tfds.core.BuilderConfig):
+class SyntheticClipsConfig(builder_lib.BuildConfig):
     """A synthetic_clips variant: its spec (which names it) and the build parallelism."""
 
     spec: SyntheticClipsSpec
-    num_workers: int | None = None
 
 
 class SyntheticClips(_ClipBuilder):
@@ -519,27 +486,25 @@ class SyntheticClips(_ClipBuilder):
             clip = synthetic_clip(self.builder_config.spec, split, i)
             yield clip["key"], clip
 
-    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
-        del dl_manager, download_config
-        c = self.builder_config
-        jobs = {
+    def _split_jobs(self) -> Mapping[str, tuple[Any, Sequence[Any]]]:
+        """Both clips of pair j per item (the last item of an odd split only the first)."""
+        spec = self.builder_config.spec
+        return {
             split: (
                 _synthetic_records,
-                [(c.spec, split, j, min(2, num - 2 * j)) for j in range((num + 1) // 2)],
+                [(spec, split, j, min(2, num - 2 * j)) for j in range((num + 1) // 2)],
             )
-            for split, num in c.spec.split_sizes.items()
+            for split, num in spec.split_sizes.items()
         }
-        return _write_splits(self, jobs, c.num_workers)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
-class AudioFolderConfig(tfds.core.BuilderConfig):
+class AudioFolderConfig(builder_lib.BuildConfig):
     """An audio_folder build: its spec, the files found (which name it) and the parallelism."""
 
     spec: AudioFolderSpec
     # Not in the repr: tfds logs the config, and this lists every file.
     splits: Mapping[str, tuple[AudioFile, ...]] = dataclasses.field(repr=False)
-    num_workers: int | None = None
 
 
 class AudioFolder(_ClipBuilder):
@@ -574,10 +539,9 @@ class AudioFolder(_ClipBuilder):
                 clip = parse_clip(record)
                 yield clip["key"].decode(), clip
 
-    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
-        """Probes every file (warns about truncated and short ones), then decodes each file once
-        in worker processes and writes its clips in file order."""
-        del dl_manager, download_config
+    def _split_jobs(self) -> Mapping[str, tuple[Any, Sequence[Any]]]:
+        """Probes every file (warns about truncated and short ones); then each file is decoded
+        once by the writer's workers and its clips written in file order."""
         c = self.builder_config
         check_clip_lengths(
             [(f.path, os.path.join(c.spec.audio_dir, f.path)) for s in SPLITS for f in c.splits[s]],
@@ -585,25 +549,7 @@ class AudioFolder(_ClipBuilder):
             nominal_seconds=c.spec.clip_seconds,
             min_fraction=0.0,
         )
-        jobs = {split: (_file_records, self._tasks(split)) for split in SPLITS}
-        return _write_splits(self, jobs, c.num_workers)
-
-
-def _prepared(
-    cls: type[_ClipBuilder], config: tfds.core.BuilderConfig, data_dir: str, what: str
-) -> tfds.core.DatasetBuilder:
-    """The builder of `config`, built under a file lock if missing (`writer.prepare_once`)."""
-    builder, elapsed = writer_lib.prepare_once(cls, config, data_dir)
-    if elapsed is not None:
-        logging.info(
-            "Built %s/%s (%s) in %.1f s: %s.",
-            cls.name,
-            config.name,
-            what,
-            elapsed,
-            ", ".join(f"{s} {len(builder.as_data_source(s))} clips" for s in SPLITS),
-        )
-    return builder
+        return {split: (_file_records, self._tasks(split)) for split in SPLITS}
 
 
 def build_synthetic_clips(
@@ -623,12 +569,7 @@ def build_synthetic_clips(
         description=f"{spec.num_train}/{spec.num_validation} synthetic {spec.kind} clips of "
         f"{spec.clip_seconds:g} s at {spec.sample_rate} Hz, seed {spec.seed}.",
     )
-    return _prepared(
-        SyntheticClips,
-        config,
-        os.path.expanduser(data_dir),
-        f"{sum(spec.split_sizes.values())} clips",
-    )
+    return SyntheticClips.prepare(config, os.path.expanduser(data_dir), "clips")
 
 
 def build_audio_folder(
@@ -664,7 +605,22 @@ def build_audio_folder(
         f"{len(files)} audio files under {spec.audio_dir} ({len(splits['validation'])} files "
         "in validation).",
     )
-    return _prepared(AudioFolder, config, os.path.expanduser(data_dir), f"{len(files)} files")
+    return AudioFolder.prepare(config, os.path.expanduser(data_dir), "clips")
+
+
+def _synthetic_clips(root: str, d: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    return build_synthetic_clips(root, SyntheticClipsSpec.from_config(d))
+
+
+# The pretraining clip datasets by data.name (`adc_jax.data.registry`: the same data_dir).
+CLIP_DATASETS = registry.Registry(
+    "a clip dataset",
+    {
+        "synthetic_clips": _synthetic_clips,
+        "synthetic_events": _synthetic_clips,
+        "audio_folder": lambda root, d: build_audio_folder(root, AudioFolderSpec.from_config(d)),
+    },
+)
 
 
 def load_clip_source(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -675,37 +631,10 @@ def load_clip_source(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
     data.num_validation, data.synth_seed (synthetic) or data.audio_dir (folder). Read a split with
     `builder.as_data_source("train")`; records hold key, audio ([N] int16), label.
     """
-    d = config.data
-    data_dir = os.path.expanduser(d.data_dir or default_data_dir())
-    if d.name in ("synthetic_clips", "synthetic_events"):
-        return build_synthetic_clips(data_dir, SyntheticClipsSpec.from_config(d))
-    if d.name == "audio_folder":
-        return build_audio_folder(data_dir, AudioFolderSpec.from_config(d))
-    raise ValueError(
-        f"config.data.name={d.name!r} is not a clip dataset; use one of {', '.join(DATASETS)}."
-    )
+    return CLIP_DATASETS.load(config)
 
 
 # ------------------------------------------------------------------------- training batches
-
-
-def _raw_records(source: Sequence[Any]) -> Sequence[bytes] | None:
-    """The serialised records under a tfds data source of the clip schema, or None (decoded
-    records: in-memory lists, custom decoders)."""
-    raw = getattr(source, "data_source", None)
-    info = getattr(source, "dataset_info", None)
-    if raw is None or info is None or getattr(source, "decoders", None):
-        return None
-    method = getattr(source, "deserialize_method", None)
-    if method is None or method.name != "DESERIALIZE_AND_DECODE":
-        return None
-    features = info.features
-    if features is None or "audio" not in features:
-        return None
-    audio = features["audio"]
-    if audio.get_serialized_info().shape != () or np.dtype(audio.np_dtype) != np.int16:
-        return None
-    return raw
 
 
 def _audio(record: Any) -> np.ndarray:
@@ -723,10 +652,7 @@ class _ClipBatch:
         self.n_samples = n_samples
 
     def __call__(self, wavs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        out = np.empty((len(wavs), self.n_samples), np.int16)
-        lengths = np.empty((len(wavs),), np.int32)
-        for i, wav in enumerate(wavs):
-            _, lengths[i], _ = fit_length(wav, self.n_samples, out=out[i])
+        out, lengths = pipeline.waveform_batch(wavs, self.n_samples)
         return {"wav": out, "wav_len": lengths}
 
 
@@ -768,7 +694,8 @@ def clip_batches(
         )
     local_batch = global_batch // process_count
     n_samples = int(round(config.data.clip_seconds * config.data.sample_rate))
-    raw = _raw_records(source)
+    # The serialised records of a tfds data source (None: decoded records, e.g. a list).
+    raw = pipeline.raw_records(source, fields=("audio",), waveforms=("audio",))
     ds = grain.MapDataset.source(source if raw is None else raw)
     usable = len(ds) // process_count * process_count
     ds = ds[:usable][process_index::process_count]

@@ -1,8 +1,9 @@
 """The built-in synthetic_adc dataset: its tfds builder, the spec of a variant and the build lock.
 
-Pairs are planned and mixed by `adc_jax.data.synthetic.scenes` from sounds synthesised by
-`adc_jax.data.synthetic.sounds`. Nothing is read from disk: every sound comes from the pair's random
-generator, so the data is the same on every machine.
+Pairs are planned and mixed by `scenes` from sounds synthesised by `sounds` (both in this
+subpackage). Nothing is read from disk: every sound comes from the pair's random generator, so
+the data is the same on every machine. The builder derives from the shared base
+(`adc_jax.data.builder.Builder`).
 
 A variant is a `SyntheticSpec` (pairs per split, clip length, seed, sample rate). Its builder
 config is named after it ("n6000-300-600_10s_seed0"), and variants co-exist in one data_dir under
@@ -29,10 +30,9 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
-from etils import epath
 
 from adc_jax import config as config_lib
+from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.synthetic.scenes import generate_pair
@@ -59,17 +59,8 @@ class SyntheticSpec:
     sample_rate: int = features_lib.SAMPLE_RATE
 
     def __post_init__(self) -> None:
-        for split in SPLITS:
-            value = getattr(self, f"num_{split}")
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(
-                    f"num_{split}={value!r}: every split needs a positive number of pairs."
-                )
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"seed={self.seed!r} must be an integer >= 0.")
-        if not self.clip_seconds > 0:
-            raise ValueError(f"clip_seconds={self.clip_seconds!r} must be positive.")
-        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+        # This spec never checked the rate (a config's is checked by config.validate): kept so.
+        builder_lib.check_variant(self, SPLITS, "pairs", sample_rate=False)
 
     @classmethod
     def from_config(cls, data_config: Any) -> SyntheticSpec:
@@ -86,24 +77,20 @@ class SyntheticSpec:
     @property
     def split_sizes(self) -> dict[str, int]:
         """Pairs per split, in SPLITS order."""
-        return {split: getattr(self, f"num_{split}") for split in SPLITS}
+        return builder_lib.split_sizes(self, SPLITS)
 
     @property
     def config_name(self) -> str:
         """Name of the builder config, e.g. "n6000-300-600_10s_seed0" ("_sr8000" if not 16 kHz)."""
         sizes = list(self.split_sizes.values())
-        return features_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        return builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
-class SyntheticAdcConfig(tfds.core.BuilderConfig):
-    """A synthetic_adc variant: its spec (which names it) and the build parallelism.
-
-    num_workers only sets the build parallelism; the data does not depend on it.
-    """
+class SyntheticAdcConfig(builder_lib.BuildConfig):
+    """A synthetic_adc variant: its spec (which names it) and the build parallelism."""
 
     spec: SyntheticSpec
-    num_workers: int | None = None
 
     @classmethod
     def from_spec(cls, spec: SyntheticSpec, num_workers: int | None = None) -> SyntheticAdcConfig:
@@ -126,7 +113,7 @@ def _preset_configs() -> list[SyntheticAdcConfig]:
 
 def example(spec: SyntheticSpec, split: str, index: int) -> tuple[str, dict[str, Any]]:
     """The stored example `index` of `split` of the variant `spec` as (key, feature dict)."""
-    rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
+    rng = np.random.default_rng([spec.seed, builder_lib.split_id(split, SPLITS), index])
     pair = generate_pair(rng, spec.clip_seconds, spec.sample_rate)
     key = f"{split}_{index:06d}"
     return key, {
@@ -148,7 +135,7 @@ def _serialized_example(task: tuple[SyntheticSpec, str, int]) -> bytes:
     return writer_lib.serialize_example(example(*task)[1])
 
 
-class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
+class SyntheticAdc(builder_lib.Builder):
     """tfds builder of the synthetic audio-difference-captioning pairs (see module docstring).
 
     Records are stored in index order: record i of a split is the pair with key
@@ -164,23 +151,13 @@ class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
         "cheaper to read; the same samples.",
     }
     BUILDER_CONFIGS = _preset_configs()
+    HOMEPAGE = "https://arxiv.org/abs/2308.11923"
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # tfds' default resolves the package with importlib_resources, which editable installs
-        # without that package fail on; the answer is simply this file.
-        return epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        # Built directly: dataset_info_from_configs() looks for a package directory of metadata.
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Synthetic audio difference captioning pairs: a rain or traffic "
+    def _description(self) -> str:
+        return (
+            "Synthetic audio difference captioning pairs: a rain or traffic "
             "background with 0-2 foreground events; clip 2 is clip 1 after 1-2 "
-            "edits, described by 5 reference captions.",
-            features=features_lib.features_dict(),
-            homepage="https://arxiv.org/abs/2308.11923",
+            "edits, described by 5 reference captions."
         )
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
@@ -199,23 +176,13 @@ class SyntheticAdc(tfds.core.GeneratorBasedBuilder):
         for i in range(num):
             yield example(self.builder_config.spec, split, i)
 
-    def _generate_splits(self, dl_manager: Any, download_config: Any) -> list[tfds.core.SplitInfo]:
-        """Writes every split's array_record shards with the shared writer; returns SplitInfos.
-
-        Replaces tfds' writer, which needs TensorFlow once a split exceeds 1 GB (see
-        `adc_jax.data.writer`): worker processes generate and serialise pairs and the main process
-        writes them in index order, inside tfds' temporary build folder.
-        """
-        del dl_manager, download_config
-        c = self.builder_config
-        return writer_lib.generate_splits(
-            self,
-            {
-                split: (_serialized_example, [(c.spec, split, i) for i in range(num)])
-                for split, num in c.spec.split_sizes.items()
-            },
-            num_workers=c.num_workers,
-        )
+    def _split_jobs(self) -> builder_lib.SplitJobs:
+        """Pair i of each split, made and serialised by the writer's workers, in index order."""
+        spec = self.builder_config.spec
+        return {
+            split: (_serialized_example, [(spec, split, i) for i in range(num)])
+            for split, num in spec.split_sizes.items()
+        }
 
 
 def build_synthetic(
@@ -241,15 +208,4 @@ def build_synthetic(
     if preset is not None:  # tfds requires the class's own object for a listed name
         preset.num_workers = num_workers
         config = preset
-    builder, elapsed = writer_lib.prepare_once(SyntheticAdc, config, data_dir)
-    if elapsed is None:
-        return builder
-    total = sum(spec.split_sizes.values())
-    logging.info(
-        "Built synthetic_adc/%s: %d pairs in %.1f s (%.1f pairs/s).",
-        config.name,
-        total,
-        elapsed,
-        total / max(elapsed, 1e-9),
-    )
-    return builder
+    return SyntheticAdc.prepare(config, data_dir, "pairs")

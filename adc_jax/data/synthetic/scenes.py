@@ -2,11 +2,11 @@
 
 Modelled on how AudioDiffCaps was made (Takeuchi et al., DCASE 2023) with Scaper: a scene is a
 background (rain or road traffic) plus 0-2 foreground events; clip 2 is clip 1 after one edit, or
-two edits in about a third of the pairs. For synthetic_adc the sounds come from
-`adc_jax.data.synthetic.sounds`; the clip_pairs dataset plans the same way over real recordings
+two edits in about a third of the pairs. For synthetic_adc the sounds come from `sounds` (in
+this subpackage); the clip_pairs dataset plans the same way over real recordings
 (`RecordedSources`: an event is a segment of a recording, "change" takes another recording of the
-class) and mixes them itself. The captions come from the grammar of `adc_jax.data.synthetic.grammar`; the
-pair is a function of its generator's state (and the sources) only.
+class) and mixes them itself. The captions come from the grammar of `grammar`; the pair is a
+function of its generator's state (and the sources) only.
 
 Time scales with the clip: at 10 s events last 3-5 s and start in the first 8 s as in
 AudioDiffCaps; at 4 s (the quick config) they last 1.2-2 s. Levels are stated relative to the
@@ -106,7 +106,8 @@ class Event:
 
 
 class SynthesisedSources:
-    """Instances from `adc_jax.data.synthetic.sounds`: an event is a (seed, character), a background a seed."""
+    """Instances from `adc_jax.data.synthetic.sounds`: an event is a (seed, character), a
+    background a seed."""
 
     classes = EVENT_CLASSES
     scenes = BACKGROUNDS
