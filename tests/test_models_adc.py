@@ -1,5 +1,6 @@
 """Tests of the full model (`adc_jax/models/adc.py`): which BYOL-A frames count as valid, and
-that the loss depends on the real samples of a clip only (those before wav_len).
+that the loss depends on the real samples of a clip only (those before wav_len), and that the
+model built from its parts refuses an SDD module that does not match its SDD mode.
 
 All tests use a fresh `:smoke` model (CAC encoder, late SDD) in eval mode (no dropout, BatchNorm
 running statistics), 1 s clips at 16 kHz, hop 160, n_fft 1024.
@@ -12,9 +13,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from adc_jax import config as config_lib
 from adc_jax import step as step_lib
+from adc_jax import train_state
 from adc_jax.config import base_config
 from adc_jax.data.random_batch import random_batch
+from adc_jax.models import adc
 
 VOCAB = 20
 B = 4
@@ -104,3 +108,45 @@ def test_loss_ignores_every_sample_past_wav_len(setup):
     changed = {k: float(v) for k, v in loss_terms(inside).items()}
     for key in ("loss", "caption_loss", "similar_loss", "discrepant_loss"):
         assert changed[key] != want[key], key
+
+
+# ------------------------------------------------------------------ ADCModel from parts
+
+
+@pytest.fixture(scope="module", name="parts")
+def parts_fixture():
+    """The parts of a smoke captioner with SDD (late)."""
+    c = config_lib.base_config("smoke")
+    model = adc.create_model(c, VOCAB, train_state.init_rngs(0))
+    assert model.sdd is not None
+    return dict(
+        log_mel=model.log_mel_settings,
+        byola=model.byola,
+        encoder=model.encoder,
+        sdd=model.sdd,
+        decoder=model.decoder,
+    )
+
+
+@pytest.mark.parametrize("mode", ["early", "late"])
+def test_adc_model_refuses_a_missing_sdd(parts, mode):
+    with pytest.raises(ValueError, match=rf"sdd_mode='{mode}' needs an SDD module"):
+        adc.ADCModel(**dict(parts, sdd=None), sdd_mode=mode)
+
+
+def test_adc_model_refuses_an_sdd_when_mode_is_none(parts):
+    with pytest.raises(ValueError, match=r"sdd_mode='none' needs an SDD module exactly when"):
+        adc.ADCModel(**parts, sdd_mode="none")
+
+
+def test_adc_model_refuses_an_unknown_mode(parts):
+    with pytest.raises(ValueError, match=r"Unknown sdd mode 'middle'"):
+        adc.ADCModel(**parts, sdd_mode="middle")
+
+
+def test_adc_model_accepts_matching_parts(parts):
+    for mode in ("early", "late"):
+        model = adc.ADCModel(**parts, sdd_mode=mode)
+        assert model.sdd_mode == mode and model.sdd is parts["sdd"]
+    model = adc.ADCModel(**dict(parts, sdd=None), sdd_mode="none")
+    assert model.sdd is None and model.hop_length == parts["log_mel"].hop_length
