@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from adc_jax.config import base_config
 from adc_jax.data import adiff, audiodiffcaps, clip_pairs
 from adc_jax.data import builder as builder_lib
 from adc_jax.data.features import as_text
@@ -103,22 +104,24 @@ def test_code_path_is_each_builders_own_file():
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
+class _Spec(builder_lib.VariantSpec):
     num_train: int = 2
     num_eval: int = 1
     clip_seconds: float = 1
     seed: int = 0
     sample_rate: Any = 16000
+    SPLITS = ("train", "eval")
 
 
 def _check(spec: _Spec, **kwargs) -> None:
-    builder_lib.check_variant(spec, ("train", "eval"), "pairs", **kwargs)
+    spec.check_variant("pairs", **kwargs)
 
 
 def test_check_variant_names_the_first_bad_field():
     spec = _Spec()
     _check(spec)
     assert spec.clip_seconds == 1.0 and isinstance(spec.clip_seconds, float)
+    assert [f.name for f in dataclasses.fields(spec)][:2] == ["num_train", "num_eval"]
     cases = [
         (_Spec(num_eval=0), "num_eval=0: every split needs a positive number of pairs."),
         (_Spec(num_train=1.5, seed=-1), "num_train=1.5: every split"),
@@ -146,7 +149,12 @@ def test_an_unknown_split_is_named_with_the_splits():
         synthetic.example(spec, "valid", 0)
 
 
-def test_split_sizes_and_variant_names():
-    assert builder_lib.split_sizes(_Spec(), ("train", "eval")) == {"train": 2, "eval": 1}
+def test_a_variant_from_a_config_its_split_sizes_and_name():
+    config = base_config("smoke")
+    config.data.update(num_train=5, num_eval=3, clip_seconds=2.5, synth_seed=1, sample_rate=8000)
+    spec = _Spec(**_Spec.variant_fields(config.data))
+    assert spec == _Spec(5, 3, 2.5, 1, 8000)
+    assert spec.split_sizes == {"train": 5, "eval": 3}
+    assert spec.variant_name == "n5-3_2p5s_seed1_sr8000"
     assert builder_lib.variant_name([3000, 100, 200], 4.0, 0, 16000) == "n3000-100-200_4s_seed0"
     assert builder_lib.variant_name([8, 8], 2.5, 1, 8000) == "n8-8_2p5s_seed1_sr8000"

@@ -19,13 +19,13 @@ here once:
     lock if missing (`writer.prepare_once`), and logs a build's size and speed.
 
 A generated variant (synthetic_adc, clip_pairs, the synthetic clips) is a spec of split sizes,
-clip length, seed and sample rate: `check_variant` checks those fields, `split_sizes` lists them
-and `variant_name` names the variant; `split_id` is a split's part of each record's seed.
+clip length, seed and sample rate (`VariantSpec`: read from a config, checked, named by
+`variant_name`); `split_id` is a split's part of each record's seed.
 
 Public API:
   Builder, BuildConfig                 the tfds builder base and its config base (num_workers).
-  check_variant(spec, splits, unit)    num_<split> > 0, seed >= 0, clip_seconds > 0, sample rate.
-  split_sizes(spec, splits)            {split: num_<split>}.
+  VariantSpec                          the spec base of a generated variant: variant_fields,
+                                       check_variant, split_sizes, variant_name.
   split_id(split, splits)              the index of a split (an error naming it if unknown).
   variant_name(sizes, clip_seconds, seed, sample_rate)   "n3000-100-200_4s_seed0".
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
 from absl import logging
@@ -139,50 +139,67 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 # ------------------------------------------------------------------------ generated variants
 
 
-def check_variant(
-    spec: Any,
-    splits: Sequence[str],
-    unit: str,
-    *,
-    config_keys: bool = False,
-    sample_rate: bool = True,
-) -> None:
-    """Checks the fields of a generated variant's (frozen dataclass) spec; stores clip_seconds
-    as a float.
+class VariantSpec:
+    """What the spec of every generated variant (synthetic_adc, clip_pairs, the synthetic clips)
+    shares: a frozen dataclass with num_<split> for each of its SPLITS, clip_seconds, seed and
+    sample_rate, of which its data is a function (with the inputs it names)."""
 
-    Args:
-      spec: has num_<split> for every split, seed, clip_seconds and sample_rate.
-      splits: the variant's splits.
-      unit: what a split holds ("pairs", "clips"), for the messages.
-      config_keys: name the fields by their config keys (data.num_train, data.synth_seed, ...)
-        in the messages, for specs made from a config only.
-      sample_rate: also check that the sample rate is a positive integer.
+    SPLITS: ClassVar[tuple[str, ...]] = ()
 
-    Raises:
-      ValueError: naming the first field in the order above that is out of range.
-    """
+    @classmethod
+    def variant_fields(cls, data_config: Any) -> dict[str, Any]:
+        """These fields from a `config.data` section (its synth_seed is the data seed)."""
+        return {
+            **{f"num_{split}": getattr(data_config, f"num_{split}") for split in cls.SPLITS},
+            "clip_seconds": data_config.clip_seconds,
+            "seed": data_config.synth_seed,
+            "sample_rate": data_config.sample_rate,
+        }
 
-    def key(field: str) -> str:
-        return ("data." + {"seed": "synth_seed"}.get(field, field)) if config_keys else field
+    def check_variant(self, unit: str, *, config_keys: bool = False, sample_rate: bool = True):
+        """Checks these fields (call it from __post_init__); stores clip_seconds as a float.
 
-    for split in splits:
-        value = getattr(spec, f"num_{split}")
-        if not (isinstance(value, int) and value > 0):
+        Args:
+          unit: what a split holds ("pairs", "clips"), for the messages.
+          config_keys: name the fields by their config keys (data.num_train, data.synth_seed,
+            ...) in the messages, for specs made from a config only.
+          sample_rate: also check that the sample rate is a positive integer.
+
+        Raises:
+          ValueError: naming the first field in the order num_<split>, seed, clip_seconds,
+            sample_rate that is out of range.
+        """
+
+        def key(field: str) -> str:
+            return ("data." + {"seed": "synth_seed"}.get(field, field)) if config_keys else field
+
+        for split in self.SPLITS:
+            value = getattr(self, f"num_{split}")
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(
+                    f"{key(f'num_{split}')}={value!r}: every split needs a positive number of "
+                    f"{unit}."
+                )
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"{key('seed')}={self.seed!r} must be an integer >= 0.")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"{key('clip_seconds')}={self.clip_seconds!r} must be positive.")
+        if sample_rate and not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
             raise ValueError(
-                f"{key(f'num_{split}')}={value!r}: every split needs a positive number of {unit}."
+                f"{key('sample_rate')}={self.sample_rate!r} must be a positive integer."
             )
-    if not (isinstance(spec.seed, int) and spec.seed >= 0):
-        raise ValueError(f"{key('seed')}={spec.seed!r} must be an integer >= 0.")
-    if not spec.clip_seconds > 0:
-        raise ValueError(f"{key('clip_seconds')}={spec.clip_seconds!r} must be positive.")
-    if sample_rate and not (isinstance(spec.sample_rate, int) and spec.sample_rate > 0):
-        raise ValueError(f"{key('sample_rate')}={spec.sample_rate!r} must be a positive integer.")
-    object.__setattr__(spec, "clip_seconds", float(spec.clip_seconds))
+        object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
 
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """{split: num_<split>}, in SPLITS order."""
+        return {split: getattr(self, f"num_{split}") for split in self.SPLITS}
 
-def split_sizes(spec: Any, splits: Sequence[str]) -> dict[str, int]:
-    """{split: spec.num_<split>} in the order of `splits`."""
-    return {split: getattr(spec, f"num_{split}") for split in splits}
+    @property
+    def variant_name(self) -> str:
+        """E.g. "n3000-100-200_4s_seed0" (`variant_name` of this spec)."""
+        sizes = list(self.split_sizes.values())
+        return variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 def split_id(split: str, splits: Sequence[str]) -> int:

@@ -145,7 +145,7 @@ def _labels(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipPairsSpec:
+class ClipPairsSpec(builder_lib.VariantSpec):
     """What defines a clip_pairs build (with the recordings it finds).
 
     Attributes:
@@ -173,6 +173,7 @@ class ClipPairsSpec:
     seed: int = 0
     sample_rate: int = features_lib.SAMPLE_RATE
     min_clip_fraction: float = 0.0
+    SPLITS = SPLITS
 
     def __post_init__(self) -> None:
         if not self.clips_dir:
@@ -180,7 +181,7 @@ class ClipPairsSpec:
                 "clip_pairs needs data.clips_dir: a directory of recordings in "
                 f"{clip_sources.ACCEPTED_LAYOUTS}."
             )
-        builder_lib.check_variant(self, SPLITS, "pairs")
+        self.check_variant("pairs")
         if not 0.0 <= self.min_clip_fraction <= 1.0:
             raise ValueError(f"min_clip_fraction={self.min_clip_fraction!r} must be in [0, 1].")
         object.__setattr__(self, "clip_classes", _labels(self.clip_classes))
@@ -194,25 +195,9 @@ class ClipPairsSpec:
             background_dir=os.path.expanduser(data_config.background_dir),
             clip_classes=data_config.clip_classes,
             background_classes=data_config.background_classes,
-            num_train=data_config.num_train,
-            num_validation=data_config.num_validation,
-            num_eval=data_config.num_eval,
-            clip_seconds=data_config.clip_seconds,
-            seed=data_config.synth_seed,
-            sample_rate=data_config.sample_rate,
+            **cls.variant_fields(data_config),
             min_clip_fraction=float(data_config.min_clip_fraction),
         )
-
-    @property
-    def split_sizes(self) -> dict[str, int]:
-        """Pairs per split, in SPLITS order."""
-        return builder_lib.split_sizes(self, SPLITS)
-
-    @property
-    def size_name(self) -> str:
-        """E.g. "n3000-100-200_4s_seed0" ("_sr8000" appended if not 16 kHz)."""
-        sizes = list(self.split_sizes.values())
-        return builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
 
 
 # ------------------------------------------------------------------------- resolving the inputs
@@ -241,7 +226,7 @@ class ClipInputs:
 
     @property
     def config_name(self) -> str:
-        return f"{self.spec.size_name}_fp{self.fingerprint}"
+        return f"{self.spec.variant_name}_fp{self.fingerprint}"
 
 
 def class_name(label: str) -> str:
@@ -271,6 +256,20 @@ def _data_label(index: clip_sources.SourceIndex, label: str) -> str:
     """The index's spelling of a requested label ("car horn" -> "car_horn")."""
     key = clip_sources.normalize_label(label)
     return next(lb for lb in index.labels if clip_sources.normalize_label(lb) == key)
+
+
+def _class_sources(
+    index: clip_sources.SourceIndex,
+    names: list[tuple[str, str]],
+    chosen: Mapping[str, Mapping[str, list[clip_sources.Recording]]],
+) -> tuple[ClassSources, ...]:
+    """The ClassSources of (requested label, name) pairs and the recordings chosen per split."""
+    return tuple(
+        ClassSources(
+            _data_label(index, label), name, {s: tuple(rs) for s, rs in chosen[label].items()}
+        )
+        for label, name in names
+    )
 
 
 def _fingerprint(
@@ -355,22 +354,8 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
         setting="data.background_classes",
         dir_setting="data.background_dir",
     )
-    events = tuple(
-        ClassSources(
-            _data_label(clips, label),
-            name,
-            {s: tuple(rs) for s, rs in chosen_events[label].items()},
-        )
-        for label, name in event_names
-    )
-    scene_sources = tuple(
-        ClassSources(
-            _data_label(backgrounds, label),
-            name,
-            {s: tuple(rs) for s, rs in chosen_scenes[label].items()},
-        )
-        for label, name in scene_names
-    )
+    events = _class_sources(clips, event_names, chosen_events)
+    scene_sources = _class_sources(backgrounds, scene_names, chosen_scenes)
     indexes = [clips] if same else [clips, backgrounds]
     fingerprint = _fingerprint(spec, indexes, [("event", events), ("background", scene_sources)])
     return ClipInputs(spec, clips, backgrounds, events, scene_sources, fingerprint)

@@ -60,6 +60,21 @@ def clip_samples(config: ml_collections.ConfigDict) -> int:
     return int(round(config.data.clip_seconds * config.data.sample_rate))
 
 
+def local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> int:
+    """This process's rows of every training batch: train.batch_size / process_count.
+
+    Raises:
+      ValueError: the batch does not divide among the processes.
+    """
+    global_batch = config.train.batch_size
+    if global_batch % process_count:
+        raise ValueError(
+            f"config.train.batch_size={global_batch} must be divisible by the "
+            f"number of processes ({process_count})."
+        )
+    return global_batch // process_count
+
+
 def waveform_batch(wavs: Sequence[np.ndarray], n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """[b, n_samples] int16 (each [N] clip cropped/zero-padded) and [b] int32 valid lengths.
 
@@ -314,12 +329,7 @@ def train_dataset(
     tokens of a batch are as long as its bucket.
     """
     global_batch = config.train.batch_size
-    if global_batch % process_count:
-        raise ValueError(
-            f"config.train.batch_size={global_batch} must be divisible by the "
-            f"number of processes ({process_count})."
-        )
-    local_batch = global_batch // process_count
+    local_batch = local_batch_size(config, process_count)
     n_samples = clip_samples(config)
     if stats is None:
         _, stats = read_captions(source, split_tiers(config), vocab.punctuation)
@@ -333,18 +343,42 @@ def train_dataset(
         rows = slice(process_index * local_batch, (process_index + 1) * local_batch)
         ds = grain.MapDataset.source(plan).map(_BucketBatch(entries, prepare, collate, rows))
     else:
-        ds = grain.MapDataset.source(entries)
-        usable = len(ds) // process_count * process_count
-        ds = ds[:usable][process_index::process_count]
-        if len(ds) < local_batch:
-            raise ValueError(
-                f"The training split has {len(entries)} examples, fewer than one batch per "
-                f"process ({local_batch}); lower config.train.batch_size."
-            )
-        ds = ds.shuffle(seed=config.seed % 2**32).repeat()
+        ds = shuffled_shard(
+            grain.MapDataset.source(entries), config, process_index, process_count, local_batch
+        )
         ds = ds.map_with_index(prepare)
         ds = ds.batch(local_batch, drop_remainder=True, batch_fn=collate)
     return prefetched(ds, config)
+
+
+def shuffled_shard(
+    ds: grain.MapDataset,
+    config: ml_collections.ConfigDict,
+    process_index: int,
+    process_count: int,
+    local_batch: int,
+    *,
+    unit: str = "examples",
+    advice: str = "lower config.train.batch_size",
+) -> grain.MapDataset:
+    """This process's share of the records of `ds`, shuffled (a new permutation every epoch, a
+    function of config.seed alone) and repeated without end.
+
+    Process p reads the records p, p + P, p + 2P, ... of the first P * floor(n / P) (P =
+    process_count), so processes read disjoint records and as many each.
+
+    Raises:
+      ValueError: the share is smaller than one batch (`local_batch`); the message counts the
+        split's records in `unit` and ends with `advice`.
+    """
+    usable = len(ds) // process_count * process_count
+    shard = ds[:usable][process_index::process_count]
+    if len(shard) < local_batch:
+        raise ValueError(
+            f"The training split has {len(ds)} {unit}, fewer than one batch per "
+            f"process ({local_batch}); {advice}."
+        )
+    return shard.shuffle(seed=config.seed % 2**32).repeat()
 
 
 def prefetched(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.IterDataset:

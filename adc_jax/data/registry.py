@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -65,36 +66,27 @@ class Registry:
         return self.loaders[name](data_dir(config), config.data)
 
 
-def _audio_diff_caps(root: str, d: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-    return build_audio_diff_caps(
-        root,
-        audio_dir=os.path.expanduser(d.audio_dir),
-        csv_dir=os.path.expanduser(d.csv_dir),
-        validation_fraction=d.validation_fraction,
-        sample_rate=d.sample_rate,
-        min_clip_fraction=d.min_clip_fraction,
-    )
-
-
-def _adiff(root: str, d: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-    return build_adiff(
-        root,
-        csv_dir=os.path.expanduser(d.csv_dir),
-        audio_dir=os.path.expanduser(d.audio_dir),
-        subset=d.adiff_subset,
-        clip_seconds=float(d.clip_seconds),
-        sample_rate=d.sample_rate,
-        min_clip_fraction=d.min_clip_fraction,
-    )
+def _user_files(d: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The arguments of a dataset built from the user's CSVs and audio files."""
+    return {
+        "csv_dir": os.path.expanduser(d.csv_dir),
+        "audio_dir": os.path.expanduser(d.audio_dir),
+        "sample_rate": d.sample_rate,
+        "min_clip_fraction": d.min_clip_fraction,
+    }
 
 
 DATASETS = Registry(
     "a known dataset",
     {
         "synthetic_adc": lambda root, d: build_synthetic(root, SyntheticSpec.from_config(d)),
-        "audio_diff_caps": _audio_diff_caps,
+        "audio_diff_caps": lambda root, d: build_audio_diff_caps(
+            root, validation_fraction=d.validation_fraction, **_user_files(d)
+        ),
         "clip_pairs": lambda root, d: build_clip_pairs(root, ClipPairsSpec.from_config(d)),
-        "adiff": _adiff,
+        "adiff": lambda root, d: build_adiff(
+            root, subset=d.adiff_subset, clip_seconds=float(d.clip_seconds), **_user_files(d)
+        ),
     },
 )
 

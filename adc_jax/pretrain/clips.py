@@ -147,7 +147,7 @@ def parse_clip(record: bytes) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticClipsSpec:
+class SyntheticClipsSpec(builder_lib.VariantSpec):
     """What defines a synthetic_clips variant: the data is a function of these fields only.
 
     Attributes:
@@ -165,36 +165,27 @@ class SyntheticClipsSpec:
     seed: int = 0
     sample_rate: int = features_lib.SAMPLE_RATE
     kind: str = "scenes"
+    SPLITS = SPLITS
 
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC_KINDS:
             raise ValueError(f"kind={self.kind!r} must be one of {', '.join(SYNTHETIC_KINDS)}.")
-        builder_lib.check_variant(self, SPLITS, "clips", config_keys=True)
+        self.check_variant("clips", config_keys=True)
 
     @classmethod
     def from_config(cls, data_config: Any) -> SyntheticClipsSpec:
         """The spec of a pretraining `config.data` section (its synth_seed is the data seed;
         data.name "synthetic_events" gives kind "events")."""
         return cls(
-            num_train=data_config.num_train,
-            num_validation=data_config.num_validation,
-            clip_seconds=data_config.clip_seconds,
-            seed=data_config.synth_seed,
-            sample_rate=data_config.sample_rate,
+            **cls.variant_fields(data_config),
             kind="events" if data_config.name == "synthetic_events" else "scenes",
         )
-
-    @property
-    def split_sizes(self) -> dict[str, int]:
-        """Clips per split, in SPLITS order."""
-        return builder_lib.split_sizes(self, SPLITS)
 
     @property
     def config_name(self) -> str:
         """E.g. "n20000-500_4s_seed0" ("_sr8000" appended if not 16 kHz, "_events" for
         single-event clips)."""
-        sizes = list(self.split_sizes.values())
-        name = builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        name = self.variant_name
         return f"{name}_events" if self.kind == "events" else name
 
 
@@ -686,24 +677,19 @@ def clip_batches(
       ValueError: the batch does not divide among the processes, or the split has fewer
         records than one batch per process.
     """
-    global_batch = config.train.batch_size
-    if global_batch % process_count:
-        raise ValueError(
-            f"config.train.batch_size={global_batch} must be divisible by the number of "
-            f"processes ({process_count})."
-        )
-    local_batch = global_batch // process_count
-    n_samples = int(round(config.data.clip_seconds * config.data.sample_rate))
+    local_batch = pipeline.local_batch_size(config, process_count)
+    n_samples = pipeline.clip_samples(config)
     # The serialised records of a tfds data source (None: decoded records, e.g. a list).
     raw = pipeline.raw_records(source, fields=("audio",), waveforms=("audio",))
-    ds = grain.MapDataset.source(source if raw is None else raw)
-    usable = len(ds) // process_count * process_count
-    ds = ds[:usable][process_index::process_count]
-    if len(ds) < local_batch:
-        raise ValueError(
-            f"The training split has {len(source)} clips, fewer than one batch per process "
-            f"({local_batch}); lower config.train.batch_size or add data."
-        )
-    ds = ds.shuffle(seed=config.seed % 2**32).repeat().map(_audio)
+    ds = pipeline.shuffled_shard(
+        grain.MapDataset.source(source if raw is None else raw),
+        config,
+        process_index,
+        process_count,
+        local_batch,
+        unit="clips",
+        advice="lower config.train.batch_size or add data",
+    )
+    ds = ds.map(_audio)
     ds = ds.batch(local_batch, drop_remainder=True, batch_fn=_ClipBatch(n_samples))
     return pipeline.prefetched(ds, config)

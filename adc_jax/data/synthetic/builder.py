@@ -41,7 +41,7 @@ SPLITS = ("train", "validation", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticSpec:
+class SyntheticSpec(builder_lib.VariantSpec):
     """What defines a synthetic_adc variant: the data is a function of these fields only.
 
     Attributes:
@@ -57,33 +57,21 @@ class SyntheticSpec:
     clip_seconds: float
     seed: int
     sample_rate: int = features_lib.SAMPLE_RATE
+    SPLITS = SPLITS
 
     def __post_init__(self) -> None:
         # This spec never checked the rate (a config's is checked by config.validate): kept so.
-        builder_lib.check_variant(self, SPLITS, "pairs", sample_rate=False)
+        self.check_variant("pairs", sample_rate=False)
 
     @classmethod
     def from_config(cls, data_config: Any) -> SyntheticSpec:
         """The spec of a `config.data` section (its synth_seed is the data seed)."""
-        return cls(
-            num_train=data_config.num_train,
-            num_validation=data_config.num_validation,
-            num_eval=data_config.num_eval,
-            clip_seconds=data_config.clip_seconds,
-            seed=data_config.synth_seed,
-            sample_rate=data_config.sample_rate,
-        )
-
-    @property
-    def split_sizes(self) -> dict[str, int]:
-        """Pairs per split, in SPLITS order."""
-        return builder_lib.split_sizes(self, SPLITS)
+        return cls(**cls.variant_fields(data_config))
 
     @property
     def config_name(self) -> str:
         """Name of the builder config, e.g. "n6000-300-600_10s_seed0" ("_sr8000" if not 16 kHz)."""
-        sizes = list(self.split_sizes.values())
-        return builder_lib.variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        return self.variant_name
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
