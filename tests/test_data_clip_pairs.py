@@ -69,7 +69,8 @@ def _edits(record) -> set[tuple[str, str]]:
 
 
 def test_classes_are_named_from_labels_whatever_the_case_and_separators(roots):
-    # (How labels match is tests/test_data_clip_sources.py.) AudioDiffCaps' classes take the synthetic names (and phrases); others a name from the label.
+    # How labels match is tests/test_data_clip_sources.py. AudioDiffCaps' classes take the
+    # synthetic names (and phrases); others a name from the label.
     assert CP.class_name("church_bells") == CP.class_name("Church_bell") == "bells"
     assert CP.class_name("Vehicle_horn_and_car_horn_and_honking") == "horn"
     assert CP.class_name("Crying_baby") == "crying_baby"

@@ -16,7 +16,9 @@ here once:
     (`adc_jax.data.writer`: no TensorFlow, worker processes, records in the order given, inside
     tfds' temporary build folder), with the config's `num_workers`.
   * `prepare(config, data_dir, unit)` returns the prepared builder, building it once under a file
-    lock if missing (`writer.prepare_once`), and logs a build's size and speed.
+    lock if missing (`writer.prepare_once`), and logs a build's size and speed. The generated
+    datasets build through it; `build_audio_diff_caps` and `build_adiff` call tfds'
+    `download_and_prepare` themselves.
 
 A generated variant (synthetic_adc, clip_pairs, the synthetic clips) is a spec of split sizes,
 clip length, seed and sample rate (`VariantSpec`: read from a config, checked, named by

@@ -27,11 +27,19 @@ Data that does not fit the model, and what happens to it:
   caption longer than L tokens its first L - 2 words are kept, then <eos> (counted and logged by
                                `vocab.build_or_load_vocab`);
   word not in the vocabulary   <unk> (captions holding one are counted and logged);
-  pair without any caption     trained towards the empty caption [<bos>, <eos>] (neither builder
+  pair without any caption     trained towards the empty caption [<bos>, <eos>] (no builder
                                writes one; `vocab.read_captions` counts and logs them with
                                their keys).
 Missing, empty, corrupt, stereo or other-rate audio never reaches the pipeline: the builders
 convert it (mono, 16 kHz) or fail naming the key and file (`audio_io`, `audiodiffcaps`).
+
+Public API:
+  train_dataset(source, vocab, config, ...)   this process's infinite training stream.
+  BucketPlan                                  the batches of a length-bucketed stream.
+  eval_batches(split, config, ...)            the batches of an `EvalSplit`, in order.
+  clip_samples(config), local_batch_size(config, process_count)
+  raw_records(source), parse_train_fields(record)   the serialised records, read directly.
+  shuffled_shard, waveform_batch, prefetched  stream pieces the pretraining clips share.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Public API:
   BuildWorkerDied                          RuntimeError naming the item a dead worker was making.
   resolve_workers(num_workers, num_items)  how many processes a split is worth.
   write_split(template, records, ...)      records -> shards of one split -> its SplitInfo.
-  generate_splits(builder, split_jobs, ...)  the `_generate_splits` of a builder.
+  generate_splits(builder, split_jobs, ...)  every split of a builder (`builder.Builder`).
   prepare_once(cls, config, data_dir)      the builder, built (once, under a file lock) if missing.
 """
 

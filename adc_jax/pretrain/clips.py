@@ -42,10 +42,10 @@ int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
 Both builders derive from the builder base of every adc_jax dataset (`adc_jax.data.builder`) and
 are written with the shared writer (`adc_jax.data.writer`: worker processes, index order,
 uncompressed array_record shards, never read back when interrupted); they co-exist in one
-data_dir (`adc_jax.data.registry.data_dir`): synthetic_clips/<sizes>/ (synthetic_events: synthetic_clips/<sizes>_events/),
-audio_folder/<clip>_<rate>_fp<fingerprint>/, where the fingerprint covers the file list
-(relative paths, sizes, modification times), the clip length, the sample rate, the validation
-fraction and GENERATION_VERSION, so changed audio builds anew.
+data_dir (`adc_jax.data.registry.data_dir`): synthetic_clips/<sizes>/ (synthetic_events:
+synthetic_clips/<sizes>_events/), audio_folder/<clip>_<rate>_fp<fingerprint>/, where the
+fingerprint covers the file list (relative paths, sizes, modification times), the clip length,
+the sample rate, the validation fraction and GENERATION_VERSION, so changed audio builds anew.
 Processes that build the same variant take turns under a file lock.
 
 Training batches (`clip_batches`): this process's shard of the split -> seeded shuffle (a new
