@@ -16,7 +16,7 @@ against its EMA target (`adc_jax.pretrain.step`), and writes to the workdir:
   metrics.jsonl, tensorboard/, train.log
 
 `pretrain(config, workdir)`:
-  1. validates the config (`pretrain_config.validate`) before anything is built;
+  1. validates the config (`pretrain.config.validate`) before anything is built;
   2. prepares the clips (`clips.load_clip_source`, built on first use);
   3. a fresh run estimates the log-mel's mean and standard deviation over the first
      pretrain.norm_stats_batches batches (a separate reader of the same order: the training
