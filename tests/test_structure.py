@@ -163,3 +163,39 @@ def test_the_synthetic_sounds_scenes_and_grammar_load_no_dataset_stack():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+# The entry points, the only modules allowed to load the command-line layer.
+ENTRY_POINTS = ("adc_jax.main", "adc_jax.pretrain.__main__")
+# What trains: the two trainers' run set-ups and their command lines.
+TRAINERS = ("adc_jax.train", "adc_jax.pretrain", "adc_jax.main", "adc_jax.cli")
+
+
+def test_only_the_entry_points_load_the_command_line_layer():
+    graph = import_graph()
+    users = sorted(m for m in graph if "adc_jax.cli" in graph[m])
+    assert set(users) <= set(ENTRY_POINTS), users
+    assert set(ENTRY_POINTS) <= set(users)
+
+
+def test_the_shared_training_machinery_loads_neither_trainer():
+    # The loop, the step plumbing and the config checks serve both trainers: they sit below both.
+    graph = import_graph()
+    for module in ("adc_jax.loop", "adc_jax.train_state", "adc_jax.config_checks"):
+        loaded = {t for t in _closure(graph, module) for top in TRAINERS if _in(t, top)}
+        assert not loaded, f"{module} imports {sorted(loaded)}"
+
+
+def test_the_models_load_no_trainer_and_no_data_pipeline():
+    # The model code runs on a machine without the data stack (the word ids excepted).
+    graph = import_graph()
+    models = [m for m in graph if _in(m, "adc_jax.models")]
+    assert "adc_jax.models.adc" in models
+    for module in models:
+        loaded = {
+            t
+            for t in _closure(graph, module)
+            if any(_in(t, top) for top in (*TRAINERS, "adc_jax.loop", "adc_jax.metrics"))
+            or (_in(t, "adc_jax.data") and t != "adc_jax.data.tokenizer")
+        }
+        assert not loaded, f"{module} imports {sorted(loaded)}"
