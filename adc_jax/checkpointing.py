@@ -35,6 +35,15 @@ from adc_jax.config import ConfigError, model_fields
 ITEMS = ("state", "data", "meta")
 
 
+# A run's checkpoints live in WORKDIR/checkpoints (the same for the captioner and pretraining).
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    """The checkpoint directory of the run in `workdir`."""
+    return os.path.join(workdir, CHECKPOINT_DIR)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says why and what is intact."""
 

@@ -197,7 +197,9 @@ def prepare_workdir(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     try:
         validate(config)
-        checkpointing.check_workdir(config, rundir.checkpoint_dir(workdir), fields=model_fields)
+        checkpointing.check_workdir(
+            config, checkpointing.checkpoint_dir(workdir), fields=model_fields
+        )
     except ConfigError as e:
         fail(f"Config error: {e}", code=2)
     if jax.process_index() == 0:

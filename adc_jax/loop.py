@@ -1,8 +1,8 @@
 """The one training loop, used by the captioner (`adc_jax.train`) and BYOL-A pretraining
 (`adc_jax.pretrain.train`).
 
-  run_with_checkpointer   a loop body given its checkpointer, metrics writer and signal handler,
-                  all closed however the body ends;
+  run_in_workdir  a trainer's body given its `Run` (mesh, checkpointer, metrics writer, signal
+                  handler), all closed however the body ends;
   restore_or_init Start of a run: the latest checkpoint of the workdir, or a fresh state;
   StepLoop        the steps from `Start.step` to `train.num_steps`: the jitted step on device
                   batches, `log` (progress bar, metrics.jsonl, TensorBoard; the non-finite policy),
@@ -193,26 +193,44 @@ def progress_bar(enabled: bool, start: int, total: int):
     )
 
 
-def run_with_checkpointer(
-    workdir: str,
-    checkpoint_dir: str,
-    keep: int,
-    body: Callable[[checkpointing.Checkpointer, MetricsWriter, StopRequested], dict[str, Any]],
+@dataclasses.dataclass
+class Run:
+    """What a trainer's body is given by `run_in_workdir`.
+
+    config: the validated config; workdir: its absolute path; mesh: ("data",) over every device;
+    checkpointer: WORKDIR/checkpoints, keeping train.keep_checkpoints; writer: metrics.jsonl and
+    TensorBoard (process 0); stop: the SIGTERM / Ctrl-C handler.
+    """
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    checkpointer: checkpointing.Checkpointer
+    writer: MetricsWriter
+    stop: StopRequested
+
+
+def run_in_workdir(
+    config: ml_collections.ConfigDict, workdir: str, body: Callable[[Run], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Runs `body(checkpointer, writer, stop)` and closes what it was given, however it ends.
+    """Runs `body(run)` in `workdir` and closes what it was given, however it ends.
 
     Signals are caught from the start: a preemption while the data or the model are prepared
     stops the run cleanly before its first step. On an exception the checkpointer is closed
     without raising its own errors (the body's exception is the one that matters); on success a
     failed final checkpoint write is raised.
     """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     with StopRequested() as stop:
-        checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=keep)
+        checkpointer = checkpointing.Checkpointer(
+            checkpointing.checkpoint_dir(workdir), keep=config.train.keep_checkpoints
+        )
         writer = None
         try:
             writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-            result = body(checkpointer, writer, stop)
+            mesh = sharding_lib.create_mesh()
+            result = body(Run(config, workdir, mesh, checkpointer, writer, stop))
         except BaseException:
             checkpointer.close(raise_errors=False)
             raise
@@ -258,6 +276,8 @@ def restore_or_init(
     train_iter = make_train_iter()
     if data_state is not None:
         train_iter.set_state(data_state)
+    if step:
+        logging.info("Resuming from step %d (checkpoint in %s).", step, checkpointer.directory)
     return Start(train_state, meta, step, int(saved_meta.get("skipped_steps", 0)), train_iter)
 
 
@@ -303,20 +323,17 @@ class StepLoop:
 
     def __init__(
         self,
+        run: Run,
         *,
-        config: ml_collections.ConfigDict,
-        mesh,
         start: Start,
         step_fn: Callable,
-        checkpointer: checkpointing.Checkpointer,
-        writer: MetricsWriter,
-        stop: StopRequested,
         hooks: Hooks,
         unit: str,
     ):
-        self.train, self.mesh, self.start = config.train, mesh, start
+        self.train, self.mesh, self.start = run.config.train, run.mesh, start
         self.ts, self.step_fn = start.train_state, step_fn
-        self.checkpointer, self.writer, self.stop, self.hooks = checkpointer, writer, stop, hooks
+        self.checkpointer, self.writer, self.stop = run.checkpointer, run.writer, run.stop
+        self.hooks = hooks
         self.unit = unit
         self.skipped = start.skipped
         # The grain iterator state after the last batch the model consumed (saved with it).

@@ -38,11 +38,6 @@ from adc_jax.train_state import TrainState
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
-CHECKPOINT_DIR = "checkpoints"
-
-
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, CHECKPOINT_DIR)
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -212,7 +207,7 @@ def load_trained(workdir: str, step: int | None = None, mesh: Mesh | None = None
             "training. Train it first with python -m adc_jax.main."
         )
     vocab = Vocabulary.load(vocab_path)
-    ckpt_dir = checkpoint_dir(workdir)
+    ckpt_dir = checkpointing.checkpoint_dir(workdir)
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(
             f"No checkpoints in {workdir} (expected {ckpt_dir}). Train first, "

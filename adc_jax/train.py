@@ -35,11 +35,10 @@ from flax import nnx
 
 from adc_jax import checkpointing, evaluate, loop, rundir
 from adc_jax import config as config_lib
-from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import pipeline
 from adc_jax.data.eval_split import load_eval_split
-from adc_jax.loop import MetricsWriter, StopRequested
+from adc_jax.loop import MetricsWriter
 from adc_jax.train_state import TrainState
 
 
@@ -54,25 +53,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       loop.NonFiniteError: a NaN/Inf loss or gradient with train.nonfinite="stop".
       checkpointing.CheckpointError: a checkpoint could not be written or read.
     """
-    workdir = os.path.abspath(os.path.expanduser(workdir))
     config_lib.validate(config, num_devices=jax.device_count())
-    return loop.run_with_checkpointer(
-        workdir,
-        rundir.checkpoint_dir(workdir),
-        config.train.keep_checkpoints,
-        lambda checkpointer, writer, stop: _train(config, workdir, checkpointer, writer, stop),
-    )
+    return loop.run_in_workdir(config, workdir, _train)
 
 
-def _train(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    checkpointer: checkpointing.Checkpointer,
-    writer: MetricsWriter,
-    stop: StopRequested,
-) -> dict[str, Any]:
+def _train(run: loop.Run) -> dict[str, Any]:
     """Prepares the data, restores or initialises the model, then runs the step loop."""
-    mesh = sharding_lib.create_mesh()
+    config, mesh, checkpointer, writer = run.config, run.mesh, run.checkpointer, run.writer
+    workdir = run.workdir
     data = rundir.prepare_data(config, workdir)
     start = restore_or_init(config, mesh, data, checkpointer)
     evaluation = PeriodicEval(config, workdir, start.train_state, mesh, data, writer)
@@ -83,23 +71,15 @@ def _train(
         start.step == config.train.num_steps or evaluation.is_due(start.step)
     )
     writer.truncate_after(start.step, drop_eval_at_step=redo_eval)
-    if start.step:
-        logging.info(
-            "Resuming from step %d (checkpoint in %s).", start.step, checkpointer.directory
-        )
     hooks = loop.Hooks(
         finish=lambda step, _: evaluation(step),
         is_due=evaluation.is_due,
         periodic=evaluation,
     )
     return loop.StepLoop(
-        config=config,
-        mesh=mesh,
+        run,
         start=start,
         step_fn=step_lib.jit_train_step(start.train_state, config, mesh),
-        checkpointer=checkpointer,
-        writer=writer,
-        stop=stop,
         hooks=hooks,
         unit="pairs",
     ).run()

@@ -150,16 +150,11 @@ def run_loop(workdir, mesh, step_fn, config, *, recorder=None, batches=None, sto
     writer = loop.MetricsWriter(str(workdir), enabled=True)
     try:
         start = loop.restore_or_init(checkpointer, fresh_state(mesh), META, lambda: batches)
+        run = loop.Run(
+            config, str(workdir), mesh, checkpointer, writer, stop or loop.StopRequested()
+        )
         result = loop.StepLoop(
-            config=config,
-            mesh=mesh,
-            start=start,
-            step_fn=step_fn,
-            checkpointer=checkpointer,
-            writer=writer,
-            stop=stop or loop.StopRequested(),
-            hooks=recorder.hooks,
-            unit="pairs",
+            run, start=start, step_fn=step_fn, hooks=recorder.hooks, unit="pairs"
         ).run()
     finally:
         writer.close()

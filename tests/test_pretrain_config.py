@@ -3,8 +3,6 @@ size validates and fits the captioner of that size; invalid values are named."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import pytest
@@ -12,21 +10,10 @@ import pytest
 from adc_jax import config as config_lib
 from adc_jax.pretrain import config as pretrain_config_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name: str = "byola_pretrain", arg: str | None = "smoke"):
-    spec = importlib.util.spec_from_file_location(
-        f"configs_{name}", f"{REPO_ROOT}/configs/{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
 
 @pytest.mark.parametrize("size", ["paper", "quick", "smoke"])
-def test_each_size_validates_and_fits_the_captioner_of_that_size(size):
-    config = load_config(arg=None if size == "paper" else size)
+def test_each_size_validates_and_fits_the_captioner_of_that_size(load_config, size):
+    config = load_config("byola_pretrain", None if size == "paper" else size)
     pretrain_config_lib.validate(config, num_devices=1)
     captioner = config_lib.base_config(size)
     for field in ("n_mels", "byola_channels", "byola_dim", "hop_length", "n_fft"):
@@ -50,8 +37,8 @@ def test_each_size_validates_and_fits_the_captioner_of_that_size(size):
         ({"pretrain.post_norm": "layer"}, "pretrain.post_norm", "'batch', 'none'"),
     ],
 )
-def test_invalid_values_are_named(overrides, key, message):
-    config = load_config()
+def test_invalid_values_are_named(load_config, overrides, key, message):
+    config = load_config("byola_pretrain", "smoke")
     for name, value in overrides.items():
         section, field = name.split(".")
         config[section][field] = value
@@ -60,6 +47,6 @@ def test_invalid_values_are_named(overrides, key, message):
     assert message in str(info.value)
 
 
-def test_batch_must_divide_among_the_devices():
+def test_batch_must_divide_among_the_devices(load_config):
     with pytest.raises(config_lib.ConfigError, match="divisible by the number of devices"):
-        pretrain_config_lib.validate(load_config(), num_devices=3)
+        pretrain_config_lib.validate(load_config("byola_pretrain", "smoke"), num_devices=3)

@@ -44,9 +44,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from adc_jax import checkpointing, loop, rundir
-from adc_jax import sharding as sharding_lib
-from adc_jax.loop import DeviceBatches, MetricsWriter, StopRequested
+from adc_jax import loop
+from adc_jax.loop import DeviceBatches
 from adc_jax.pretrain import clips
 from adc_jax.pretrain import config as pretrain_config_lib
 from adc_jax.pretrain import step as pretrain_step
@@ -103,25 +102,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       loop.NonFiniteError: a NaN/Inf loss or gradient with train.nonfinite="stop".
       checkpointing.CheckpointError: a checkpoint could not be written or read.
     """
-    workdir = os.path.abspath(os.path.expanduser(workdir))
     pretrain_config_lib.validate(config, num_devices=jax.device_count())
-    return loop.run_with_checkpointer(
-        workdir,
-        rundir.checkpoint_dir(workdir),
-        config.train.keep_checkpoints,
-        lambda checkpointer, writer, stop: _pretrain(config, workdir, checkpointer, writer, stop),
-    )
+    return loop.run_in_workdir(config, workdir, _pretrain)
 
 
-def _pretrain(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    checkpointer: checkpointing.Checkpointer,
-    writer: MetricsWriter,
-    stop: StopRequested,
-) -> dict[str, Any]:
+def _pretrain(run: loop.Run) -> dict[str, Any]:
     """Prepares the clips, initialises or restores the state, then runs the steps."""
-    mesh = sharding_lib.create_mesh()
+    config, mesh, checkpointer, writer = run.config, run.mesh, run.checkpointer, run.writer
     builder = clips.load_clip_source(config)
     source = builder.as_data_source("train")
     logging.info("Pretraining on %d %s clips.", len(source), config.data.name)
@@ -158,11 +145,7 @@ def _pretrain(
         ),
     )
     writer.truncate_after(start.step)
-    if start.step:
-        logging.info(
-            "Resuming from step %d (checkpoint in %s).", start.step, checkpointer.directory
-        )
-    export_dir = encoder_dir(workdir)
+    export_dir = encoder_dir(run.workdir)
 
     def export(step: int) -> None:
         if jax.process_index() == 0:
@@ -181,13 +164,9 @@ def _pretrain(
 
     hooks = loop.Hooks(finish=finished, after_save=export, stopped_info={"encoder_dir": export_dir})
     return loop.StepLoop(
-        config=config,
-        mesh=mesh,
+        run,
         start=start,
         step_fn=pretrain_step.jit_pretrain_step(ts, config, mesh),
-        checkpointer=checkpointer,
-        writer=writer,
-        stop=stop,
         hooks=hooks,
         unit="clips",
     ).run()
