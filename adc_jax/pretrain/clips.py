@@ -18,7 +18,7 @@ Pretraining needs audio only, no captions. Three sources, chosen by `config.data
                    clip shares a generator with the linear probe's labelled set
                    (`tools/linear_probe.py`, whose events sit at -12..-3 dB). A clip's label is
                    its event class. Same sizes and seed fields as synthetic_clips. Measured
-                   (README, BYOL-A pretraining): `:quick` encoders pretrained on 6,000 of these
+                   (docs/pretraining.md): `:quick` encoders pretrained on 6,000 of these
                    clips reach 81.2% on the linear probe (79.6% on 2,000), against 74.6% after
                    2,000 synthetic_clips (whose events sit 0-15 dB above the background) and
                    69.0% at random init.
