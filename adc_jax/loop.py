@@ -276,8 +276,6 @@ def restore_or_init(
     train_iter = make_train_iter()
     if data_state is not None:
         train_iter.set_state(data_state)
-    if step:
-        logging.info("Resuming from step %d (checkpoint in %s).", step, checkpointer.directory)
     return Start(train_state, meta, step, int(saved_meta.get("skipped_steps", 0)), train_iter)
 
 
@@ -319,6 +317,9 @@ class StepLoop:
     steps and at the end; `hooks.periodic` runs when due; a stop request (SIGTERM, Ctrl-C) saves a
     checkpoint at the next step and ends the run (`stopped`). Throughput is logged as
     `<unit>_per_second` (`unit`: what one batch row is, "pairs" or "clips").
+    A resuming trainer drops the metrics logged after `start.step` (`MetricsWriter.truncate_after`)
+    before `run`, which logs "Resuming from step N" once the log reads as if the run had never
+    stopped.
     """
 
     def __init__(
@@ -348,6 +349,12 @@ class StepLoop:
     def run(self) -> dict[str, Any]:
         """Trains to the last step; returns `hooks.finish`'s result, or `stopped`'s dict."""
         train = self.train
+        if self.start.step:
+            logging.info(
+                "Resuming from step %d (checkpoint in %s).",
+                self.start.step,
+                self.checkpointer.directory,
+            )
         if multihost.any_process(self.stop.signal_name is not None):
             return self.stopped(self.start.step)  # asked to stop while preparing: nothing new
         step = self.start.step
