@@ -24,15 +24,11 @@ import ml_collections
 
 from adc_jax import config_checks as checks
 
-# Re-exported: every module that reads a config names these through `adc_jax.config`.
+# Also named through `adc_jax.config` by the modules that read a config.
 from adc_jax.config_checks import (  # noqa: F401
-    DTYPES,
-    FIRST_BLOCK_SETTINGS,
-    NONFINITE_POLICIES,
     SIZES,
     ConfigError,
     get_field,
-    has_field,
     min_clip_samples,
     parse_size,
 )

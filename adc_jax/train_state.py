@@ -72,7 +72,7 @@ def place_on_mesh(build: Callable[[], dict[str, nnx.Module]], mesh: Mesh) -> Tra
 
 def parameter_count(state: nnx.State) -> int:
     """Number of parameters (nnx.Param leaves) in a module's state."""
-    params = nnx.filter_state(nnx.State(state), nnx.Param)
+    params = nnx.filter_state(state, nnx.Param)
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 

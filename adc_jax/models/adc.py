@@ -20,14 +20,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from adc_jax.config import SDD_MODES
 from adc_jax.models import frontend
 from adc_jax.models.byola import AudioNTT2020, encoder_from_config
 from adc_jax.models.decoder import TextDecoder
 from adc_jax.models.encoder import DifferenceEncoder
 from adc_jax.models.layers import compute_dtype
 from adc_jax.models.sdd import SDD
-
-SDD_MODES = ("none", "early", "late")
 
 
 def valid_frames(wav_len: jax.Array, hop_length: int) -> jax.Array:

@@ -5,7 +5,7 @@ Nothing here imports the data or evaluation stack (tfds, grain, librosa, pycocoe
 step can be benchmarked on a machine that only has jax, flax, optax, ml-collections and numpy.
 
 Public API:
-  create_pretrain_state(config, mesh, *, norm_stats=None) -> PretrainState
+  create_pretrain_state(config, mesh, *, norm_stats=None) -> train_state.TrainState
   jit_pretrain_step(ts, config, mesh) -> (rng_state, state, batch) -> (state, metrics)
   jit_log_mel_moments(config, mesh) -> (batch) -> (sum, sum of squares, count) of valid frames
   export_encoder(state_or_model, config, out_dir, *, step=None) -> meta dict
@@ -120,11 +120,6 @@ class Buffers(nnx.Module):
         self.norm_std = Buffer(jnp.asarray(norm_std, jnp.float32))
 
 
-# What the loop holds: the graph, the dropout RNG streams and the state (model incl. the EMA
-# target, optimizer, buffers) that checkpoints save.
-PretrainState = train_state.TrainState
-
-
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> BYOL:
     """The online and target networks described by `config.model`."""
     m = config.model
@@ -164,7 +159,7 @@ def create_pretrain_state(
     mesh: Mesh,
     *,
     norm_stats: tuple[float, float] | None = None,
-) -> PretrainState:
+) -> train_state.TrainState:
     """Initialises the model, optimizer and buffers on the host and places them on the mesh.
 
     Every process computes the same values from `config.seed`; each device then takes its part
@@ -316,7 +311,7 @@ def seed_key(config: ml_collections.ConfigDict) -> jax.Array:
     return train_state.step_key(config, 3)
 
 
-def jit_pretrain_step(ts: PretrainState, config: ml_collections.ConfigDict, mesh: Mesh):
+def jit_pretrain_step(ts: train_state.TrainState, config: ml_collections.ConfigDict, mesh: Mesh):
     """The step compiled for the mesh: (rng_state, state, batch) -> (state, metrics).
 
     The state is donated (updated in place); the batch {"wav", "wav_len"} is sharded over "data".
@@ -415,8 +410,9 @@ def export_encoder(
     Each file is written to a temporary name and renamed, so a reader never sees half a file.
 
     Args:
-      state_or_model: a pretrain state (`PretrainState.state`; step and normalisation come from
-        it), a `BYOL` model (its online encoder) or an `AudioNTT2020` encoder.
+      state_or_model: a pretrain state (the `.state` of `create_pretrain_state`'s result; step
+        and normalisation come from it), a `BYOL` model (its online encoder) or an
+        `AudioNTT2020` encoder.
       config: the pretraining config (sizes, name; normalisation when not in a state).
       out_dir: the directory to write (created).
       step: recorded in meta.json (default: the state's step, or None).
