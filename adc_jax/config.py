@@ -77,6 +77,9 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.data.num_eval = 600
     # Synthetic data: seed of the generator (the data, not the training run).
     c.data.synth_seed = 0
+    # synthetic_adc and clip_pairs: share of pairs without a difference (clip 2 re-renders clip 1
+    # below every edit's threshold, captioned "there is no difference" ...), in [0, 1).
+    c.data.no_change_fraction = 0.0
     # AudioDiffCaps: directory of the WAV files named in the CSVs' s1_fn/s2_fn columns.
     # ADIFF: the directory the CSVs' filepath1/filepath2 columns are relative to.
     c.data.audio_dir = ""
@@ -426,6 +429,20 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
         for key in ("data.num_train", "data.num_validation", "data.num_eval"):
             checks.positive_int(c, key)
         checks.non_negative_int(c, "data.synth_seed")
+    fraction = checks.get_field(c, "data.no_change_fraction")
+    checks.check(
+        isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 <= fraction < 1,
+        "data.no_change_fraction",
+        fraction,
+        "must be a number in [0, 1): the share of pairs without a difference.",
+    )
+    checks.check(
+        fraction == 0 or c.data.name in ("synthetic_adc", "clip_pairs"),
+        "data.no_change_fraction",
+        fraction,
+        f"only the generated datasets (synthetic_adc, clip_pairs) make pairs without a "
+        f"difference; set it to 0 for data.name={c.data.name!r}.",
+    )
     needed_for = f"when data.name is {c.data.name!r}"
     if c.data.name == "clip_pairs":
         checks.existing_directory(

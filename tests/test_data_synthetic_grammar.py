@@ -46,8 +46,55 @@ def test_make_captions_gives_distinct_lower_case_references():
 def test_make_captions_rejects_unknown_edits():
     with pytest.raises(ValueError, match="Unknown edit"):
         C.make_captions([("explode", "dog")], np.random.default_rng(0))
-    with pytest.raises(ValueError, match="at least one edit"):
-        C.make_captions([], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no-difference references"):
+        C.make_captions([], np.random.default_rng(0), num=len(C.NO_DIFFERENCE_CAPTIONS) + 1)
+
+
+def test_a_pair_without_edits_gets_distinct_no_difference_references():
+    texts = C.make_captions([], np.random.default_rng(3), num=5)
+    assert len(set(texts)) == 5
+    assert set(texts) <= set(C.NO_DIFFERENCE_CAPTIONS)
+
+
+@pytest.mark.parametrize("classes", [(), ("sea_waves", "crying_baby", "clock_tick")])
+def test_no_difference_references_read_back_as_no_edit(classes):
+    for text in C.NO_DIFFERENCE_CAPTIONS:
+        assert C.parse_caption(text, classes) == frozenset(), text
+        assert C.says_no_difference(text) and C.reads_no_difference(text, classes), text
+
+
+def test_no_edit_caption_says_no_difference():
+    for texts in C.all_single_edit_captions().values():
+        for text in texts:
+            assert not C.says_no_difference(text), text
+    assert C.says_no_difference("The two audio clips are identical.")
+    assert C.says_no_difference("There is NO difference, really")
+    # Saying it is not enough for a "no difference" answer when an edit is asked for too.
+    assert not C.reads_no_difference("no change, but add a dog barking")
+    assert not C.says_no_difference("a different dog")  # "different" alone is a change cue
+    assert not C.says_no_difference("")
+
+
+def test_inverse_edits_undo_each_operation():
+    edits = {(op, "dog") for op in C.OPERATIONS}
+    inverse = C.inverse_edits(edits)
+    assert inverse == edits  # every operation has its inverse among them
+    assert C.inverse_edits([("add", "dog"), ("louder", "rain")]) == {
+        ("remove", "dog"),
+        ("quieter", "rain"),
+    }
+    assert C.inverse_edits([("earlier", "horn"), ("change", "siren")]) == {
+        ("later", "horn"),
+        ("change", "siren"),
+    }
+    assert C.inverse_edits([]) == frozenset()
+    for op in C.OPERATIONS:
+        assert C.INVERSE_OPERATION[C.INVERSE_OPERATION[op]] == op
+
+
+def test_check_phrasing_refuses_a_class_named_by_no_difference_words():
+    with pytest.raises(ValueError, match="no-difference caption"):
+        C.check_phrasing(["nothing"])  # "nothing is different" -> change(nothing)
 
 
 @pytest.mark.parametrize(

@@ -150,13 +150,18 @@ class VariantSpec:
 
     @classmethod
     def variant_fields(cls, data_config: Any) -> dict[str, Any]:
-        """These fields from a `config.data` section (its synth_seed is the data seed)."""
-        return {
+        """These fields from a `config.data` section (its synth_seed is the data seed), and its
+        no_change_fraction when the spec has that field (pair datasets)."""
+        fields = {
             **{f"num_{split}": getattr(data_config, f"num_{split}") for split in cls.SPLITS},
             "clip_seconds": data_config.clip_seconds,
             "seed": data_config.synth_seed,
             "sample_rate": data_config.sample_rate,
         }
+        if "no_change_fraction" in {f.name for f in dataclasses.fields(cls)}:
+            # Configs saved before the field existed had no such pairs.
+            fields["no_change_fraction"] = float(getattr(data_config, "no_change_fraction", 0.0))
+        return fields
 
     def check_variant(self, unit: str, *, config_keys: bool = False, sample_rate: bool = True):
         """Checks these fields (call it from __post_init__); stores clip_seconds as a float.
@@ -191,6 +196,12 @@ class VariantSpec:
                 f"{key('sample_rate')}={self.sample_rate!r} must be a positive integer."
             )
         object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+        fraction = getattr(self, "no_change_fraction", 0.0)
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(
+                f"{key('no_change_fraction')}={fraction!r} must be in [0, 1): the share of pairs "
+                "without a difference."
+            )
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -199,9 +210,12 @@ class VariantSpec:
 
     @property
     def variant_name(self) -> str:
-        """E.g. "n3000-100-200_4s_seed0" (`variant_name` of this spec)."""
+        """E.g. "n3000-100-200_4s_seed0" (`variant_name` of this spec), with "_nc0p1" appended
+        when a tenth of the pairs have no difference (no_change_fraction > 0)."""
         sizes = list(self.split_sizes.values())
-        return variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        name = variant_name(sizes, self.clip_seconds, self.seed, self.sample_rate)
+        fraction = getattr(self, "no_change_fraction", 0.0)
+        return name + f"_nc{fraction:g}".replace(".", "p") if fraction else name
 
 
 def split_id(split: str, splits: Sequence[str]) -> int:

@@ -160,6 +160,8 @@ class ClipPairsSpec(builder_lib.VariantSpec):
       sample_rate: Hz of the stored audio.
       min_clip_fraction: see `config.data.min_clip_fraction` (not part of the fingerprint: it
         only decides whether a build fails).
+      no_change_fraction: share of pairs without a difference, in [0, 1) (`scenes.plan_pair`;
+        named in the build's name, "_nc0p1", when > 0).
     """
 
     clips_dir: str
@@ -173,6 +175,7 @@ class ClipPairsSpec(builder_lib.VariantSpec):
     seed: int = 0
     sample_rate: int = features_lib.SAMPLE_RATE
     min_clip_fraction: float = 0.0
+    no_change_fraction: float = 0.0
     SPLITS = SPLITS
 
     def __post_init__(self) -> None:
@@ -479,6 +482,7 @@ class _Context:
     seed: int
     clip_seconds: float
     sample_rate: int
+    no_change_fraction: float = 0.0
 
 
 @functools.lru_cache(maxsize=2)
@@ -598,6 +602,7 @@ def _prepared_sources(inputs: ClipInputs, work_dir: str, num_workers: int | None
             seed=spec.seed,
             clip_seconds=spec.clip_seconds,
             sample_rate=sr,
+            no_change_fraction=spec.no_change_fraction,
         )
         context_path = os.path.join(folder, "context.pkl")
         with open(context_path, "wb") as f:
@@ -672,7 +677,9 @@ def _example(task: tuple[str, str, int]) -> dict[str, Any]:
     context_path, split, index = task
     ctx, table = _load_context(context_path)
     rng = np.random.default_rng([ctx.seed, builder_lib.split_id(split, SPLITS), index])
-    plan = scenes.plan_pair(rng, ctx.clip_seconds, ctx.sources[split])
+    plan = scenes.plan_pair(
+        rng, ctx.clip_seconds, ctx.sources[split], no_change_fraction=ctx.no_change_fraction
+    )
     recipe, samples = _pair_recipe(ctx, table, split, plan)
     peak = max(float(np.abs(c).max()) for c in mix_recipe(recipe, samples))
     recipe = _scaled(recipe, min(1.0, scenes.PEAK / max(peak, 1e-9)))

@@ -4,7 +4,8 @@ Breakdowns (`breakdown(...)`, stored as `result["breakdown"]` by `adc_jax.evalua
   by_operation  synthetic data: for each edit operation (add, remove, louder, quieter, change,
                 earlier, later), the pairs whose labelled edits contain it: their BLEU-4, CIDEr
                 and exact-set accuracy, and the operation's edit precision/recall/F1 over the
-                whole split (from difference accuracy). None on unlabelled data.
+                whole split (from difference accuracy); "no_difference" for the pairs without
+                an edit, if any. None on unlabelled data.
   by_keyword    any data (meant for AudioDiffCaps, which has no labels): the pairs whose
                 references use one of a group's words (`KEYWORD_GROUPS`: "louder", "increase",
                 ... for louder), the same caption scores.
@@ -24,10 +25,10 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from adc_jax.data.eval_split import EvalSplit
-from adc_jax.data.synthetic.grammar import OPERATIONS, parse_caption
+from adc_jax.data.synthetic.grammar import OPERATIONS
 from adc_jax.data.tokenizer import words
 from adc_jax.metrics.captioning import tokenize_for_scoring
-from adc_jax.metrics.difference import label_classes
+from adc_jax.metrics.difference import exact_matches
 from adc_jax.metrics.scores import has_edit_labels
 
 # Scores computed on every subset of a breakdown.
@@ -129,9 +130,20 @@ def keyword_groups(references: list[list[str]]) -> dict[str, list[int]]:
     }
 
 
+# The group of the pairs labelled without an edit in `operation_groups`.
+NO_DIFFERENCE_GROUP = "no_difference"
+
+
 def operation_groups(edits: list[list[tuple[str, str]]]) -> dict[str, list[int]]:
-    """Indices of the pairs whose labelled edits contain each operation (synthetic data)."""
-    return {op: [i for i, e in enumerate(edits) if any(o == op for o, _ in e)] for op in OPERATIONS}
+    """Indices of the pairs whose labelled edits contain each operation (synthetic data), and
+    under NO_DIFFERENCE_GROUP those without an edit when the split has any."""
+    groups = {
+        op: [i for i, e in enumerate(edits) if any(o == op for o, _ in e)] for op in OPERATIONS
+    }
+    unchanged = [i for i, e in enumerate(edits) if not e]
+    if unchanged:
+        groups[NO_DIFFERENCE_GROUP] = unchanged
+    return groups
 
 
 class _SubsetScorer:
@@ -166,14 +178,7 @@ class _SubsetScorer:
     def _exact(texts: list[str], split: EvalSplit) -> np.ndarray | None:
         if not has_edit_labels(split):
             return None
-        classes = label_classes(split.edits)  # clip_pairs: its label classes too
-        return np.asarray(
-            [
-                parse_caption(t, classes) == frozenset(e)
-                for t, e in zip(texts, split.edits, strict=True)
-            ],
-            np.float64,
-        )
+        return exact_matches(texts, split.edits)  # clip_pairs: its label classes too
 
     def scores(self, indices: list[int]) -> dict[str, Any]:
         """{"num_pairs", "model": {...}, "baseline": {...}} for the pairs at `indices`."""
@@ -216,7 +221,8 @@ def breakdown(
     out: dict[str, Any] = {"by_operation": None}
     if has_edit_labels(split):
         out["by_operation"] = {}
-        per_op = (difference or {}).get("per_operation", {})
+        per_op = dict((difference or {}).get("per_operation", {}))
+        per_op[NO_DIFFERENCE_GROUP] = (difference or {}).get("no_difference", {})
         for op, indices in operation_groups(split.edits).items():
             entry = scorer.scores(indices)
             prf = per_op.get(op, {})

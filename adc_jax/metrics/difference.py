@@ -9,6 +9,12 @@ class) edits by `adc_jax.data.synthetic.grammar.parse_caption` and compared with
   per_operation[op]: precision, recall, f1 and support (labelled edits) of the edits with that op.
   class_accuracy: fraction of labelled edits whose class the prediction names (with any op).
   operation_accuracy: fraction of labelled edits whose op the prediction uses (on any class).
+  no_difference: precision, recall, f1 and support (pairs labelled without an edit) of the
+    "no difference" answers (`grammar.reads_no_difference`).
+
+A pair without a difference (an empty edit set) is matched exactly by a caption that says so and
+asks for no edit ("there is no difference"); a caption that names nothing without saying so
+(garbled text, an empty string) matches no pair.
 
 Pairs without a prediction count as predicting nothing. All values are plain Python floats/ints.
 The parser reads the synthetic classes and, on clip_pairs data, the label classes of the labels
@@ -19,7 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from adc_jax.data.synthetic.grammar import OPERATIONS, is_class_name, parse_caption
+import numpy as np
+
+from adc_jax.data.synthetic.grammar import (
+    OPERATIONS,
+    is_class_name,
+    parse_caption,
+    reads_no_difference,
+)
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -33,6 +46,26 @@ def label_classes(labels: Iterable[Iterable[tuple[str, str]]]) -> list[str]:
     """The distinct event classes of some pairs' edit labels that captions can name, sorted
     (the `classes` argument of `parse_caption`)."""
     return sorted({str(c) for edits in labels for _, c in edits if is_class_name(str(c))})
+
+
+def is_exact(prediction: str, truth: frozenset, classes: Sequence[str]) -> bool:
+    """Whether a caption asks for exactly the labelled edits (for no edit: says "no difference")."""
+    if not truth:
+        return reads_no_difference(prediction, classes)
+    return parse_caption(prediction, classes) == truth
+
+
+def exact_matches(
+    texts: Sequence[str], edits: Sequence[Iterable[tuple[str, str]]], classes=None
+) -> np.ndarray:
+    """[P] float64: 1.0 where texts[i] asks for exactly the edits[i] (`is_exact`); `classes` as
+    in `difference_accuracy` (None: those of `edits`)."""
+    edits = [frozenset((str(o), str(c)) for o, c in e) for e in edits]
+    if classes is None:
+        classes = label_classes(edits)
+    return np.asarray(
+        [is_exact(t, e, classes) for t, e in zip(texts, edits, strict=True)], np.float64
+    )
 
 
 def difference_accuracy(
@@ -52,8 +85,8 @@ def difference_accuracy(
     Returns:
       A JSON-serialisable dict: exact_set_accuracy, edit_precision, edit_recall, edit_f1,
       class_accuracy, operation_accuracy, per_operation {op: {precision, recall, f1, support}},
-      num_examples, num_missing (labelled pairs without a prediction) and num_unparsed (pairs whose
-      prediction names no edit).
+      no_difference {precision, recall, f1, support}, num_examples, num_missing (labelled pairs
+      without a prediction) and num_unparsed (pairs whose prediction names no edit).
     """
     exact = 0
     num_missing = 0
@@ -62,19 +95,22 @@ def difference_accuracy(
     op_hits = 0
     num_labelled_edits = 0
     counts = {op: {"tp": 0, "fp": 0, "fn": 0} for op in OPERATIONS}
+    same = {"tp": 0, "fp": 0, "fn": 0}  # "no difference" answers vs pairs without an edit
     labels = {key: list(edits) for key, edits in labels.items()}
     if classes is None:
         classes = label_classes(labels.values())
     for key, label_edits in labels.items():
         truth = frozenset((str(op), str(cls)) for op, cls in label_edits)
-        if key in predictions:
-            predicted = parse_caption(predictions[key], classes)
-        else:
-            predicted = frozenset()
+        text = predictions.get(key)
+        if text is None:
             num_missing += 1
+        predicted = parse_caption(text, classes) if text is not None else frozenset()
+        says_same = text is not None and reads_no_difference(text, classes)
         if not predicted:
             num_unparsed += 1
-        exact += predicted == truth
+        exact += is_exact(text, truth, classes) if text is not None else False
+        if says_same or not truth:
+            same["tp" if says_same and not truth else "fp" if says_same else "fn"] += 1
         predicted_classes = {cls for _, cls in predicted}
         predicted_ops = {op for op, _ in predicted}
         for op, cls in truth:
@@ -103,6 +139,7 @@ def difference_accuracy(
     total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn")}
     precision, recall, f1 = _prf(total["tp"], total["fp"], total["fn"])
     n = len(labels)
+    same_precision, same_recall, same_f1 = _prf(same["tp"], same["fp"], same["fn"])
     return {
         "exact_set_accuracy": float(exact / n) if n else 0.0,
         "edit_precision": precision,
@@ -111,6 +148,12 @@ def difference_accuracy(
         "class_accuracy": float(class_hits / num_labelled_edits) if num_labelled_edits else 0.0,
         "operation_accuracy": float(op_hits / num_labelled_edits) if num_labelled_edits else 0.0,
         "per_operation": per_operation,
+        "no_difference": {
+            "precision": same_precision,
+            "recall": same_recall,
+            "f1": same_f1,
+            "support": int(same["tp"] + same["fn"]),
+        },
         "num_examples": int(n),
         "num_missing": int(num_missing),
         "num_unparsed": int(num_unparsed),

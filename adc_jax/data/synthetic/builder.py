@@ -49,6 +49,7 @@ class SyntheticSpec(builder_lib.VariantSpec):
       clip_seconds: length of each clip (> 0; stored as float).
       seed: data seed (>= 0); pair i of split s comes from default_rng([seed, split_id(s), i]).
       sample_rate: Hz.
+      no_change_fraction: share of pairs without a difference, in [0, 1) (`scenes.plan_pair`).
     """
 
     num_train: int
@@ -57,6 +58,7 @@ class SyntheticSpec(builder_lib.VariantSpec):
     clip_seconds: float
     seed: int
     sample_rate: int = features_lib.SAMPLE_RATE
+    no_change_fraction: float = 0.0
     SPLITS = SPLITS
 
     def __post_init__(self) -> None:
@@ -70,7 +72,8 @@ class SyntheticSpec(builder_lib.VariantSpec):
 
     @property
     def config_name(self) -> str:
-        """Name of the builder config, e.g. "n6000-300-600_10s_seed0" ("_sr8000" if not 16 kHz)."""
+        """Name of the builder config, e.g. "n6000-300-600_10s_seed0" ("_sr8000" if not 16 kHz,
+        "_nc0p1" with a tenth of the pairs without a difference)."""
         return self.variant_name
 
 
@@ -102,7 +105,9 @@ def _preset_configs() -> list[SyntheticAdcConfig]:
 def example(spec: SyntheticSpec, split: str, index: int) -> tuple[str, dict[str, Any]]:
     """The stored example `index` of `split` of the variant `spec` as (key, feature dict)."""
     rng = np.random.default_rng([spec.seed, builder_lib.split_id(split, SPLITS), index])
-    pair = generate_pair(rng, spec.clip_seconds, spec.sample_rate)
+    pair = generate_pair(
+        rng, spec.clip_seconds, spec.sample_rate, no_change_fraction=spec.no_change_fraction
+    )
     key = f"{split}_{index:06d}"
     return key, {
         "key": key,
@@ -136,7 +141,8 @@ class SyntheticAdc(builder_lib.Builder):
         "1.0.0": "10 event classes, 2 backgrounds, 7 edit operations.",
         "2.0.0": "audio1/audio2 stored as raw int16 bytes (Encoding.BYTES) in uncompressed "
         "array_record shards (adc_jax.data.writer): 100x faster to serialise, several times "
-        "cheaper to read; the same samples.",
+        "cheaper to read; the same samples. Variants with pairs without a difference "
+        "(no_change_fraction > 0, named _nc...) are new configs; the others are unchanged.",
     }
     BUILDER_CONFIGS = _preset_configs()
     HOMEPAGE = "https://arxiv.org/abs/2308.11923"

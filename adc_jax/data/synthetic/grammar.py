@@ -6,6 +6,8 @@ make the horn louder"). An edit is an (operation, event class) pair.
 
 `make_captions` writes several different references for the same edits by drawing a template per
 operation, a phrase per class, the order of the edits and the connective between them.
+A pair without a difference is described by phrases such as "there is no difference" and
+"nothing has changed" (NO_DIFFERENCE_CAPTIONS), which name no edit.
 `parse_caption` inverts the grammar: it returns the set of edits a caption asks for. It reads every
 reference the grammar produces exactly (the tests check all of them) and is lenient on model
 outputs: it keys on single words ("louder", "dog", "delay") inside clauses split at "and", "then"
@@ -17,8 +19,12 @@ reads them when told which ones a run uses (`parse_caption(text, classes)`), and
 `check_phrasing(classes)` says whether every caption of a set of classes reads back exactly.
 
 Public API:
-  make_captions(edits, rng, num)        reference captions of (operation, class) edits.
+  make_captions(edits, rng, num)        reference captions of (operation, class) edits (no edit:
+                                        "no difference" references, NO_DIFFERENCE_CAPTIONS).
   parse_caption(text, classes=())       the edits a caption asks for.
+  says_no_difference(text)              whether a text says nothing changed (NO_DIFFERENCE_CUES).
+  reads_no_difference(text, classes=()) ... and asks for no edit: a "no difference" answer.
+  inverse_edits(edits)                  the edits that undo them (the swapped pair's edits).
   label_class(label)                    a data label as a class name ("Car horn" -> "car_horn").
   label_words(cls), label_phrases(cls)  a class's words and (definite, indefinite) phrases.
   is_class_name(cls)                    a synthetic class or a label class name.
@@ -138,6 +144,39 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 # Ways of joining two edits.
 CONNECTIVES = (" and ", ", and ", ", then ", " and then ", " and also ")
+# References of a pair without an edit (clip 2 is clip 1 re-rendered, `scenes.plan_pair`); each
+# holds a NO_DIFFERENCE_CUES phrase and names no edit.
+NO_DIFFERENCE_CAPTIONS = (
+    "there is no difference",
+    "there is no difference between the two sounds",
+    "no change",
+    "nothing has changed",
+    "nothing is different",
+    "the two clips are identical",
+    "both sounds are the same",
+    "the two recordings sound the same",
+    "leave it as it is",
+    "keep everything the same",
+)
+# Word sequences that say "nothing changed" (`says_no_difference`): the grammar's phrases and
+# the usual ways free text says it ("the clips are indistinguishable", "it is unchanged").
+NO_DIFFERENCE_CUES = (
+    ("no", "difference"),
+    ("no", "differences"),
+    ("no", "change"),
+    ("no", "changes"),
+    ("nothing", "changed"),
+    ("nothing", "has", "changed"),
+    ("nothing", "is", "different"),
+    ("identical",),
+    ("indistinguishable",),
+    ("unchanged",),
+    ("are", "the", "same"),
+    ("sound", "the", "same"),
+    ("sounds", "the", "same"),
+    ("as", "it", "is"),
+    ("everything", "the", "same"),
+)
 
 
 def _fill(template: str, phrase: str) -> str:
@@ -251,12 +290,18 @@ def make_captions(edits: Sequence[Edit], rng: np.random.Generator, num: int = 5)
     """`num` different reference captions for the same edits.
 
     Args:
-      edits: (operation, event class) pairs, each class at most once.
+      edits: (operation, event class) pairs, each class at most once; none for a pair without a
+        difference, which gets `num` of the NO_DIFFERENCE_CAPTIONS.
       rng: the random generator of the pair (the result is a function of its state).
       num: number of references; they are all distinct.
     """
     if not edits:
-        raise ValueError("A synthetic pair needs at least one edit to describe.")
+        if not 0 < num <= len(NO_DIFFERENCE_CAPTIONS):
+            raise ValueError(
+                f"num={num}: there are {len(NO_DIFFERENCE_CAPTIONS)} no-difference references."
+            )
+        order = rng.permutation(len(NO_DIFFERENCE_CAPTIONS))[:num]
+        return [NO_DIFFERENCE_CAPTIONS[i] for i in order]
     for op, cls in edits:
         if op not in OPERATIONS or not is_class_name(cls):
             raise ValueError(
@@ -289,8 +334,8 @@ def vocabulary() -> set[str]:
     for texts in all_single_edit_captions().values():
         for text in texts:
             words.update(_tokenize(text))
-    for connective in CONNECTIVES:
-        words.update(_tokenize(connective))
+    for text in (*CONNECTIVES, *NO_DIFFERENCE_CAPTIONS):
+        words.update(_tokenize(text))
     return words - {","}
 
 
@@ -356,6 +401,8 @@ def _tokenize(text: str) -> list[str]:
 _TEMPLATE_WORDS = frozenset(
     {w for texts in TEMPLATES.values() for t in texts for w in _TOKEN_RE.findall(t)}
     | {w for pattern in _OP_PATTERNS for w in pattern}
+    | {w for text in NO_DIFFERENCE_CAPTIONS for w in _TOKEN_RE.findall(text)}
+    | {w for cue in NO_DIFFERENCE_CUES for w in cue}
     | {"a", "an", "the"}
 )
 
@@ -461,6 +508,40 @@ def parse_caption(text: str, classes: Iterable[str] = ()) -> frozenset[Edit]:
     return frozenset(edits)
 
 
+_NO_DIFFERENCE_MAX = max(len(cue) for cue in NO_DIFFERENCE_CUES)
+
+
+def says_no_difference(text: str) -> bool:
+    """Whether a text holds a phrase saying nothing changed (one of NO_DIFFERENCE_CUES, as whole
+    words: "There is no difference.", "The two clips are identical"), whatever else it says."""
+    cues = dict.fromkeys(NO_DIFFERENCE_CUES, "none")
+    return bool(_match(_tokenize(text), cues, _NO_DIFFERENCE_MAX))
+
+
+def reads_no_difference(text: str, classes: Iterable[str] = ()) -> bool:
+    """Whether a caption answers "no difference": it says so (`says_no_difference`) and asks for
+    no edit (`parse_caption` finds none). "no change" does; "no change, but add a dog" does not."""
+    return says_no_difference(text) and not parse_caption(text, classes)
+
+
+# The operation that undoes each operation (what the swapped pair's caption asks for).
+INVERSE_OPERATION = {
+    "add": "remove",
+    "remove": "add",
+    "louder": "quieter",
+    "quieter": "louder",
+    "earlier": "later",
+    "later": "earlier",
+    "change": "change",
+}
+
+
+def inverse_edits(edits: Iterable[Edit]) -> frozenset[Edit]:
+    """The edits that turn clip 2 back into clip 1: add <-> remove, louder <-> quieter,
+    earlier <-> later, change stays change (the empty set stays empty)."""
+    return frozenset((INVERSE_OPERATION[op], cls) for op, cls in edits)
+
+
 def check_phrasing(classes: Iterable[str]) -> None:
     """Raises ValueError unless every single-edit caption of `classes` reads back as its edit.
 
@@ -474,6 +555,13 @@ def check_phrasing(classes: Iterable[str]) -> None:
             raise ValueError(
                 f"{cls!r} is not a class name: use `label_class(label)` (lower-case words joined "
                 "by '_' with at least one letter)."
+            )
+    for text in NO_DIFFERENCE_CAPTIONS:
+        got = parse_caption(text, classes)
+        if got:
+            raise ValueError(
+                f"The no-difference caption {text!r} reads back as {sorted(got)} with the classes "
+                f"{list(classes)}. Rename the class whose words it holds."
             )
     for edit, texts in all_single_edit_captions(classes).items():
         for text in texts:

@@ -16,6 +16,12 @@ gets CLASS_OFFSET_DB on top), 0-15 dB for events that are not edited, so events 
 6-12 dB, keeping both levels in -3...+18 dB, and moves shift an event by at least a quarter of
 the clip.
 
+A share of the pairs (`no_change_fraction`, 0 by default) has no edit: clip 2 re-renders clip 1's
+scene (0-2 events, the same instances and background) with every event's level and onset
+jittered by less than a tenth of the smallest edit of its kind (NO_CHANGE_*), so that "no
+difference" means no audible edit rather than identical samples; its references are the
+grammar's "no difference" phrases and its edit set is empty.
+
 Edits (operation, class), with the magnitude stored per edit (clip 2 minus clip 1):
   add / remove     the event exists only in clip 2 / only in clip 1          (magnitude 0)
   louder / quieter the same event, 6-12 dB louder / quieter                    (+dB / -dB)
@@ -78,6 +84,11 @@ CLASS_OFFSET_DB = {"thunder": 4.0}
 PEAK = 0.9
 # Reference captions per pair.
 NUM_CAPTIONS = 5
+# A pair without a difference re-renders clip 1's events in clip 2 with each event's level moved
+# by up to this many dB (a loudness edit is >= LOUDNESS_STEP_DB[0] = 6 dB) ...
+NO_CHANGE_LEVEL_JITTER_DB = 1.5
+# ... and its onset by up to this fraction of the clip (a move is >= MIN_SHIFT_FRACTION = 1/4).
+NO_CHANGE_ONSET_JITTER_FRACTION = 0.04
 
 _F32 = np.float32
 
@@ -276,8 +287,10 @@ def _plan(
     event_classes = sources.classes
     if num_edits is None:
         num_edits = 2 if rng.random() < TWO_EDIT_PROBABILITY else 1
+    if num_edits == 0:
+        return _plan_no_change(rng, clip_seconds, sources)
     if num_edits not in (1, 2):
-        raise ValueError(f"num_edits must be 1, 2 or None, not {num_edits!r}.")
+        raise ValueError(f"num_edits must be 0, 1, 2 or None, not {num_edits!r}.")
     ops = [OPERATIONS[i] for i in rng.integers(len(OPERATIONS), size=num_edits)]
     n_add = ops.count("add")
     n_mod = num_edits - n_add
@@ -335,11 +348,37 @@ def _plan(
     return events1, events2, edits
 
 
+def _plan_no_change(
+    rng: np.random.Generator,
+    clip_seconds: float,
+    sources: SynthesisedSources | RecordedSources,
+) -> tuple[list[Event], list[Event], list[tuple[str, str, float]]]:
+    """Clip 1 with 0-MAX_EVENTS_CLIP1 events; clip 2 the same events, each jittered in level and
+    onset below every edit's threshold (see NO_CHANGE_*). Returns (events1, events2, [])."""
+    event_classes = sources.classes
+    count = int(rng.integers(0, min(MAX_EVENTS_CLIP1, len(event_classes)) + 1))
+    classes = [event_classes[i] for i in rng.choice(len(event_classes), count, replace=False)]
+    events1 = [_new_event(rng, sources, cls, clip_seconds) for cls in classes]
+    jitter = NO_CHANGE_ONSET_JITTER_FRACTION * clip_seconds
+    events2 = []
+    for e in events1:
+        onset = e.onset + float(rng.uniform(-jitter, jitter))
+        events2.append(
+            dataclasses.replace(
+                e,
+                onset=min(max(onset, 0.0), _max_onset(e.duration, clip_seconds)),
+                level_db=e.level_db + float(rng.uniform(-1, 1) * NO_CHANGE_LEVEL_JITTER_DB),
+            )
+        )
+    return events1, events2, []
+
+
 def plan_pair(
     rng: np.random.Generator,
     clip_seconds: float,
     sources: SynthesisedSources | RecordedSources = SYNTHESISED,
     num_edits: int | None = None,
+    no_change_fraction: float = 0.0,
 ) -> PairPlan:
     """Plans one pair: scene, background instance and level, events of both clips, edits, captions.
 
@@ -347,8 +386,15 @@ def plan_pair(
       rng: the pair's generator (the plan is a function of its state and `sources`).
       clip_seconds: length of both clips.
       sources: where instances come from (SYNTHESISED, or a `RecordedSources`).
-      num_edits: 1 or 2 edits; None draws 2 with probability TWO_EDIT_PROBABILITY.
+      num_edits: 0, 1 or 2 edits; None draws: no edit with probability `no_change_fraction`,
+        else 2 with probability TWO_EDIT_PROBABILITY, else 1.
+      no_change_fraction: in [0, 1); at 0 nothing is drawn for it, so the plans are those made
+        before pairs without a difference existed.
     """
+    if not 0.0 <= no_change_fraction < 1.0:
+        raise ValueError(f"no_change_fraction={no_change_fraction!r} must be in [0, 1).")
+    if num_edits is None and no_change_fraction > 0 and rng.random() < no_change_fraction:
+        num_edits = 0
     scene = sources.scenes[int(rng.integers(len(sources.scenes)))]
     bg_gain = 10.0 ** ((BACKGROUND_DBFS + rng.uniform(-1, 1) * BACKGROUND_DBFS_SPREAD) / 20.0)
     background = sources.background(rng, scene, clip_seconds)
@@ -374,6 +420,7 @@ def generate_pair(
     sample_rate: int = features_lib.SAMPLE_RATE,
     num_edits: int | None = None,
     *,
+    no_change_fraction: float = 0.0,
     return_stems: bool = False,
 ) -> dict[str, Any]:
     """Synthesises one difference pair.
@@ -382,7 +429,7 @@ def generate_pair(
       rng: the pair's generator (the result is a function of its state only).
       clip_seconds: length of both clips.
       sample_rate: Hz.
-      num_edits: 1 or 2 edits; None draws 2 with probability TWO_EDIT_PROBABILITY.
+      num_edits, no_change_fraction: see `plan_pair`.
       return_stems: also return the scaled background and per-event signals of both clips.
 
     Returns:
@@ -393,7 +440,7 @@ def generate_pair(
       ({class: [N]}), which sum to audio1/audio2.
     """
     sr = sample_rate
-    plan = plan_pair(rng, clip_seconds, SYNTHESISED, num_edits)
+    plan = plan_pair(rng, clip_seconds, SYNTHESISED, num_edits, no_change_fraction)
     scene, bg_gain, edits = plan.scene, plan.background_gain, plan.edits
     events1, events2, captions = plan.events1, plan.events2, plan.captions
     background = bg_gain * synthesize_background(scene, plan.background["seed"], clip_seconds, sr)
