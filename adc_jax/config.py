@@ -39,6 +39,8 @@ DATASETS = ("synthetic_adc", "audio_diff_caps", "adiff", "clip_pairs")
 ADIFF_SUBSETS = ("acd", "cld")
 ADIFF_TIERS = (1, 2, 3)
 DECODE_MODES = ("greedy", "beam")
+# The aac-metrics scores eval.extra_metrics may name (adc_jax.metrics.aac computes them).
+EXTRA_METRICS = ("fense", "spider_fl", "clap_sim")
 
 
 def default_data_dir() -> str:
@@ -237,6 +239,12 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.eval.max_examples = 0
     # Number of sample predictions written beside their references.
     c.eval.num_samples = 50
+    # Diagnostics: also decode every pair swapped and as (clip 1, clip 1) for swap consistency
+    # and the identical-pair rate (adc_jax.metrics.diagnostics; about 3x the decoding time).
+    c.eval.diagnostics = True
+    # Comma-separated aac-metrics scores to add: of EXTRA_METRICS ("" = none; needs
+    # pip install -e '.[aac]' and aac-metrics-download, else they are null with a note).
+    c.eval.extra_metrics = ""
 
     _apply_size(c, size)
     return c
@@ -544,6 +552,19 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     checks.positive_int(c, "eval.batch_size")
     checks.choice(c, "eval.decode", DECODE_MODES)
     checks.positive_int(c, "eval.beam_size")
+    if checks.has_field(c, "eval.diagnostics"):
+        value = checks.get_field(c, "eval.diagnostics")
+        checks.check(isinstance(value, bool), "eval.diagnostics", value, "must be True or False.")
+    if checks.has_field(c, "eval.extra_metrics"):
+        value = checks.get_field(c, "eval.extra_metrics")
+        names = [n.strip() for n in str(value).split(",") if n.strip()]
+        unknown = [n for n in names if n not in EXTRA_METRICS]
+        checks.check(
+            isinstance(value, str) and not unknown,
+            "eval.extra_metrics",
+            value,
+            f"give a comma-separated subset of {', '.join(EXTRA_METRICS)} ('' for none).",
+        )
     checks.in_range(c, "eval.length_penalty", 0.0, 10.0)
     checks.non_negative_int(c, "eval.max_examples")
     checks.non_negative_int(c, "eval.num_samples")

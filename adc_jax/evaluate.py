@@ -5,12 +5,18 @@ that scores any checkpoint of a workdir with the config saved beside it:
 
   python -m adc_jax.evaluate --workdir=DIR [--split=eval] [--decode=greedy|beam] [--beam_size=4]
                              [--length_penalty=0.6] [--checkpoint_step=N] [--max_examples=N]
+                             [--extra_metrics=fense,spider_fl,clap_sim]
+  python -m adc_jax.evaluate --predictions=FILE [--extra_metrics=...]   (rescore, no model)
 
 (`evaluate_workdir(...)` is the same from Python). It writes `DIR/eval/<split>_<step>_<decode>.json`,
 a Markdown table `<...>.md` and sample predictions beside their references `<...>_samples.txt`.
 Every result has the scores of the most-frequent-caption baseline (`adc_jax.metrics.baseline`),
-so it shows what "learned nothing" scores, and breakdowns per operation, reference keyword and
-scene (`adc_jax.metrics.breakdown`); `adc_jax.report` formats the tables.
+so it shows what "learned nothing" scores, breakdowns per operation, reference keyword and
+scene (`adc_jax.metrics.breakdown`), and the diagnostics (`adc_jax.metrics.diagnostics`: swap
+consistency, identical-pair rate, distinct captions, discriminability), for which the split is
+decoded twice more, swapped and as (clip 1, clip 1), unless eval.diagnostics is False; with
+eval.extra_metrics, aac-metrics' scores (`adc_jax.metrics.aac`). `adc_jax.report` formats the
+tables.
 
 SPICE and SPIDEr are null when Stanford CoreNLP is not installed (detected from its two jars in
 pycocoevalcap's spice/lib, see `adc_jax.metrics.captioning.spice_status`); `scores.notes.SPICE`
@@ -42,13 +48,17 @@ from adc_jax.config import ConfigError
 from adc_jax.data import pipeline
 from adc_jax.data.eval_split import EvalSplit, load_eval_split
 from adc_jax.data.tokenizer import Vocabulary
+from adc_jax.metrics.aac import extra_metric_names, extra_scores
 from adc_jax.metrics.baseline import baseline_result
 from adc_jax.metrics.breakdown import breakdown
+from adc_jax.metrics.diagnostics import diagnostics
 from adc_jax.metrics.scores import score_predictions
 from adc_jax.predictions import (
+    PROBES,
     PredictionsError,
     predictions_path,
     read_predictions,
+    read_probes,
     write_predictions,
 )
 from adc_jax.train_state import TrainState
@@ -93,8 +103,13 @@ def decode_split(
     *,
     batch_size: int,
     nbest: int = 1,
+    clips: str = "stored",
 ) -> dict[str, list[tuple[str, float]]]:
-    """Captions every pair of `split`: key -> n-best [(caption, score)], best first."""
+    """Captions every pair of `split`: key -> n-best [(caption, score)], best first.
+
+    `clips` arranges each pair's clips as `pipeline.eval_batches` does: "stored", "swapped"
+    (clip 2, clip 1) or "identical" (clip 1, clip 1).
+    """
     results: dict[str, list[tuple[str, float]]] = {}
     for batch in pipeline.eval_batches(
         split,
@@ -103,6 +118,7 @@ def decode_split(
         vocab=vocab,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        clips=clips,
     ):
         valid, index = batch.pop("valid"), batch.pop("index")
         tokens, scores = decode_fn(rng_state, state, sharding_lib.global_batch(batch, mesh))
@@ -152,11 +168,8 @@ class Evaluator:
             train_state, mesh, settings.mode, settings.beam_size, settings.length_penalty
         )
 
-    def __call__(self, rng_state, state, *, step: int, out_prefix: str) -> dict[str, Any]:
-        """Decodes and scores the split with `state`; writes `<out_prefix>.json`, `.md` and
-        `_samples.txt` (process 0) and returns the result."""
-        start = time.time()
-        nbest = decode_split(
+    def _decode(self, rng_state, state, clips: str, nbest: int):
+        return decode_split(
             self.decode_fn,
             rng_state,
             state,
@@ -165,10 +178,24 @@ class Evaluator:
             self.mesh,
             self.vocab,
             batch_size=self.settings.batch_size,
-            nbest=self.settings.beam_size if self.settings.mode == "beam" else 1,
+            nbest=nbest,
+            clips=clips,
         )
+
+    def __call__(self, rng_state, state, *, step: int, out_prefix: str) -> dict[str, Any]:
+        """Decodes and scores the split with `state`; writes `<out_prefix>.json`, `.md` and
+        `_samples.txt` (process 0) and returns the result."""
+        start = time.time()
+        beam = self.settings.beam_size if self.settings.mode == "beam" else 1
+        nbest = self._decode(rng_state, state, "stored", beam)
         predictions = {k: v[0][0] for k, v in nbest.items()}
         decode_seconds = time.time() - start
+        probes: dict[str, dict[str, str]] = {}
+        if self.config.eval.get("diagnostics", False):
+            for clips in PROBES:  # the same decoder settings as the predictions
+                decoded = self._decode(rng_state, state, clips, 1)
+                probes[clips] = {k: v[0][0] for k, v in decoded.items()}
+        diagnostics_seconds = time.time() - start - decode_seconds
         result: dict[str, Any] = {
             "step": step,
             "split": self.split_name,
@@ -181,6 +208,15 @@ class Evaluator:
         if self.config.data.name == "adiff":
             result["subset"] = self.config.data.adiff_subset
         result.update(score_predictions(predictions, self.split, intervals=True))
+        result["diagnostics"] = diagnostics(
+            predictions,
+            self.split,
+            swapped=probes.get("swapped"),
+            identical=probes.get("identical"),
+        )
+        extra = extra_metric_names(self.config.eval.get("extra_metrics", ""))
+        if extra:
+            result["extra_metrics"] = extra_scores(extra, predictions, self.split)
         eval_dir = os.path.dirname(out_prefix)
         result["baseline"] = baseline_result(
             self.split,
@@ -198,9 +234,10 @@ class Evaluator:
             result["tiers"] = self._tier_results(predictions, eval_dir)
         result["predictions_file"] = os.path.basename(predictions_path(out_prefix))
         result["decode_seconds"] = round(decode_seconds, 2)
+        result["diagnostics_decode_seconds"] = round(diagnostics_seconds, 2)
         result["total_seconds"] = round(time.time() - start, 2)
         if jax.process_index() == 0:
-            write_predictions(predictions_path(out_prefix), nbest, self.split)
+            write_predictions(predictions_path(out_prefix), nbest, self.split, probes)
             _write_json(out_prefix + ".json", result)
             with open(out_prefix + ".md", "w") as f:
                 f.write(report.markdown_table(result) + "\n")
@@ -247,6 +284,7 @@ def evaluate_workdir(
     length_penalty: float | None = None,
     checkpoint_step: int | None = None,
     max_examples: int | None = None,
+    extra_metrics: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Scores a checkpoint of a training run with the config saved in its workdir.
 
@@ -257,6 +295,8 @@ def evaluate_workdir(
       beam_size, length_penalty: beam search settings (default: the run's eval settings).
       checkpoint_step: the checkpoint to score (default: the latest).
       max_examples: score only the first N pairs (default: the run's eval.max_examples).
+      extra_metrics: comma-separated aac-metrics scores to add (`adc_jax.metrics.aac`; default:
+        the run's eval.extra_metrics).
 
     Returns:
       (result, prefix): the result dict and the path prefix of the files written
@@ -272,8 +312,15 @@ def evaluate_workdir(
         raise EvaluateError(f"decode must be 'greedy' or 'beam', got {decode!r}.")
     if beam_size is not None and beam_size < 1:
         raise EvaluateError(f"beam_size must be >= 1, got {beam_size}.")
+    if extra_metrics is not None:
+        extra_metric_names(extra_metrics)  # an unknown name fails before the model loads
     run = rundir.load_trained(workdir, checkpoint_step)
     config = run.config
+    with config.unlocked():
+        # Runs saved before these fields existed decode and score as a run made today does.
+        config.eval.diagnostics = bool(config.eval.get("diagnostics", True))
+        if extra_metrics is not None or "extra_metrics" not in config.eval:
+            config.eval.extra_metrics = extra_metrics or ""
     # The run may have been trained on another number of devices.
     n_dev = jax.device_count()
     settings = DecodeSettings(
@@ -313,17 +360,24 @@ def evaluate_workdir(
     return result, prefix
 
 
-def rescore_predictions(path: str) -> dict[str, Any]:
+def rescore_predictions(path: str, extra_metrics: tuple[str, ...] = ()) -> dict[str, Any]:
     """Scores a saved predictions file (`adc_jax.predictions`) without the model: the scores,
-    difference accuracy and intervals of the run that wrote it (and per tier for tiered data).
+    difference accuracy, diagnostics and intervals of the run that wrote it (and per tier for
+    tiered data), plus the optional `extra_metrics` (`adc_jax.metrics.aac`).
 
     Raises:
       FileNotFoundError: no such file.
       adc_jax.predictions.PredictionsError: the file is malformed (names the line).
     """
     predictions, split = read_predictions(path)
+    probes = read_probes(path)
     result: dict[str, Any] = {"predictions_file": path, "num_pairs": len(predictions)}
     result.update(score_predictions(predictions, split, intervals=True))
+    result["diagnostics"] = diagnostics(
+        predictions, split, swapped=probes["swapped"], identical=probes["identical"]
+    )
+    if extra_metrics:
+        result["extra_metrics"] = extra_scores(extra_metrics, predictions, split)
     if set(split.tiers) != {0}:
         result["tiers"] = {}
         for tier, sub in split.by_tier().items():
@@ -354,6 +408,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to score (default: the latest).")
     flags.DEFINE_integer("max_examples", None, "Score only the first N pairs (default: all).")
     flags.DEFINE_string(
+        "extra_metrics",
+        None,
+        "Comma-separated aac-metrics scores to add (fense, spider_fl, clap_sim; needs "
+        "pip install -e '.[aac]'); default: the run's eval.extra_metrics.",
+    )
+    flags.DEFINE_string(
         "predictions",
         None,
         "Rescore this saved predictions file (<eval prefix>_predictions.jsonl) without the "
@@ -370,8 +430,8 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if f.predictions:
         try:
-            result = rescore_predictions(f.predictions)
-        except (FileNotFoundError, PredictionsError) as e:
+            result = rescore_predictions(f.predictions, extra_metric_names(f.extra_metrics or ""))
+        except (FileNotFoundError, PredictionsError, ValueError) as e:
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(1)
         out = f.predictions + ".rescored.json"
@@ -391,8 +451,9 @@ def main(argv: list[str]) -> None:
             length_penalty=f.length_penalty,
             checkpoint_step=f.checkpoint_step,
             max_examples=f.max_examples,
+            extra_metrics=f.extra_metrics,
         )
-    except (FileNotFoundError, EvaluateError, CheckpointError, ConfigError) as e:
+    except (FileNotFoundError, EvaluateError, CheckpointError, ConfigError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(1)
     print(report.markdown_table(result))

@@ -7,11 +7,15 @@ setting): one JSON object per scored entry, in the split's order:
    "nbest": [["make the dog louder", -1.23], ...],   # beam search: every hypothesis, best first
    "references": ["turn up the barking", ...],
    "edits": [["louder", "dog"]],                      # labelled data; [] for real data
-   "scene": "rain", "tier": 0}                        # tier: ADIFF's 1-3, else 0
+   "scene": "rain", "tier": 0,                        # tier: ADIFF's 1-3, else 0
+   "swapped": "make the dog quieter",                 # the caption of (clip 2, clip 1)
+   "identical": "there is no difference"}             # the caption of (clip 1, clip 1)
 
 so any external scorer (SPICE where CoreNLP is installed, aac-metrics, human rating) can score a
 run later, and `python -m adc_jax.evaluate --predictions=FILE` rescores it without the model
-(`read_predictions` rebuilds the split's references and labels from the file).
+(`read_predictions` rebuilds the split's references and labels from the file; `read_probes` the
+captions of the diagnostics' swapped and identical pairs, `adc_jax.metrics.diagnostics`, which
+files written with eval.diagnostics=False or before they existed lack).
 """
 
 from __future__ import annotations
@@ -30,8 +34,15 @@ def predictions_path(out_prefix: str) -> str:
     return out_prefix + SUFFIX
 
 
+# The diagnostics' clip arrangements whose captions a line may hold (`pipeline.EVAL_CLIPS`).
+PROBES = ("swapped", "identical")
+
+
 def write_predictions(
-    path: str, nbest: Mapping[str, Sequence[tuple[str, float]]], split: EvalSplit
+    path: str,
+    nbest: Mapping[str, Sequence[tuple[str, float]]],
+    split: EvalSplit,
+    probes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Writes one line per entry of `split` (atomically: a reader never sees half a file).
 
@@ -39,7 +50,13 @@ def write_predictions(
       path: the .jsonl file.
       nbest: key -> [(caption, score)], best first, for every key of the split.
       split: the scored split (references, edit labels, scenes, tiers).
+      probes: arrangement ("swapped", "identical") -> key -> its best caption, stored as the
+        line's field of that name.
     """
+    probes = probes or {}
+    unknown = set(probes) - set(PROBES)
+    if unknown:
+        raise ValueError(f"Unknown probe arrangements {sorted(unknown)}; known: {PROBES}.")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for i, key in enumerate(split.keys):
@@ -53,6 +70,8 @@ def write_predictions(
                 "scene": split.scenes[i],
                 "tier": int(split.tiers[i]),
             }
+            for name, captions in probes.items():
+                line[name] = captions[key]
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
@@ -95,3 +114,20 @@ def read_predictions(path: str) -> tuple[dict[str, str], EvalSplit]:
         raise PredictionsError(f"{path} holds no predictions.")
     split = EvalSplit(None, keys, refs, edits, scenes, list(range(len(keys))), tiers)
     return predictions, split
+
+
+def read_probes(path: str) -> dict[str, dict[str, str] | None]:
+    """arrangement -> key -> caption of each of PROBES, or None where the file lacks it (a file
+    written without the diagnostics). Read after `read_predictions` has checked the file."""
+    found: dict[str, dict[str, str]] = {name: {} for name in PROBES}
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            if not text.strip():
+                continue
+            line = json.loads(text)
+            for name in PROBES:
+                if name in line:
+                    found[name][str(line["key"])] = str(line[name])
+    with open(path, encoding="utf-8") as f:
+        num_lines = sum(1 for text in f if text.strip())
+    return {name: (v if len(v) == num_lines else None) for name, v in found.items()}

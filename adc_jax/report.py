@@ -23,7 +23,17 @@ def summary_line(result: dict[str, Any]) -> str:
     if result.get("difference_accuracy"):
         line += f"  diff-acc {result['difference_accuracy']['exact_set_accuracy']:.3f}"
     line += f"  (baseline CIDEr {result['baseline']['scores']['CIDEr']:.3f})"
-    return line
+    short = {
+        "swap_consistency": "swap",
+        "identical_pair_rate": "same",
+        "distinct_captions": "distinct",
+    }
+    cells = [
+        f"{label} {result['diagnostics'][name]['value']:.3f}"
+        for name, label in short.items()
+        if (result.get("diagnostics") or {}).get(name, {}).get("value") is not None
+    ]
+    return line + ("  " + "  ".join(cells) if cells else "")
 
 
 def _baseline_name(caption: str | dict[str, str], width: int = 60) -> str:
@@ -53,7 +63,34 @@ def rescore_summary(result: dict[str, Any]) -> str:
             value = r["difference_accuracy"]["exact_set_accuracy"]
             cells.append(f"diff-acc {value:.3f}{_interval(r, 'difference_accuracy')}")
         lines.append(f"  {name}: " + "  ".join(cells))
+    for name, d in (result.get("diagnostics") or {}).items():
+        lines.append(f"  {name}: {_diagnostic(d)}")
+    for name in (result.get("extra_metrics") or {}).get("scores", {}):
+        lines.append(f"  {name}: {_extra(result['extra_metrics'], name)}")
     return "\n".join(lines)
+
+
+def _diagnostic(d: dict[str, Any]) -> str:
+    if d.get("value") is None:
+        return f"n/a ({d.get('reason', '')})"
+    lo, hi = d["interval"]
+    return f"{d['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _extra(extra: dict[str, Any], name: str) -> str:
+    value = extra["scores"].get(name)
+    if value is None:
+        return f"n/a ({extra['notes'].get(name, '')})"
+    lo, hi = extra["intervals"][name]
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def diagnostics_table(result: dict[str, Any]) -> str:
+    """The diagnostics (and aac-metrics' scores, if any) as a Markdown table with intervals."""
+    rows = [[name, _diagnostic(d)] for name, d in (result.get("diagnostics") or {}).items()]
+    extra = result.get("extra_metrics") or {}
+    rows += [[name, _extra(extra, name)] for name in extra.get("scores", {})]
+    return _table(["diagnostic", "value [95% interval]"], rows)
 
 
 def _fmt(value) -> str:
@@ -82,6 +119,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     notes = result["scores"].get("notes", {})
     if notes.get("SPICE") and result["scores"].get("SPICE") is None:
         lines.append(f"\nSPICE/SPIDEr n/a: {notes['SPICE']}")
+    if result.get("diagnostics") or result.get("extra_metrics"):
+        lines.append(
+            "\nDiagnostics (adc_jax.metrics.diagnostics: swapped pairs, (clip 1, clip 1) "
+            "pairs, distinct predictions, discriminability; chance discriminability is 0.5):\n\n"
+            + diagnostics_table(result)
+        )
     if result.get("breakdown"):
         lines.append("\n" + breakdown_tables(result["breakdown"]))
     return "\n".join(lines)

@@ -36,7 +36,8 @@ convert it (mono, 16 kHz) or fail naming the key and file (`audio_io`, `audiodif
 Public API:
   train_dataset(source, vocab, config, ...)   this process's infinite training stream.
   BucketPlan                                  the batches of a length-bucketed stream.
-  eval_batches(split, config, ...)            the batches of an `EvalSplit`, in order.
+  eval_batches(split, config, ...)            the batches of an `EvalSplit`, in order (its
+                                              pairs as stored, swapped or as clip 1 twice).
   clip_samples(config), local_batch_size(config, process_count)
   raw_records(source), parse_train_fields(record)   the serialised records, read directly.
   shuffled_shard, waveform_batch, prefetched  stream pieces the pretraining clips share.
@@ -411,6 +412,10 @@ def prefetched(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain
 # ---------------------------------------------------------------------------------- evaluation
 
 
+# How `eval_batches` arranges a pair's clips (see there).
+EVAL_CLIPS = ("stored", "swapped", "identical")
+
+
 def eval_batches(
     split: EvalSplit,
     config: ml_collections.ConfigDict,
@@ -419,13 +424,18 @@ def eval_batches(
     vocab: Vocabulary | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    clips: str = "stored",
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches over the split in order; rows past the end repeat the last entry with valid=False.
 
     Process p takes rows [p * b/P, (p + 1) * b/P) of every global batch of b = batch_size rows.
     Every batch holds "start" [b] int32, each row's first decoder token (<bos>, or the tier's
-    token from `vocab`, which tiered splits need).
+    token from `vocab`, which tiered splits need). `clips` (one of EVAL_CLIPS) arranges each
+    pair's clips: "stored" (clip 1, clip 2), "swapped" (clip 2, clip 1) or "identical"
+    (clip 1, clip 1), the arrangements of the diagnostics (`adc_jax.metrics.diagnostics`).
     """
+    if clips not in EVAL_CLIPS:
+        raise ValueError(f"clips={clips!r} must be one of {EVAL_CLIPS}.")
     if batch_size % process_count:
         raise ValueError(
             f"The eval batch size {batch_size} must be divisible by the number of processes "
@@ -442,7 +452,12 @@ def eval_batches(
         index = np.minimum(rows, n - 1)
         records = [split.source[split.records[int(i)]] for i in index]
         wav1, len1 = waveform_batch([r["audio1"] for r in records], n_samples)
-        wav2, len2 = waveform_batch([r["audio2"] for r in records], n_samples)
+        if clips == "identical":
+            wav2, len2 = wav1, len1
+        else:
+            wav2, len2 = waveform_batch([r["audio2"] for r in records], n_samples)
+        if clips == "swapped":
+            wav1, len1, wav2, len2 = wav2, len2, wav1, len1
         yield {
             "wav1": wav1,
             "wav2": wav2,

@@ -26,6 +26,7 @@ Public API:
   pair_stats(predictions, split)    -> (scores, PairStats) of a split's predictions.
   metrics_of(stats, indices)        metric -> values for resamples indices [R, P].
   bootstrap_intervals(stats, ...)   metric -> [lo, hi].
+  resample_indices, percentile_interval   the resampling and interval of them all.
   paired_bootstrap(a, b, ...)       metric -> {a, b, difference, lo, hi, p_value}.
 """
 
@@ -114,7 +115,7 @@ def resample_indices(num_pairs: int, num_resamples: int, seed: int) -> np.ndarra
     return rng.integers(0, num_pairs, size=(num_resamples, num_pairs))
 
 
-def _interval(values: np.ndarray, level: float) -> list[float]:
+def percentile_interval(values: np.ndarray, level: float) -> list[float]:
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(values, [tail, 100 - tail])
     return [float(lo), float(hi)]
@@ -129,7 +130,7 @@ def bootstrap_intervals(
 ) -> dict[str, list[float]]:
     """metric -> [lo, hi], the percentile interval of the metric over resamples of the pairs."""
     values = metrics_of(stats, resample_indices(stats.num_pairs, num_resamples, seed))
-    return {m: _interval(v, level) for m, v in values.items()}
+    return {m: percentile_interval(v, level) for m, v in values.items()}
 
 
 def full_metrics(stats: PairStats) -> dict[str, float]:
@@ -173,7 +174,7 @@ def paired_bootstrap(
             p_value = min(1.0, 2 * float(np.mean(diffs <= 0)))
         else:
             p_value = min(1.0, 2 * float(np.mean(diffs >= 0)))
-        lo, hi = _interval(diffs, level)
+        lo, hi = percentile_interval(diffs, level)
         out[metric] = {
             "a": value_a[metric],
             "b": value_b[metric],
