@@ -129,6 +129,9 @@ def _set(c, key: str, value) -> None:
         ("data.max_caption_tokens", 40),  # more than the decoder's max_decode_len=32
         ("eval.decode", "sampling"),
         ("train.nonfinite", "ignore"),
+        ("data.no_change_fraction", 1.0),
+        ("data.no_change_fraction", -0.1),
+        ("eval.extra_metrics", "fense,bleu"),
     ],
 )
 def test_invalid_value_names_the_key(smoke_config, key, value):
@@ -271,3 +274,10 @@ def test_byola_init_takes_the_log_mel_statistics_of_pretrained_weights(tmp_path)
     c.model.byola_init_norm = False
     c.model.norm_mean = -1.0
     assert not config_lib.apply_byola_init_norm(c) and c.model.norm_mean == -1.0
+
+
+def test_pairs_without_a_difference_need_a_generated_dataset(smoke_config):
+    smoke_config.data.name = "adiff"
+    smoke_config.data.no_change_fraction = 0.1
+    with pytest.raises(config_lib.ConfigError, match="only the generated datasets"):
+        config_lib.validate(smoke_config)

@@ -424,3 +424,29 @@ def test_a_smoke_run_trains_and_scores_difference_accuracy_on_clip_pairs(roots, 
     baseline = result["baseline"]["difference_accuracy"]["exact_set_accuracy"]
     assert 0.0 <= baseline <= 1.0
     assert os.path.isdir(os.path.join(config.data.data_dir, "clip_pairs"))
+
+
+def test_pairs_without_a_difference_are_built_named_captioned_and_rendered(roots, tmp_path):
+    spec = _spec(roots, no_change_fraction=0.4)
+    builder = CP.build_clip_pairs(str(tmp_path), spec, num_workers=1)
+    assert builder.builder_config.name.startswith(spec.variant_name)
+    assert "_nc0p4_fp" in builder.builder_config.name
+    records = _records(builder, "train")
+    unchanged = [r for r in records if not len(r["edit_ops"])]
+    assert 0 < len(unchanged) < len(records)
+    for r in unchanged:
+        captions = [as_text(c) for c in r["captions"]]
+        assert all(parse_caption(c) == frozenset() for c in captions)
+        clips = json.loads(as_text(r["recipe"]))["clips"]
+        first, second = clips
+        assert first["background"] == second["background"]
+        for e1, e2 in zip(first["events"], second["events"], strict=True):
+            assert (e1["file"], e1["start"], e1["length"]) == (
+                e2["file"],
+                e2["start"],
+                e2["length"],
+            )
+            assert abs(20 * np.log10(e2["gain"] / e1["gain"])) <= scenes.NO_CHANGE_LEVEL_JITTER_DB
+        audio1, audio2 = CP.render_recipe(r["recipe"], roots["esc"], roots["fsd"])
+        np.testing.assert_array_equal(to_int16(audio1), r["audio1"])
+        np.testing.assert_array_equal(to_int16(audio2), r["audio2"])

@@ -249,6 +249,25 @@ def test_clips_are_cropped_or_zero_padded_with_their_lengths():
                 assert not got[f"wav{k}"][row, valid:].any()  # zero padding
 
 
+def test_eval_batches_swap_or_repeat_the_first_clip_for_the_diagnostics():
+    config = _config(clip_seconds=0.25)
+    n = pipeline.clip_samples(config)
+    records = [_record(f"k{i}", n - 10 * i, n - 7 * i, ["add a dog"]) for i in range(3)]
+    split = load_eval_split(records)
+    batch = {
+        c: next(pipeline.eval_batches(split, config, batch_size=3, clips=c))
+        for c in pipeline.EVAL_CLIPS
+    }
+    stored, swapped, identical = batch["stored"], batch["swapped"], batch["identical"]
+    for a, b in (("wav1", "wav2"), ("wav1_len", "wav2_len"), ("wav2", "wav1")):
+        np.testing.assert_array_equal(swapped[a], stored[b])
+    for k in ("wav1", "wav2"):
+        np.testing.assert_array_equal(identical[k], stored["wav1"])
+    np.testing.assert_array_equal(identical["wav2_len"], stored["wav1_len"])
+    with pytest.raises(ValueError, match="clips="):
+        next(pipeline.eval_batches(split, config, batch_size=3, clips="mirrored"))
+
+
 def test_long_captions_keep_eos_and_unknown_words_become_unk():
     config = _config(max_caption_tokens=6, clip_seconds=0.01)
     n = pipeline.clip_samples(config)

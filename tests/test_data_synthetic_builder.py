@@ -24,6 +24,10 @@ def test_config_names():
     assert S.SyntheticSpec(6000, 300, 600, 10.0, 0).config_name == "n6000-300-600_10s_seed0"
     assert S.SyntheticSpec(3000, 100, 200, 4.0, 0).config_name == "n3000-100-200_4s_seed0"
     assert S.SyntheticSpec(8, 8, 8, 2.5, 1, 8000).config_name == "n8-8-8_2p5s_seed1_sr8000"
+    with_no_change = S.SyntheticSpec(3000, 100, 200, 4.0, 0, no_change_fraction=0.1)
+    assert with_no_change.config_name == "n3000-100-200_4s_seed0_nc0p1"
+    with pytest.raises(ValueError, match="no_change_fraction"):
+        S.SyntheticSpec(8, 8, 8, 1.0, 0, no_change_fraction=1.5)
 
 
 def test_presets_keep_the_names_of_builds_already_cached():

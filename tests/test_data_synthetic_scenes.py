@@ -179,3 +179,40 @@ def test_pairs_are_the_pinned_ones(key, clip_seconds):
     again = scenes.generate_pair(np.random.default_rng(list(key)), clip_seconds)
     for name in ("audio1", "audio2"):
         np.testing.assert_array_equal(to_int16(again[name]), to_int16(p[name]))
+
+
+def test_pairs_without_a_difference_jitter_below_every_edit_threshold():
+    clip = 4.0
+    plans = [
+        scenes.plan_pair(np.random.default_rng([7, i]), clip, no_change_fraction=0.5)
+        for i in range(200)
+    ]
+    unchanged = [p for p in plans if not p.edits]
+    assert 60 < len(unchanged) < 140  # about half
+    assert {len(p.events1) for p in unchanged} == {0, 1, 2}
+    for p in unchanged:
+        assert len(set(p.captions)) == scenes.NUM_CAPTIONS
+        assert all(parse_caption(c) == frozenset() for c in p.captions)
+        for e1, e2 in zip(p.events1, p.events2, strict=True):
+            assert (e1.cls, e1.seed, e1.character, e1.duration) == (
+                e2.cls,
+                e2.seed,
+                e2.character,
+                e2.duration,
+            )
+            assert abs(e2.level_db - e1.level_db) <= scenes.NO_CHANGE_LEVEL_JITTER_DB
+            assert abs(e2.onset - e1.onset) <= scenes.NO_CHANGE_ONSET_JITTER_FRACTION * clip + 1e-9
+            # Far below the smallest loudness edit and the smallest move.
+            assert scenes.NO_CHANGE_LEVEL_JITTER_DB < scenes.LOUDNESS_STEP_DB[0] / 2
+            assert scenes.NO_CHANGE_ONSET_JITTER_FRACTION < scenes.MIN_SHIFT_FRACTION / 2
+    pair = scenes.generate_pair(np.random.default_rng([7, 1]), clip, num_edits=0)
+    assert pair["edits"] == [] and pair["edit_magnitudes"] == []
+
+
+def test_no_change_fraction_zero_draws_nothing_so_the_old_pairs_stay():
+    for i in range(5):
+        a = scenes.plan_pair(np.random.default_rng([3, i]), 4.0)
+        b = scenes.plan_pair(np.random.default_rng([3, i]), 4.0, no_change_fraction=0.0)
+        assert a == b
+    with pytest.raises(ValueError, match="no_change_fraction"):
+        scenes.plan_pair(np.random.default_rng(0), 4.0, no_change_fraction=1.0)

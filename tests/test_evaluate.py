@@ -15,6 +15,7 @@ from adc_jax import evaluate
 from adc_jax.data.synthetic.grammar import OPERATIONS
 from adc_jax.metrics.breakdown import KEYWORD_GROUPS
 from adc_jax.metrics.captioning import spice_status
+from adc_jax.metrics.diagnostics import DIAGNOSTICS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,8 +69,20 @@ def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
     assert list(result["breakdown"]["by_keyword"]) == list(KEYWORD_GROUPS)
     with open(prefix + ".md") as f:
         markdown = f.read()
-    for text in ("most frequent caption", "Per operation", "By reference keyword", "diff. acc."):
+    for text in (
+        "most frequent caption",
+        "Per operation",
+        "By reference keyword",
+        "diff. acc.",
+        "Diagnostics",
+        "swap_consistency",
+    ):
         assert text in markdown
+    # The diagnostics: each a value in [0, 1] inside its interval (labelled data: all four).
+    assert list(result["diagnostics"]) == list(DIAGNOSTICS)
+    for name, d in result["diagnostics"].items():
+        lo, hi = d["interval"]
+        assert 0 <= lo <= d["value"] + 1e-9 and d["value"] - 1e-9 <= hi <= 1, name
     assert os.path.exists(prefix + "_samples.txt")
     assert "most frequent caption" in proc.stdout
     # Every prediction is saved, and rescoring the file without the model gives the same scores.
@@ -78,6 +91,7 @@ def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
         lines = [json.loads(line) for line in f]
     assert len(lines) == result["num_pairs"] and all(len(x["nbest"]) == 1 for x in lines)
     assert {"key", "prediction", "references", "edits", "scene", "tier"} <= set(lines[0])
+    assert {"swapped", "identical"} <= set(lines[0])  # the diagnostics' captions
     assert set(result["intervals"]) >= {"BLEU_4", "METEOR", "ROUGE_L", "CIDEr"}
     for metric, (lo, hi) in result["intervals"].items():
         value = (
@@ -100,6 +114,7 @@ def test_cli_writes_scores_baseline_and_breakdowns(run_copy, smoke_setup):
     assert again["scores"] == result["scores"]
     assert again["difference_accuracy"] == result["difference_accuracy"]
     assert again["intervals"] == result["intervals"]
+    assert again["diagnostics"] == result["diagnostics"]
 
 
 def test_cli_error_names_a_workdir_without_config(tmp_path):

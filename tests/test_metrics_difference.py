@@ -61,3 +61,19 @@ def test_no_labels():
     result = difference_accuracy({}, {})
     assert result["exact_set_accuracy"] == 0.0 and result["num_examples"] == 0
     json.dumps(result)
+
+
+def test_a_pair_without_edits_is_matched_only_by_a_no_difference_answer():
+    labels = {"same": [], "a": [("louder", "dog")]}
+    right = difference_accuracy({"same": "there is no difference", "a": "turn up the dog"}, labels)
+    assert right["exact_set_accuracy"] == 1.0
+    assert right["no_difference"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+    # Garbled or empty text names no edit but does not say "no difference" either.
+    for text in ("", "the the the", "no change but add a dog"):
+        wrong = difference_accuracy({"same": text, "a": "turn up the dog"}, labels)
+        assert wrong["exact_set_accuracy"] == 0.5, text
+        assert wrong["no_difference"]["recall"] == 0.0, text
+    # Answering "no difference" to a pair that has an edit is a false "no difference".
+    false = difference_accuracy({"same": "nothing has changed", "a": "no change"}, labels)
+    assert false["exact_set_accuracy"] == 0.5
+    assert false["no_difference"]["precision"] == 0.5 and false["no_difference"]["support"] == 1
