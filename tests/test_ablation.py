@@ -150,6 +150,12 @@ result = {
                "SPICE": None, "SPIDEr": None, "notes": {"SPICE": "CoreNLP not installed"}},
     "difference_accuracy": {"exact_set_accuracy": accuracy},
     "intervals": {"CIDEr": [cider - 0.1, cider + 0.1]},
+    "diagnostics": {
+        "swap_consistency": {"value": accuracy / 2, "interval": [0.0, accuracy]},
+        "identical_pair_rate": {"value": 0.5, "interval": [0.25, 0.75]},
+        "distinct_captions": {"value": 0.25, "interval": [0.125, 0.5]},
+        "discriminability": {"value": None, "reason": "not decoded"},
+    },
     "baseline": {"caption": "add a dog barking", "scores": {"CIDEr": 0.08},
                  "difference_accuracy": {"exact_set_accuracy": 0.01}},
 }
@@ -387,12 +393,22 @@ def test_stored_results_hold_the_run_and_alone_rebuild_the_table(
     assert record["intervals"]["CIDEr"] == pytest.approx(
         [fake_cider("late_sdd", 1) - 0.1, fake_cider("late_sdd", 1) + 0.1]
     )
+    assert record["diagnostics"] == {
+        "swap_consistency": pytest.approx(fake_cider("late_sdd", 1) / 8),
+        "identical_pair_rate": 0.5,
+        "distinct_captions": 0.25,
+        "discriminability": None,
+    }
+    assert record["diagnostic_intervals"]["identical_pair_rate"] == [0.25, 0.75]
     assert record["eval_json"] == "eval/step_5.json"
     assert record["predictions"] == "eval/step_5_predictions.jsonl"
     assert record["machine"] == FAKE_MACHINE and record["wall_seconds"] >= 0
     assert record["eval"]["num_pairs"] == 8 and not record["backfilled"]
     table = (root / "ablation.md").read_text()
     assert "| late SDD λ=0.5 vs late SDD | adjacent |" in table
+    # The diagnostics are columns of the table (n/a where an evaluation did not compute one).
+    assert "| swap cons. | identical → none | distinct | discrim. |" in table
+    assert "| 0.500 ± 0.000 | 0.250 ± 0.000 | n/a |" in table
 
     # Only the stored results left (as if copied from other machines): the same table.
     for workdir in (

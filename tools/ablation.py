@@ -36,7 +36,9 @@ version of this tool) gets one when the table is made.
 The table, `<workdir_root>/ablation.md` (written at the end and, with --table_only, at any time),
 is made from the stored results alone and always covers the whole grid: one row per system with
 the mean ± sample standard deviation over seeds of BLEU-1, BLEU-4, METEOR, ROUGE-L, CIDEr, SPIDEr
-and difference accuracy ("k/n" finished seeds), the most-frequent-caption baseline, and a second
+and difference accuracy ("k/n" finished seeds) — and the diagnostics (swap consistency,
+identical-pair rate, distinct captions, discriminability) when the runs' evaluations have them —,
+the most-frequent-caption baseline, and a second
 table of comparisons for CIDEr and difference accuracy (`--compare_metrics`): each pair of
 adjacent rows and the pairs the paper's three claims need (CAC vs baseline, late SDD vs CAC, late
 SDD vs early SDD), with the difference of the means, its 95% Welch–Satterthwaite interval and
@@ -92,6 +94,13 @@ COLUMNS = (
     ("CIDEr", ("scores", "CIDEr")),
     ("SPIDEr", ("scores", "SPIDEr")),
     ("diff. acc.", ("difference_accuracy", "exact_set_accuracy")),
+)
+# The diagnostics (adc_jax.metrics.diagnostics), as columns when some stored result has them.
+DIAGNOSTIC_COLUMNS = (
+    ("swap cons.", ("diagnostics", "swap_consistency")),
+    ("identical → none", ("diagnostics", "identical_pair_rate")),
+    ("distinct", ("diagnostics", "distinct_captions")),
+    ("discrim.", ("diagnostics", "discriminability")),
 )
 DEFAULT_COMPARE = "CIDEr,diff_acc"
 # (row A, row B, why): comparisons the paper's claims need, A expected to beat B.
@@ -376,6 +385,13 @@ def write_result(
         "scores": result["scores"],
         "difference_accuracy": result.get("difference_accuracy"),
         "intervals": result.get("intervals"),
+        # name -> value (None where not computed) and name -> its interval.
+        "diagnostics": {k: d.get("value") for k, d in (result.get("diagnostics") or {}).items()},
+        "diagnostic_intervals": {
+            k: d["interval"]
+            for k, d in (result.get("diagnostics") or {}).items()
+            if "interval" in d
+        },
         "baseline": result.get("baseline"),
         "eval_json": eval_rel,
         "predictions": (
@@ -591,7 +607,7 @@ def resolve_metrics(text: str) -> list[str]:
         return re.sub(r"[^0-9a-z]", "", s.lower())
 
     names = {}
-    for header, (_, key) in COLUMNS:
+    for header, (_, key) in COLUMNS + DIAGNOSTIC_COLUMNS:
         names[norm(header)] = header
         names[norm(key)] = header
     names[norm("difference_accuracy")] = "diff. acc."
@@ -600,7 +616,7 @@ def resolve_metrics(text: str) -> list[str]:
         if norm(item) not in names:
             raise ValueError(
                 f"unknown metric {item!r} in --compare_metrics; choose from "
-                + ", ".join(h for h, _ in COLUMNS)
+                + ", ".join(h for h, _ in COLUMNS + DIAGNOSTIC_COLUMNS)
             )
         if names[norm(item)] not in out:
             out.append(names[norm(item)])
@@ -657,8 +673,14 @@ def make_table(
 
     Args:
       runs: the grid (`plan`); results: index into `runs` -> its stored result
-        (`stored_result`); compare: COLUMNS headers of the metrics compared between rows.
+        (`stored_result`); compare: COLUMNS (or DIAGNOSTIC_COLUMNS) headers of the metrics
+        compared between rows. The diagnostics' columns appear when a result has them.
     """
+    diagnostic_headers = {c for c, _ in DIAGNOSTIC_COLUMNS}
+    with_diagnostics = any(results[i].get("diagnostics") for i in results) or bool(
+        diagnostic_headers & set(compare)
+    )
+    columns = COLUMNS + (DIAGNOSTIC_COLUMNS if with_diagnostics else ())
     rows: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
         rows.setdefault(run.name, []).append(i)
@@ -672,7 +694,7 @@ def make_table(
         by_machine.setdefault(text, []).append(results[i].get("wall_seconds"))
     timed = [s for times in by_machine.values() for s in times if s is not None]
     total_seconds = float(sum(timed))
-    header = ["system", "seeds", *[c for c, _ in COLUMNS]]
+    header = ["system", "seeds", *[c for c, _ in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     summary: dict[str, Any] = {
         "size": args.size,
@@ -689,9 +711,9 @@ def make_table(
     for name, indices in rows.items():
         done = [i for i in indices if i in results]
         label = runs[indices[0]].label()
-        per_seed = {runs[i].seed: {c: _get(results[i], w) for c, w in COLUMNS} for i in done}
+        per_seed = {runs[i].seed: {c: _get(results[i], w) for c, w in columns} for i in done}
         values[name] = {
-            c: [v[c] for v in per_seed.values() if v[c] is not None] for c, _ in COLUMNS
+            c: [v[c] for v in per_seed.values() if v[c] is not None] for c, _ in columns
         }
         summary["systems"][name] = {
             "label": label,
@@ -709,7 +731,7 @@ def make_table(
         cells = [label, f"{len(done)}/{len(indices)}"]
         cells += [
             _mean_std([per_seed[runs[i].seed][c] for i in done]) if done else "not run"
-            for c, _ in COLUMNS
+            for c, _ in columns
         ]
         lines.append("| " + " | ".join(cells) + " |")
     baseline = next(
@@ -717,11 +739,11 @@ def make_table(
     )
     if baseline is not None:
         cells = [f"most frequent caption: \u201c{baseline['caption']}\u201d", "-"]
-        cells += [_mean_std([_get(baseline, w)]) for _, w in COLUMNS]
+        cells += [_mean_std([_get(baseline, w)]) for _, w in columns]
         lines.append("| " + " | ".join(cells) + " |")
         summary["most_frequent_caption"] = {
             "caption": baseline["caption"],
-            **{c: _get(baseline, w) for c, w in COLUMNS},
+            **{c: _get(baseline, w) for c, w in columns},
         }
 
     short = {name: runs[indices[0]].short_label() for name, indices in rows.items()}
@@ -818,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         "--compare_metrics",
         default=DEFAULT_COMPARE,
         help="metrics of the row-vs-row comparisons (of "
-        + ", ".join(c for c, _ in COLUMNS)
+        + ", ".join(c for c, _ in COLUMNS + DIAGNOSTIC_COLUMNS)
         + f"; default {DEFAULT_COMPARE})",
     )
     parser.add_argument(
