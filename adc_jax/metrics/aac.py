@@ -3,8 +3,9 @@
 DCASE's audio captioning task ranks systems by FENSE (Sentence-BERT similarity with a fluency-
 error penalty); aac-metrics also computes SPIDEr-FL (SPIDEr with that penalty) and CLAP-sim (the
 cosine similarity of CLAP text embeddings). None of them is part of the paper's scores, so they
-are opt-in: `pip install -e '.[aac]'` installs the package (and PyTorch, which it needs), then
-`aac-metrics-download` fetches its models and jars once (this needs the internet), and
+are opt-in: FETCH_COMMAND installs PyTorch and the package (aac-metrics 0.5.5 and CLAP's msclap
+without their numpy<2 pins, which JAX's numpy 2 rules out) and fetches its models and jars once
+(`aac-metrics-download` needs the internet), and
 
   python -m adc_jax.main ... --config.eval.extra_metrics=fense,spider_fl,clap_sim
   python -m adc_jax.evaluate --predictions=FILE --extra_metrics=fense
@@ -13,8 +14,9 @@ adds them to the eval JSON (`result["extra_metrics"]`: "scores", 95% bootstrap "
 the pairs from the per-pair scores, with the resampling of `adc_jax.metrics.bootstrap`, and
 "notes"). When the package or one of a metric's downloads is missing, that metric's score is None
 and its note names what is missing and the command that fetches it, as SPICE's does; an
-evaluation never fails or starts a download because of them (Hugging Face models are loaded
-with HF_HUB_OFFLINE=1 and the fluency checkpoint and SPICE files are looked for first).
+evaluation never fails or starts a download because of them (the fluency checkpoint, the SPICE
+files and the Hugging Face models are looked for in their caches first, and the models are
+loaded with HF_HUB_OFFLINE=1).
 
 Public API:
   EXTRA_METRICS, FETCH_COMMAND             the metric names; the command that installs them.
@@ -36,10 +38,19 @@ from adc_jax.config import EXTRA_METRICS  # the metrics this module adds, by the
 from adc_jax.data.eval_split import EvalSplit
 from adc_jax.metrics import bootstrap
 
-# What a user runs to be able to compute them.
-FETCH_COMMAND = "pip install -e '.[aac]' && aac-metrics-download"
+# What a user runs to be able to compute them (aac-metrics and msclap pin numpy<2 and
+# pythonwrench<0.4, which conflict with JAX's numpy 2: they go in without their pins).
+FETCH_COMMAND = (
+    "pip install -e '.[aac]' && pip install --no-deps aac-metrics==0.5.5 msclap==1.3.4 "
+    "torchlibrosa && aac-metrics-download"
+)
 # aac-metrics' fluency-error checker (FENSE and SPIDEr-FL), a file it downloads on first use.
 ECHECKER_FILE = "echecker_clotho_audiocaps_base.ckpt"
+# Hugging Face hub files each metric loads: (repository, file) looked up in the local cache.
+HUB_FILES = {
+    "fense": ("sentence-transformers/paraphrase-TinyBERT-L6-v2", "config.json"),
+    "clap_sim": ("microsoft/msclap", "CLAP_weights_2023.pth"),
+}
 
 
 def extra_metric_names(text: str) -> tuple[str, ...]:
@@ -69,6 +80,12 @@ def _missing_files(name: str) -> str | None:
     Face models are checked by loading them offline)."""
     if name in ("fense", "spider_fl") and not os.path.isfile(_echecker_path()):
         return f"aac-metrics' fluency checker {_echecker_path()} is missing"
+    if name in HUB_FILES:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = HUB_FILES[name]
+        if not isinstance(try_to_load_from_cache(repo, filename), str):
+            return f"the model {repo} is not in the Hugging Face cache"
     if name == "spider_fl":
         from aac_metrics.functional.spice import check_spice_install
         from aac_metrics.utils.globals import get_default_cache_path
@@ -104,8 +121,7 @@ def _per_pair(name: str, candidates: list[str], references: list[list[str]]) -> 
         "spider_fl": functional.spider_fl,
         "clap_sim": functional.clap_sim,
     }[name]
-    with _offline():
-        _, per_pair = fn(candidates, references, return_all_scores=True, device="cpu")
+    _, per_pair = fn(candidates, references, return_all_scores=True, device="cpu")
     return np.asarray(per_pair[name].cpu().numpy(), np.float64)
 
 
@@ -128,8 +144,9 @@ def extra_scores(
         reason = None if installed else "aac-metrics is not installed"
         if reason is None:
             try:
-                reason = _missing_files(name)
-                values = _per_pair(name, candidates, references) if reason is None else None
+                with _offline():
+                    reason = _missing_files(name)
+                    values = _per_pair(name, candidates, references) if reason is None else None
             except Exception as e:  # noqa: BLE001 - a missing model must not end an evaluation
                 reason = f"aac-metrics failed ({type(e).__name__}: {str(e)[:300]})"
             if reason is None:
