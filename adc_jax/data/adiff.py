@@ -91,6 +91,7 @@ from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 SUBSETS = ("acd", "cld")
 TIERS = (1, 2, 3)
@@ -216,7 +217,7 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
             header = [h.strip() for h in next(reader, [])]
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise ValueError(
+                raise BadData(
                     f"{path}:1: the header {header} lacks the column(s) {missing}; expected "
                     f"{','.join(COLUMNS)} (ADIFF's format). Check that this is an ADIFF answer "
                     "CSV."
@@ -228,14 +229,14 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
                 if not any(field.strip() for field in fields):
                     continue  # blank line
                 if len(fields) != len(header):
-                    raise ValueError(
+                    raise BadData(
                         f"{path}:{line}: the row has {len(fields)} fields but the header has "
                         f"{len(header)}; a field holding a comma, quote or line break must be "
                         "quoted. Fix or remove the row."
                     )
                 fp1, fp2 = fields[col["filepath1"]].strip(), fields[col["filepath2"]].strip()
                 if not fp1 or not fp2:
-                    raise ValueError(
+                    raise BadData(
                         f"{path}:{line}: empty filepath1 or filepath2; fix or remove the row."
                     )
                 answer = clean_answer(fields[col["answer"]])
@@ -244,11 +245,11 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
                     continue
                 rows.append(Row(fp1, fp2, answer, tier, path, line))
         except csv.Error as e:
-            raise ValueError(
+            raise BadData(
                 f"{path}:{reader.line_num}: malformed CSV ({e}); check the quoting near this line."
             ) from e
         except UnicodeDecodeError as e:
-            raise ValueError(
+            raise BadData(
                 f"{path} is not UTF-8 text ({e}); use the CSV as published by ADIFF."
             ) from e
     return rows, skipped
@@ -272,7 +273,7 @@ def read_split(csv_dir: str, subset: str, split: str) -> SplitPairs | None:
     for tier, path in paths.items():
         rows, n_skipped = read_csv(path, tier)
         if not rows:
-            raise ValueError(
+            raise BadData(
                 f"ADIFF CSV {path} has no usable row ({n_skipped} row(s) with an empty answer); "
                 "replace it with the published file or delete it to build without this tier."
             )
@@ -447,7 +448,7 @@ class Adiff(builder_lib.Builder):
             if split_pairs is None:
                 if split == "train":
                     names = ", ".join(csv_name(cfg.subset, "train", t) for t in TIERS)
-                    raise FileNotFoundError(
+                    raise MissingData(
                         f"ADIFF: no training CSV in data.csv_dir={cfg.csv_dir!r}; it needs at "
                         f"least one of {names}."
                     )
@@ -496,7 +497,7 @@ class Adiff(builder_lib.Builder):
         if missing:
             split, fp, row = missing[0]
             tried = ", ".join(audio_candidates(cfg.audio_dir, cfg.subset, split, fp))
-            raise FileNotFoundError(
+            raise MissingData(
                 f"ADIFF: {len(missing)} audio file(s) not found under data.audio_dir="
                 f"{cfg.audio_dir!r}. First: the {row} names {fp!r}; tried {tried}. Set "
                 "data.audio_dir to the folder the filepath1/filepath2 columns are relative to "
@@ -687,18 +688,18 @@ def build_adiff(
     csv_dir = os.path.abspath(os.path.expanduser(csv_dir)) if csv_dir else ""
     audio_dir = os.path.abspath(os.path.expanduser(audio_dir)) if audio_dir else ""
     if not csv_dir or not os.path.isdir(csv_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF CSV directory {csv_dir!r} does not exist; set data.csv_dir to the folder "
             f"holding the {subset}_<split>_adiff_<tier>_answer.csv files."
         )
     if not audio_dir or not os.path.isdir(audio_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF audio directory {audio_dir!r} does not exist; set data.audio_dir to the "
             "folder the CSVs' filepath1/filepath2 columns are relative to."
         )
     train_csvs = [csv_path(csv_dir, subset, "train", t) for t in TIERS]
     if not any(os.path.isfile(path) for path in train_csvs):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF: no training CSV in data.csv_dir={csv_dir!r}; it needs at least one of "
             f"{', '.join(os.path.basename(p) for p in train_csvs)}."
         )

@@ -60,6 +60,7 @@ from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 SCENES = ("rain", "traffic")
 SUBSETS = ("dev", "eval")
@@ -115,7 +116,7 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
             ((int(m.group(1)), i) for i, h in enumerate(header) if (m := _CAPTION_COLUMN.match(h)))
         )
         if missing or not caption_cols:
-            raise ValueError(
+            raise BadData(
                 f"{path}: header {header} lacks the column(s) "
                 f"{missing or ['caption_1']}; expected "
                 "key,s1_fn,s2_fn,caption_1,...,caption_5 (the official AudioDiffCaps "
@@ -129,7 +130,7 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
             get = lambda i, fields=fields: fields[i] if i < len(fields) else ""  # noqa: E731
             key, s1, s2 = (get(col[c]).strip() for c in REQUIRED_COLUMNS)
             if not key or not s1 or not s2:
-                raise ValueError(
+                raise BadData(
                     f"{path}:{line}: empty key, s1_fn or s2_fn in row {fields}; fix "
                     "or remove the row."
                 )
@@ -238,7 +239,7 @@ def split_rows(
         seen: dict[str, Row] = {}
         for r in rows:
             if r.key in seen:
-                raise ValueError(
+                raise BadData(
                     f"AudioDiffCaps: key {r.key!r} occurs twice in split {split!r}: "
                     f"{seen[r.key].csv_path}:{seen[r.key].line} and "
                     f"{r.csv_path}:{r.line}. Keys must be unique; fix the CSVs."
@@ -307,7 +308,7 @@ class AudioDiffCaps(builder_lib.Builder):
         splits = split_rows(read_rows(cfg.csv_dir), cfg.validation_fraction)
         resolved = _resolve_all(cfg.audio_dir, [r for rows in splits.values() for r in rows])
         if not splits["train"]:
-            raise ValueError(
+            raise BadData(
                 f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
                 f"{cfg.csv_dir!r} hold no row with a caption)."
             )
@@ -404,7 +405,7 @@ def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
     if missing:
         r, fn = missing[0]
         tried = ", ".join(audio_candidates(audio_dir, r.scene, r.subset, fn))
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps: {len(missing)} audio file(s) not found under data.audio_dir="
             f"{audio_dir!r}. First: {r.where()} names {fn!r}; tried {tried}. Put the WAV files "
             "there (or in adc_<scene>/ subfolders) or fix data.audio_dir."
@@ -456,7 +457,7 @@ def build_audio_diff_caps(
     if not (0.0 <= min_clip_fraction <= 1.0):
         raise ValueError(f"data.min_clip_fraction={min_clip_fraction!r} must be in [0, 1].")
     if not csv_dir or not os.path.isdir(csv_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps CSV directory {csv_dir!r} does not exist; set "
             "data.csv_dir to the folder holding adc_rain/ and adc_traffic/."
         )
@@ -464,13 +465,13 @@ def build_audio_diff_caps(
         for subset in SUBSETS:
             path = csv_path(csv_dir, scene, subset)
             if not os.path.isfile(path):
-                raise FileNotFoundError(
+                raise MissingData(
                     f"AudioDiffCaps CSV {path!r} not found; data.csv_dir="
                     f"{csv_dir!r} must hold adc_{{rain,traffic}}/{{dev,eval}}/"
                     "adc_{rain,traffic}_{dev,eval}.csv."
                 )
     if not audio_dir or not os.path.isdir(audio_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps audio directory {audio_dir!r} does not exist; set "
             "data.audio_dir to the folder holding the WAV files named in the "
             "CSVs' s1_fn/s2_fn columns."

@@ -83,6 +83,7 @@ from adc_jax.data import clip_sources
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData
 from adc_jax.data.synthetic import grammar, scenes
 from adc_jax.data.synthetic.sounds import active_rms
 
@@ -246,9 +247,9 @@ def _unique(names: list[tuple[str, str]], what: str, setting: str) -> None:
     seen: dict[str, str] = {}
     for label, name in names:
         if not name:
-            raise ValueError(f"{setting}: {label!r} has no words to name it in captions.")
+            raise BadData(f"{setting}: {label!r} has no words to name it in captions.")
         if name in seen:
-            raise ValueError(
+            raise BadData(
                 f"{setting}: {seen[name]!r} and {label!r} are the same {what} ({name!r}) in "
                 "captions; list only one of them."
             )
@@ -323,7 +324,7 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     event_labels = spec.clip_classes or DEFAULT_CLIP_CLASSES[clips.layout]
     scene_labels = spec.background_classes or DEFAULT_BACKGROUND_CLASSES
     if len(event_labels) < 2:
-        raise ValueError(
+        raise BadData(
             f"data.clip_classes={','.join(event_labels)!r}: pairs need two or more foreground "
             "classes (a pair with two edits changes two classes)."
         )
@@ -331,7 +332,7 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
         clip_sources.normalize_label(x) for x in scene_labels
     }
     if both:
-        raise ValueError(
+        raise BadData(
             f"{sorted(both)} are listed as foreground (data.clip_classes) and background "
             "(data.background_classes) classes; a class can only be one of them."
         )
@@ -390,7 +391,7 @@ def _event_samples(x: np.ndarray, offset: int, ev: Mapping[str, Any], fade: int)
     a = int(ev["start"]) - offset
     seg = np.asarray(x[max(a, 0) : a + int(ev["length"])], _F32)
     if a < 0 or seg.shape[0] != int(ev["length"]):
-        raise ValueError(
+        raise BadData(
             f"The recipe takes samples {ev['start']}..{int(ev['start']) + int(ev['length'])} of "
             f"{ev['file']!r}, which has only {offset + x.shape[0]} (a different file than the "
             "one the pair was made from?)."
@@ -449,7 +450,7 @@ def render_recipe(
         recipe = recipe.decode("utf-8")
     if isinstance(recipe, str):
         if not recipe:
-            raise ValueError("This record has no recipe (only clip_pairs records have one).")
+            raise BadData("This record has no recipe (only clip_pairs records have one).")
         recipe = json.loads(recipe)
     dirs = {"event": clips_dir, "background": background_dir or clips_dir}
     sr = int(recipe["sample_rate"])

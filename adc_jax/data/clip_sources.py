@@ -44,6 +44,7 @@ import numpy as np
 from absl import logging
 
 from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 LAYOUTS = ("esc50", "fsd50k", "folders")
 SPLITS = ("train", "validation", "eval")
@@ -157,7 +158,7 @@ def detect_layout(root: str) -> str:
       FileNotFoundError: the directory does not exist, or is in none of the layouts.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(
+        raise MissingData(
             f"Recordings directory {root!r} does not exist; point data.clips_dir / "
             f"data.background_dir at {ACCEPTED_LAYOUTS}."
         )
@@ -168,7 +169,7 @@ def detect_layout(root: str) -> str:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith(".") and _has_audio(entry.path):
             return "folders"
-    raise FileNotFoundError(
+    raise MissingData(
         f"{root!r} holds no recordings in a layout clip_pairs reads. Accepted: {ACCEPTED_LAYOUTS}."
     )
 
@@ -180,7 +181,7 @@ def _read_csv(path: str, required: Sequence[str], expected: str) -> Iterable[tup
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in required if c not in header]
         if missing:
-            raise ValueError(
+            raise BadData(
                 f"{path}: the header {header} lacks the column(s) {missing}; expected "
                 f"{expected!r} (the dataset's original file)."
             )
@@ -202,7 +203,7 @@ def _index_esc50(root: str) -> list[Recording]:
         except ValueError:
             fold = -1
         if fold not in ESC50_FOLD_SPLITS or not row["filename"] or not row["category"]:
-            raise ValueError(
+            raise BadData(
                 f"{where}: {row} needs a file name, a category and a fold from 1 to 5; fix or "
                 "remove the row."
             )
@@ -225,7 +226,7 @@ def _index_fsd50k(root: str) -> list[Recording]:
     ):
         path = os.path.join(root, csv_name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise MissingData(
                 f"{root!r} looks like FSD50K ({FSD50K_TRUTH}/ exists) but {path} is missing; "
                 f"FSD50K needs {FSD50K_DEV_CSV} and {FSD50K_EVAL_CSV}."
             )
@@ -234,7 +235,7 @@ def _index_fsd50k(root: str) -> list[Recording]:
             labels = tuple(lb.strip() for lb in row["labels"].split(",") if lb.strip())
             split = FSD50K_SPLITS.get(row["split"]) if "split" in row else "eval"
             if not row["fname"] or not labels or split is None:
-                raise ValueError(
+                raise BadData(
                     f"{where}: {row} needs an fname, labels and (dev.csv) a split of train or "
                     "val; fix or remove the row."
                 )
@@ -326,9 +327,9 @@ def select_classes(
     for label in labels:
         key = normalize_label(label)
         if not key:
-            raise ValueError(f"{setting}: {label!r} is not a class label.")
+            raise BadData(f"{setting}: {label!r} is not a class label.")
         if key in wanted:
-            raise ValueError(f"{setting} lists {label!r} and {wanted[key]!r}, which are one class.")
+            raise BadData(f"{setting} lists {label!r} and {wanted[key]!r}, which are one class.")
         wanted[key] = label
     excluded = {normalize_label(x) for x in exclude}
     chosen: dict[str, dict[str, list[Recording]]] = {
@@ -362,13 +363,13 @@ def select_classes(
     )
     for label, splits in chosen.items():
         if not any(splits.values()):
-            raise ValueError(
+            raise BadData(
                 f"The {role} class {label!r} has no recordings in {index.name}. The classes "
                 f"there are: {', '.join(index.labels) or '(none)'}. {advice}."
             )
         short = {s: len(rs) for s, rs in splits.items() if len(rs) < min_per_split}
         if short:
-            raise ValueError(
+            raise BadData(
                 f"The {role} class {label!r} in {index.name} has too few recordings in split(s) "
                 f"{short}: every split needs {min_per_split} or more"
                 + (" ('change' swaps one for another)" if min_per_split > 1 else "")
@@ -378,7 +379,7 @@ def select_classes(
             rs.sort(key=lambda r: r.path)
             for r in rs:
                 if not os.path.isfile(os.path.join(index.root, r.path)):
-                    raise FileNotFoundError(
+                    raise MissingData(
                         f"{r.where} names {os.path.basename(r.path)!r}, but "
                         f"{os.path.join(index.root, r.path)} does not exist. Put the audio file "
                         "there or remove the row."

@@ -92,6 +92,7 @@ from adc_jax.data import pipeline, registry
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
+from adc_jax.data.errors import BadData, MissingData
 from adc_jax.data.synthetic.grammar import EVENT_CLASSES
 from adc_jax.data.synthetic.scenes import generate_pair, single_event_clip
 from adc_jax.data.synthetic.sounds import synthesize_event
@@ -254,7 +255,7 @@ def list_audio_files(root: str) -> tuple[AudioFile, ...]:
       FileNotFoundError: `root` is not a directory or holds no audio file.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(
+        raise MissingData(
             f"data.audio_dir={root!r} is not a directory; point it at a folder of audio files "
             f"({', '.join(AUDIO_EXTENSIONS[:3])}, ...), in sub-folders or not."
         )
@@ -269,7 +270,7 @@ def list_audio_files(root: str) -> tuple[AudioFile, ...]:
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             files.append(AudioFile(rel, int(stat.st_size), int(stat.st_mtime_ns)))
     if not files:
-        raise FileNotFoundError(
+        raise MissingData(
             f"data.audio_dir={root!r} holds no audio file (looked for names ending in "
             f"{', '.join(AUDIO_EXTENSIONS)} in every sub-folder)."
         )
@@ -580,7 +581,7 @@ def build_audio_folder(
     """
     files = list_audio_files(spec.audio_dir)
     if len(files) < 2:
-        raise ValueError(
+        raise BadData(
             f"data.audio_dir={spec.audio_dir!r} holds one audio file ({files[0].path}); the "
             "validation split takes whole files, so it needs two or more. Cut the recording "
             "into several files."
