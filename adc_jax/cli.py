@@ -102,14 +102,6 @@ def fail(message: str, code: int = 1, *, traceback: bool = False) -> NoReturn:
     sys.exit(code)
 
 
-def fail_on_data_error(run: Callable[[], Any]) -> Any:
-    """`run()`, with a `DataError` reported as `fail` does (exit 2): for the data tools."""
-    try:
-        return run()
-    except DataError as e:
-        fail(f"Data error: {e}", code=2)
-
-
 # -------------------------------------------------------------------------------------- flags
 
 

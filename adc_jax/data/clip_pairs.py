@@ -256,6 +256,58 @@ def _unique(names: list[tuple[str, str]], what: str, setting: str) -> None:
         seen[name] = label
 
 
+# Words a reader hears as one: irregular plurals -> singular (regular ones lose their "s").
+_SINGULAR = {
+    "children": "child", "feet": "foot", "geese": "goose", "men": "man", "mice": "mouse",
+    "people": "person", "teeth": "tooth", "women": "woman", "oxen": "ox", "wolves": "wolf",
+    "leaves": "leaf", "knives": "knife", "calves": "calf", "sheep": "sheep", "fish": "fish",
+}  # fmt: skip
+_ARTICLES = ("the", "a", "an", "some")
+
+
+def _singular(word: str) -> str:
+    if word in _SINGULAR:
+        return _SINGULAR[word]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def _heard_as(phrase: str) -> tuple[str, ...]:
+    """A phrase as a reader tells it from another: its words without a leading article, each
+    singular ("the barking dogs" -> ("barking", "dog"))."""
+    words = phrase.lower().split()
+    if words and words[0] in _ARTICLES:
+        words = words[1:]
+    return tuple(_singular(w) for w in words)
+
+
+def _told_apart(phrases: list[tuple[str, tuple[str, ...]]], what: str, setting: str) -> None:
+    """Refuses classes that a reader of the captions could not tell apart: two classes whose
+    phrases differ only in number or article ("dog" / "dogs": "add a dog" vs "add dogs"),
+    even where the parser reads them back correctly.
+
+    Args:
+      phrases: (label, the noun phrases naming its class in captions) per class.
+    """
+    heard: dict[tuple[str, ...], tuple[str, str]] = {}
+    for label, texts in phrases:
+        for text in texts:
+            key = _heard_as(text)
+            other = heard.get(key)
+            if other is not None and other[0] != label:
+                raise BadData(
+                    f"{setting}: {other[0]!r} and {label!r} read alike in captions "
+                    f"({other[1]!r} and {text!r}), so a reader could not tell which {what} "
+                    "changed; list only one of them."
+                )
+            heard[key] = (label, text)
+
+
 def _data_label(index: clip_sources.SourceIndex, label: str) -> str:
     """The index's spelling of a requested label ("car horn" -> "car_horn")."""
     key = clip_sources.normalize_label(label)
@@ -340,7 +392,18 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     _unique(event_names, "event class", "data.clip_classes")
     scene_names = [(label, scene_name(label)) for label in scene_labels]
     _unique(scene_names, "scene", "data.background_classes")
-    grammar.check_phrasing([name for _, name in event_names])
+    _told_apart(
+        [(label, sum(grammar.label_phrases(name), ())) for label, name in event_names],
+        "sound",
+        "data.clip_classes",
+    )
+    _told_apart(
+        [(label, (name,)) for label, name in scene_names], "scene", "data.background_classes"
+    )
+    try:
+        grammar.check_phrasing([name for _, name in event_names])
+    except ValueError as e:
+        raise BadData(f"data.clip_classes: {e}") from None
     chosen_events = clip_sources.select_classes(
         clips,
         event_labels,

@@ -432,7 +432,7 @@ def load_recording(
     try:
         wav = load_audio(path, sample_rate)
     except AudioError as e:
-        raise AudioError(f"{e} (listed at {where})" if where else str(e)) from e
+        raise AudioError(f"{where}: {e}" if where else str(e)) from e
     if float(np.abs(wav).max()) < 10.0 ** (SILENCE_DBFS / 20.0):
         raise AudioError(
             f"Audio file {path!r} is silent (peak below {SILENCE_DBFS:g} dBFS)"

@@ -19,9 +19,18 @@ catches `ValueError` or `FileNotFoundError` keeps working:
 `adc_jax.data.audio_io.AudioError` (an unreadable, empty or silent audio file) is a BadData.
 
 All take one argument, the message, so that they survive pickling from a build worker process.
+
+`run_data_tool(main)` runs a data tool's main (tools/make_synthetic.py, tools/listen.py) with
+these rules, without importing the training stack that `adc_jax.cli` brings.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 class DataError(Exception):
@@ -34,3 +43,17 @@ class BadData(DataError, ValueError):
 
 class MissingData(DataError, FileNotFoundError):
     """A directory or file the data needs does not exist."""
+
+
+def run_data_tool(main: Callable[[], _T], io_hint: str) -> _T:
+    """`main()`, with a DataError printed once ("Data error: ...") and exit status 2, and an
+    I/O error (an unwritable data_dir, a full disk) printed once followed by `io_hint` with exit
+    status 1; neither with a traceback."""
+    try:
+        return main()
+    except DataError as e:
+        print(f"Data error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"Error: {type(e).__name__}: {str(e).rstrip('.')}. {io_hint}", file=sys.stderr)
+        sys.exit(1)
