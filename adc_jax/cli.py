@@ -51,8 +51,13 @@ class DropLibraryInfo:
     """Logging filter: hides INFO chatter of orbax/grain/tfds (warnings and errors still show)."""
 
     _NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/array_record/")
+    # tfds warnings that every build of an adc_jax dataset triggers and that ask nothing of
+    # the user (a builder config made in code; a variant folder before its first build).
+    _ROUTINE = ("Using custom data configuration", "Variant folder %s has no %s")
 
     def filter(self, record) -> bool:
+        if "/tensorflow_datasets/" in record.pathname and str(record.msg).startswith(self._ROUTINE):
+            return False
         return record.levelno >= std_logging.WARNING or not any(
             part in record.pathname for part in self._NOISY
         )

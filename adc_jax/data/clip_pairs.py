@@ -46,8 +46,10 @@ Speed: every recording a build uses is decoded and resampled once (in worker pro
 no pair decodes a file.
 
 The builder config's name is the spec plus a fingerprint of the inputs (metadata files, the
-selected files' paths and sizes, classes, split sizes, seed, clip length, sample rate and
-GENERATION_VERSION): changed inputs build a new copy next to the old one. Processes that build
+selected files' paths, sizes and modification times, classes, split sizes, seed, clip length,
+sample rate and GENERATION_VERSION): changed inputs, a replaced recording included, build a new
+copy next to the old one, and the log names the changed files and the old build to delete
+(`adc_jax.data.source_files`). Processes that build
 the same variant take turns under a file lock; an interrupted build is never read back.
 
 Public API:
@@ -79,7 +81,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from adc_jax.data import builder as builder_lib
-from adc_jax.data import clip_sources
+from adc_jax.data import clip_sources, source_files
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
@@ -135,6 +137,8 @@ MIN_EVENT_RECORDINGS = 2
 MIN_BACKGROUND_RECORDINGS = 1
 
 _F32 = np.float32
+# The names of the clips and the backgrounds folder in a build's sources.json.
+ROLE_DIRS = ("clips_dir", "background_dir")
 
 
 # ----------------------------------------------------------------------------------- the spec
@@ -227,6 +231,8 @@ class ClipInputs:
     events: tuple[ClassSources, ...]
     scenes: tuple[ClassSources, ...]
     fingerprint: str
+    # Every file the build reads (`adc_jax.data.source_files`), part of the fingerprint.
+    sources: source_files.Sources | None = dataclasses.field(default=None, repr=False)
 
     @property
     def config_name(self) -> str:
@@ -332,7 +338,9 @@ def _fingerprint(
     spec: ClipPairsSpec,
     indexes: list[clip_sources.SourceIndex],
     groups: list[tuple[str, tuple[ClassSources, ...]]],
-) -> str:
+) -> tuple[str, source_files.Sources]:
+    """(the build's fingerprint, its Sources): settings, metadata contents and every selected
+    recording's path, size and modification time (`adc_jax.data.source_files`)."""
     h = hashlib.sha256()
     head = {
         "generation": GENERATION_VERSION,
@@ -344,18 +352,22 @@ def _fingerprint(
         "classes": {role: [(c.label, c.name) for c in cs] for role, cs in groups},
     }
     h.update(json.dumps(head, sort_keys=True).encode())
+    files: list[source_files.SourceFile] = []
     for i, index in enumerate(indexes):
         for name in index.metadata:
             h.update(f"\nmetadata {i} {name}\n".encode())
             with open(os.path.join(index.root, name), "rb") as f:
                 h.update(f.read())
+            files += source_files.stat_files(index.root, [name], prefix=f"{ROLE_DIRS[i]}:")
     for (role, classes), index in zip(groups, (indexes[0], indexes[-1]), strict=True):
         for c in classes:
             for split in SPLITS:
                 for r in c.recordings[split]:
-                    size = os.path.getsize(os.path.join(index.root, r.path))
-                    h.update(f"\n{role} {c.name} {split} {r.path} {size}".encode())
-    return h.hexdigest()[:16]
+                    (f,) = source_files.stat_files(index.root, [r.path])
+                    files.append(dataclasses.replace(f, name=f"{role}:{f.name}"))
+                    h.update(f"\n{role} {c.name} {split} {r.path} {f.size} {f.mtime_ns}".encode())
+    settings = {"head": head, "roots": [index.root for index in indexes]}
+    return h.hexdigest()[:16], source_files.Sources(settings, tuple(files))
 
 
 def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
@@ -424,8 +436,10 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     events = _class_sources(clips, event_names, chosen_events)
     scene_sources = _class_sources(backgrounds, scene_names, chosen_scenes)
     indexes = [clips] if same else [clips, backgrounds]
-    fingerprint = _fingerprint(spec, indexes, [("event", events), ("background", scene_sources)])
-    return ClipInputs(spec, clips, backgrounds, events, scene_sources, fingerprint)
+    fingerprint, sources = _fingerprint(
+        spec, indexes, [("event", events), ("background", scene_sources)]
+    )
+    return ClipInputs(spec, clips, backgrounds, events, scene_sources, fingerprint, sources)
 
 
 # --------------------------------------------------------------------------------- mixing
@@ -785,6 +799,7 @@ class ClipPairsConfig(builder_lib.BuildConfig):
             name=inputs.config_name,
             inputs=inputs,
             num_workers=num_workers,
+            sources=inputs.sources,
             description=f"{spec.num_train}/{spec.num_validation}/{spec.num_eval} pairs of "
             f"{spec.clip_seconds:g} s at {spec.sample_rate} Hz, seed {spec.seed}, events "
             f"{[c.label for c in inputs.events]} from {inputs.clips.name}, backgrounds "

@@ -88,7 +88,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import pipeline, registry
+from adc_jax.data import pipeline, registry, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
@@ -588,11 +588,16 @@ def build_audio_folder(
         )
     splits = _assign_splits(files, spec.validation_fraction)
     clip = f"{spec.clip_seconds:g}".replace(".", "p")
+    sources = source_files.Sources(
+        {"audio_dir": os.path.abspath(spec.audio_dir), **dataclasses.asdict(spec)},
+        tuple(source_files.SourceFile(f.path, f.size, f.mtime_ns) for f in files),
+    )
     config = AudioFolderConfig(
         name=f"{clip}s_sr{spec.sample_rate}_fp{_fingerprint(spec, files)}",
         spec=spec,
         splits={s: tuple(fs) for s, fs in splits.items()},
         num_workers=num_workers,
+        sources=sources,
         description=f"Clips of {spec.clip_seconds:g} s at {spec.sample_rate} Hz from the "
         f"{len(files)} audio files under {spec.audio_dir} ({len(splits['validation'])} files "
         "in validation).",
