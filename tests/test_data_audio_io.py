@@ -278,7 +278,9 @@ def test_no_warning_when_every_clip_is_complete(tmp_path, caplog):
 def test_check_clip_lengths_names_an_unreadable_file_and_rejects_bad_arguments(tmp_path):
     good = _clip(tmp_path, "good.wav", 10.0)
     items = [("row 2", good), ("row 3", str(tmp_path / "gone.wav"))]
-    with pytest.raises(AudioError, match="Toy: 1 audio file cannot be used, at row 3: .*gone.wav.* does not exist"):
+    with pytest.raises(
+        AudioError, match="Toy: 1 audio file cannot be used, at row 3: .*gone.wav.* does not exist"
+    ):
         check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.0)
     with pytest.raises(ValueError, match="min_fraction"):
         check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=10.0, min_fraction=1.5)

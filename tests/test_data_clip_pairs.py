@@ -103,10 +103,14 @@ def test_fingerprint_follows_the_inputs(roots, tmp_path):
     shutil.copytree(roots["esc"], copy)
     moved = CP.resolve_inputs(_spec(roots, clips_dir=copy))
     assert moved.fingerprint == base.fingerprint  # moving the data does not rebuild
-    with open(os.path.join(copy, "audio", "1-100010-A-0.wav"), "ab") as f:
+    path = os.path.join(copy, "audio", "1-100010-A-0.wav")
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # replaced, same size
+    others.add(CP.resolve_inputs(_spec(roots, clips_dir=copy)).config_name)
+    with open(path, "ab") as f:
         f.write(b"\0\0")  # a changed file
     others.add(CP.resolve_inputs(_spec(roots, clips_dir=copy)).config_name)
-    assert base.config_name not in others and len(others) == 4
+    assert base.config_name not in others and len(others) == 5
 
 
 # ------------------------------------------------------------------------- planning

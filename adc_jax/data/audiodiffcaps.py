@@ -38,9 +38,10 @@ Keys: the CSV `key`. A key that occurs in both scenes' CSVs is prefixed with the
 is an error.
 
 The builder config's name is a fingerprint of the four CSVs' contents, the validation fraction,
-the sample rate and `GENERATION_VERSION`, so changed inputs build a new copy next to the old one
-instead of silently reusing it. The audio directory is not part of the fingerprint (moving the
-WAVs does not rebuild); delete DATA_DIR/audio_diff_caps to force a rebuild after editing WAVs.
+the sample rate, `GENERATION_VERSION` and every WAV's name, size and modification time (one
+`stat` each at every start, no read: `adc_jax.data.source_files`), so changed inputs, a replaced
+WAV included, build a new copy next to the old one instead of silently reusing it, and the log
+names the changed files and the old build to delete. Moving the WAVs does not rebuild.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from absl import logging
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
+from adc_jax.data import source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 from adc_jax.data.errors import BadData, MissingData
@@ -171,14 +173,17 @@ def resolve_audio(audio_dir: str, scene: str, subset: str, fn: str) -> str | Non
     return None
 
 
-def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
-    """Reads the four CSVs; returns rows per (scene, subset), keys made unique across scenes."""
+def read_rows(csv_dir: str, *, log: bool = True) -> dict[tuple[str, str], list[Row]]:
+    """Reads the four CSVs; returns rows per (scene, subset), keys made unique across scenes.
+
+    With `log`, logs the rows skipped and the keys prefixed (a build does; the start-up check of
+    the sources in `build_audio_diff_caps` does not)."""
     by_csv: dict[tuple[str, str], list[Row]] = {}
     total_skipped = 0
     for scene in SCENES:
         for subset in SUBSETS:
             rows, skipped = read_csv(csv_path(csv_dir, scene, subset), scene, subset)
-            if skipped:
+            if skipped and log:
                 logging.warning(
                     "AudioDiffCaps: skipped %d row(s) without any caption in %s.",
                     skipped,
@@ -186,7 +191,7 @@ def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
                 )
             total_skipped += skipped
             by_csv[(scene, subset)] = rows
-    if total_skipped:
+    if total_skipped and log:
         logging.warning(
             "AudioDiffCaps: %d row(s) without captions skipped in total.", total_skipped
         )
@@ -195,10 +200,11 @@ def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
     }
     shared = set.intersection(*keys_per_scene.values())
     if shared:
-        logging.info(
-            "AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
-            len(shared),
-        )
+        if log:
+            logging.info(
+                "AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
+                len(shared),
+            )
         by_csv = {
             k: [
                 dataclasses.replace(r, key=f"{r.scene}_{r.key}") if r.key in shared else r
@@ -248,13 +254,17 @@ def split_rows(
     return splits
 
 
-def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int) -> str:
-    """A short hash of everything that determines the generated examples except the WAVs."""
+def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int, audio: str = "") -> str:
+    """A short hash of everything that determines the generated examples: the CSVs, the
+    settings and `audio`, a digest of the WAVs' names, sizes and modification times
+    (`audio_sources`; "" leaves them out)."""
     h = hashlib.sha256()
     h.update(
         f"v{GENERATION_VERSION};fraction={float(validation_fraction)!r};"
         f"sr={int(sample_rate)};".encode()
     )
+    if audio:
+        h.update(f"audio={audio};".encode())
     for scene in SCENES:
         for subset in SUBSETS:
             h.update(f"{scene}/{subset}:".encode())
@@ -413,6 +423,18 @@ def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
     return resolved
 
 
+def audio_sources(
+    rows: list[Row], resolved: dict[tuple[str, str], str]
+) -> tuple[source_files.SourceFile, ...]:
+    """Every distinct WAV of the rows, named "<scene>/<fn>" as the CSVs name it (so any of the
+    accepted layouts under data.audio_dir gives the same names), with its size and mtime."""
+    paths = {f"{r.scene}/{fn}": resolved[(r.key, fn)] for r in rows for fn in (r.s1_fn, r.s2_fn)}
+    return tuple(
+        dataclasses.replace(source_files.stat_files("/", [paths[name]])[0], name=name)
+        for name in sorted(paths)
+    )
+
+
 def build_audio_diff_caps(
     data_dir: str,
     *,
@@ -476,8 +498,20 @@ def build_audio_diff_caps(
             "data.audio_dir to the folder holding the WAV files named in the "
             "CSVs' s1_fn/s2_fn columns."
         )
+    rows = [r for rs in split_rows(read_rows(csv_dir, log=False), validation_fraction).values()
+            for r in rs]  # fmt: skip
+    audio = audio_sources(rows, _resolve_all(audio_dir, rows))
+    sources = source_files.Sources(
+        {"dataset": "audio_diff_caps", "csv_dir": csv_dir, "audio_dir": audio_dir,
+         "validation_fraction": float(validation_fraction), "sample_rate": sample_rate},
+        source_files.stat_files(
+            csv_dir, [csv_path(csv_dir, sc, su) for sc in SCENES for su in SUBSETS], "csv_dir:"
+        )
+        + tuple(dataclasses.replace(f, name="audio_dir:" + f.name) for f in audio),
+    )  # fmt: skip
+    name = fingerprint(csv_dir, validation_fraction, sample_rate, audio=source_files.digest(audio))
     config = AudioDiffCapsConfig(
-        name=f"fp{fingerprint(csv_dir, validation_fraction, sample_rate)}",
+        name=f"fp{name}",
         description="AudioDiffCaps built from user-provided CSVs and audio.",
         audio_dir=audio_dir,
         csv_dir=csv_dir,
@@ -487,5 +521,10 @@ def build_audio_diff_caps(
     )
     builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
     builder.min_clip_fraction = float(min_clip_fraction)
+    if not builder.is_prepared():
+        source_files.before_build(
+            os.path.join(data_dir, AudioDiffCaps.name), builder.data_dir, sources
+        )
     builder.download_and_prepare(file_format="array_record")
+    source_files.after_build(builder.data_dir, sources)
     return builder
