@@ -346,7 +346,7 @@ def test_metadata_without_a_column_names_the_file_and_the_column(roots, tmp_path
 def test_a_row_naming_a_missing_file_names_the_csv_and_the_row(roots, tmp_path):
     esc = _copy(roots, "esc", tmp_path)
     os.remove(os.path.join(esc, "audio", "4-101041-A-1.wav"))
-    with pytest.raises(FileNotFoundError, match=r"esc50\.csv line \d+ names '4-101041-A-1\.wav'"):
+    with pytest.raises(FileNotFoundError, match=r"esc50\.csv line \d+ names .*4-101041-A-1\.wav"):
         CP.resolve_inputs(_spec(roots, clips_dir=esc))
 
 

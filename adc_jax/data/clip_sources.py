@@ -367,6 +367,8 @@ def select_classes(
                 f"The {role} class {label!r} has no recordings in {index.name}. The classes "
                 f"there are: {', '.join(index.labels) or '(none)'}. {advice}."
             )
+    _drop_missing_files(index, chosen, role, min_per_split)
+    for label, splits in chosen.items():
         short = {s: len(rs) for s, rs in splits.items() if len(rs) < min_per_split}
         if short:
             raise BadData(
@@ -377,14 +379,59 @@ def select_classes(
             )
         for rs in splits.values():
             rs.sort(key=lambda r: r.path)
-            for r in rs:
-                if not os.path.isfile(os.path.join(index.root, r.path)):
-                    raise MissingData(
-                        f"{r.where} names {os.path.basename(r.path)!r}, but "
-                        f"{os.path.join(index.root, r.path)} does not exist. Put the audio file "
-                        "there or remove the row."
-                    )
     return chosen
+
+
+def _drop_missing_files(
+    index: SourceIndex,
+    chosen: dict[str, dict[str, list[Recording]]],
+    role: str,
+    min_per_split: int,
+) -> None:
+    """Removes the listed recordings whose files are absent (a partial download of ESC-50 or
+    FSD50K), saying how many are missing per split; fails when a class is left with fewer than
+    `min_per_split` recordings in a split.
+
+    Raises:
+      MissingData: a class lost too many recordings (names the classes and splits, the counts
+        and the first missing file).
+    """
+    missing: dict[str, list[Recording]] = {s: [] for s in SPLITS}
+    listed = {s: 0 for s in SPLITS}
+    short: list[str] = []
+    for label, splits in chosen.items():
+        for split, rs in splits.items():
+            there = [os.path.isfile(os.path.join(index.root, r.path)) for r in rs]
+            present = [r for r, ok in zip(rs, there, strict=True) if ok]
+            listed[split] += len(rs)
+            missing[split] += [r for r, ok in zip(rs, there, strict=True) if not ok]
+            if len(present) < len(rs) and len(present) < min_per_split:
+                short.append(f"{label!r} in {split} ({len(present)} of {len(rs)} present)")
+            splits[split] = present
+    lost = sum(len(rs) for rs in missing.values())
+    if not lost:
+        return
+    counts = ", ".join(
+        f"{split} {len(missing[split])} of {listed[split]}" for split in SPLITS if listed[split]
+    )
+    first = next(r for split in SPLITS for r in missing[split])
+    summary = (
+        f"{index.name}: {lost} of the {sum(listed.values())} {role} recordings its metadata "
+        f"lists for the requested classes are missing ({counts} per split; the first: "
+        f"{first.where} names {os.path.join(index.root, first.path)}): a partial download?"
+    )
+    if short:
+        raise MissingData(
+            f"{summary} Too few are left of {'; '.join(short)}: every split needs "
+            f"{min_per_split} or more recordings of each class. Download the missing files, or "
+            "choose classes whose recordings are all there."
+        )
+    logging.warning(
+        "clip_pairs: %s Every class still has recordings in every split, so the build uses the "
+        "%d that are there; download the rest to build from the whole dataset.",
+        summary,
+        sum(len(rs) for splits in chosen.values() for rs in splits.values()),
+    )
 
 
 def _split_rule(layout: str) -> str:
