@@ -305,9 +305,7 @@ def _mp3_named_wav(path: str, lead: bytes = b"\0" * 64) -> np.ndarray:
     return x
 
 
-def test_an_mp3_named_wav_is_read_by_its_content_and_named_in_the_length_check(
-    tmp_path, caplog
-):
+def test_an_mp3_named_wav_is_read_by_its_content_and_named_in_the_length_check(tmp_path, caplog):
     path = str(tmp_path / "clip.wav")
     _mp3_named_wav(path)
     with pytest.raises(sf.LibsndfileError):  # what libsndfile alone does with it

@@ -93,9 +93,7 @@ def test_a_partial_esc50_download_is_used_when_every_split_keeps_every_class(
     roots, tmp_path, caplog
 ):
     # Fold 1 (train) loses one dog and one church_bells clip; every split keeps both classes.
-    index = _partial(
-        roots, "esc", tmp_path, ["audio/1-100010-A-0.wav", "audio/1-101011-A-1.wav"]
-    )
+    index = _partial(roots, "esc", tmp_path, ["audio/1-100010-A-0.wav", "audio/1-101011-A-1.wav"])
     with caplog.at_level("WARNING"):
         chosen = CS.select_classes(
             index, ["dog", "church_bells"], role="foreground", min_per_split=2
