@@ -270,6 +270,7 @@ def run_guarded(
     *,
     paths_hint: str,
     data_errors: tuple[type[Exception], ...] = (),
+    paths: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`run()`, with the failures a user can cause turned into one line and an exit status.
 
@@ -283,6 +284,8 @@ def run_guarded(
       paths_hint: what to check after an I/O error, e.g. "Check the paths in the config ...".
       data_errors: further exception types that mean "the run cannot work with these data"
         (exit 1, with the traceback in the log).
+      paths: setting -> the path it names (e.g. {"data.data_dir": ...}): an I/O error on a file
+        under one of them names that setting instead of `paths_hint`.
     """
     try:
         return run()
@@ -293,9 +296,25 @@ def run_guarded(
     except (NonFiniteError, checkpointing.CheckpointError) as e:
         fail(f"Error: {e}")
     except OSError as e:  # an unwritable data_dir or workdir, a full disk, a lost mount
-        fail(f"Error: {type(e).__name__}: {sentence(e)} {io_hint(e, paths_hint)}", traceback=True)
+        hint = io_hint(e, _setting_hint(e, paths or {}) or paths_hint)
+        fail(f"Error: {type(e).__name__}: {sentence(e)} {hint}", traceback=True)
     except data_errors as e:
         fail(f"Error: {e}", traceback=True)
+
+
+def _setting_hint(error: OSError, paths: dict[str, str]) -> str | None:
+    """ "Check SETTING=PATH: ..." when the error's file is that path, under it or above it."""
+    if not error.filename:
+        return None
+    failed = os.path.abspath(os.path.expanduser(str(error.filename)))
+    for setting, path in paths.items():
+        path = os.path.abspath(os.path.expanduser(path))
+        if failed == path or os.path.commonpath([failed, path]) in (failed, path):
+            return (
+                f"Check {setting}={path}: it must be a directory this user can write to (it is "
+                "created if missing), not a file or a read-only place."
+            )
+    return None
 
 
 def io_hint(error: OSError, paths_hint: str) -> str:

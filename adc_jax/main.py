@@ -20,6 +20,7 @@ from absl import app, logging
 
 from adc_jax import cli, report, train
 from adc_jax import config as config_lib
+from adc_jax.data import registry
 
 FLAGS = cli.define_run_flags(
     "Experiment config file (configs/*.py[:quick|:smoke]).",
@@ -51,6 +52,7 @@ def main(argv: list[str]) -> None:
     result: dict[str, Any] = cli.run_guarded(
         lambda: train.train_and_evaluate(config, workdir),
         paths_hint="Check that the paths in the config and --workdir exist and are writable.",
+        paths={"data.data_dir": registry.data_dir(config), "--workdir": workdir},
     )
     if cli.stopped_by_signal(result):
         return

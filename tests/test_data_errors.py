@@ -49,6 +49,9 @@ def _data(root: str) -> dict[str, str]:
         f.write(text.replace(",answer", ",answr", 1))
     d["adiff_csv"], d["adiff_audio"] = fx.csv_dir, fx.audio_dir
     write_folders(d["folder"], ("a", "b"), per_class=2, ext=".wav", seconds=1.0)
+    d["a_file"] = os.path.join(root, "a_file")
+    with open(d["a_file"], "w") as f:
+        f.write("not a directory")
     with open(os.path.join(d["folder"], "b", "zz_page.wav"), "wb") as f:
         f.write(HTML)
     return d
@@ -102,6 +105,11 @@ def _commands(d: dict[str, str], root: str) -> dict[str, list[str]]:
             "--clip_classes=dog,cat",
             f"--data_dir={root}/data",
             f"--output={root}/listen",
+        ],
+        "main_data_dir_is_a_file": [
+            *main,
+            f"--workdir={root}/w7",
+            f"--config.data.data_dir={d['a_file']}/datasets",
         ],
         "make_synthetic_bad_size": [
             sys.executable,
@@ -176,6 +184,16 @@ def test_a_data_error_exits_2_with_its_message_once_and_no_traceback(runs, case)
         with open(os.path.join(workdir, "train.log")) as f:
             assert unique in f.read()
         assert not os.path.exists(os.path.join(workdir, "checkpoints", "1"))
+
+
+def test_an_unusable_data_dir_is_an_io_error_naming_the_setting(runs):
+    code, stderr, _ = runs["main_data_dir_is_a_file"]
+    assert code == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]  # nor orbax's, from its cleanup thread
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: NotADirectoryError: ")
+    assert "Check data.data_dir=" in last and "a_file/datasets" in last
+    assert stderr.count("Check data.data_dir=") == 1
 
 
 def test_data_errors_keep_their_type_across_build_worker_processes():

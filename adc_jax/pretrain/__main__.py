@@ -18,6 +18,7 @@ import ml_collections
 from absl import app
 
 from adc_jax import cli
+from adc_jax.data import registry
 from adc_jax.pretrain import config as pretrain_config_lib
 from adc_jax.pretrain.train import pretrain
 
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> None:
         paths_hint="Check the paths in the config (data.audio_dir, data.data_dir) and that "
         "--workdir is writable.",
         data_errors=(ValueError,),  # e.g. fewer clips than one batch
+        paths={"data.data_dir": registry.data_dir(config), "--workdir": workdir},
     )
     if cli.stopped_by_signal(result):
         return
