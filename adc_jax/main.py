@@ -5,7 +5,8 @@
 Any config field can be overridden: `--config.train.batch_size=64`. Rerunning the same command
 with the same workdir resumes from the latest checkpoint. SIGTERM (preemption) or Ctrl-C saves a
 checkpoint at the next step boundary and exits with status 0; exit status 2 is a config error
-reported before anything is built, 1 a run that failed (`adc_jax.cli`). On several hosts, run the
+reported before anything is built or a data error (the user's data cannot work), 1 a run that
+failed (`adc_jax.cli`). On several hosts, run the
 same command on every host (see launch/); `jax.distributed.initialize()` is called when the
 environment describes more than one process (or `--multiprocess` is given).
 """

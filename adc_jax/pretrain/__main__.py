@@ -4,8 +4,9 @@
 
 Any config field can be overridden (`--config.train.num_steps=3000`); the same command resumes
 from the workdir's latest checkpoint. Exit statuses are those of `adc_jax.cli`: 0 for a finished
-run or one stopped by SIGTERM / Ctrl-C (checkpoint saved), 2 for a config error, 1 for a failed
-run (non-finite loss, checkpoint write, I/O, clips that cannot work).
+run or one stopped by SIGTERM / Ctrl-C (checkpoint saved), 2 for a config error or a data error
+(an unreadable file in data.audio_dir, fewer clips than one batch), 1 for a failed run
+(non-finite loss, checkpoint write, I/O).
 """
 
 from __future__ import annotations
