@@ -6,7 +6,8 @@
 The model is rebuilt from DIR/config.json and restored from its latest checkpoint (or
 --checkpoint_step). Any file libsndfile reads works, at any sample rate and channel count: it is
 mixed down to mono, resampled to the training rate and padded (or cropped, with a warning) to the
-training clip length, exactly as the training data was. The n-best captions of beam search are
+training clip length, exactly as the training data was. A truncated file (less audio than its
+header promises: a partial download) is used as it is, with a warning, as the builders do. The n-best captions of beam search are
 printed with their scores: the log-probability of the caption divided by the GNMT length penalty
 ((5 + length) / 6) ** eval.length_penalty, so higher is better and 0 is the maximum.
 
@@ -43,7 +44,7 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError, min_clip_samples
-from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data.audio_io import AudioError, load_audio, probe_audio
 from adc_jax.data.pipeline import clip_samples
 from adc_jax.data.vocab import split_tiers
 from adc_jax.data.waveform import fit_length
@@ -59,6 +60,10 @@ class CaptionError(ValueError):
 
 class CropWarning(UserWarning):
     """A clip was longer than the training clip length and its end was cut off."""
+
+
+class TruncationWarning(UserWarning):
+    """A file holds less audio than its header promises (a partial download or copy)."""
 
 
 @dataclasses.dataclass
@@ -77,10 +82,22 @@ class Clip:
     seconds: float
     cropped: bool
     sample_rate: int
+    # The duration the file's header promises when it holds less (a truncated file), else None.
+    header_seconds: float | None = None
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    def truncation_message(self) -> str | None:
+        """What a truncated file lacks, as the dataset builders warn; None when it is whole."""
+        if self.header_seconds is None:
+            return None
+        return (
+            f"{self.path} is truncated: it holds {self.seconds:.2f} s of the "
+            f"{self.header_seconds:.2f} s its header promises (a partial download or copy?); "
+            "the caption describes only what is there. Replace it with the complete file."
+        )
 
     def crop_message(self) -> str:
         used = self.wav.shape[0] / self.sample_rate
@@ -97,6 +114,7 @@ def prepare_clip(path: str, sample_rate: int, n_samples: int, min_samples: int =
       AudioError: the file is missing, empty or unreadable.
       CaptionError: the file is shorter than `min_samples` (no encoder frame would be valid).
     """
+    probe = probe_audio(path)
     wav = load_audio(path, sample_rate)
     if wav.shape[0] < min_samples:
         raise CaptionError(
@@ -104,7 +122,10 @@ def prepare_clip(path: str, sample_rate: int, n_samples: int, min_samples: int =
             f"least {min_samples / sample_rate:.3f} s are needed."
         )
     fitted, num_valid, cropped = fit_length(wav, n_samples)
-    return Clip(path, fitted, num_valid, wav.shape[0] / sample_rate, cropped, sample_rate)
+    header_seconds = probe.header_seconds if probe.truncated else None
+    return Clip(
+        path, fitted, num_valid, wav.shape[0] / sample_rate, cropped, sample_rate, header_seconds
+    )
 
 
 @dataclasses.dataclass
@@ -168,8 +189,11 @@ class Captioner:
         return self.n_samples / self.sample_rate
 
     def prepare(self, path: str) -> Clip:
-        """Reads a file for this model; warns (CropWarning) when its end is cut off."""
+        """Reads a file for this model; warns (CropWarning) when its end is cut off and
+        (TruncationWarning) when it holds less than its header promises."""
         clip = prepare_clip(path, self.sample_rate, self.n_samples, self.min_samples)
+        if clip.truncation_message():
+            warnings.warn(clip.truncation_message(), TruncationWarning, stacklevel=2)
         if clip.cropped:
             warnings.warn(clip.crop_message(), CropWarning, stacklevel=2)
         return clip
@@ -379,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in (args.audio1, args.audio2)
         ]
         for clip in clips:
+            if clip.truncation_message():
+                print(f"Warning: {clip.truncation_message()}", file=sys.stderr)
             if clip.cropped:
                 print(f"Warning: {clip.crop_message()}", file=sys.stderr)
         captioner = Captioner.from_workdir(args.workdir, args.checkpoint_step)

@@ -202,6 +202,14 @@ class Checkpointer:
             logging.error("%s", e)
         finally:
             try:
+                # The manager removes leftover tmp directories in a thread it starts when it is
+                # made, and close() does not wait for it: a run that fails within a second
+                # (bad data) would exit under that thread, which then prints a traceback
+                # ("cannot schedule new futures after interpreter shutdown"). Private in orbax
+                # 0.12; without it, the race stays.
+                await_cleanup = getattr(self.manager, "_maybe_await_cleanup_tmp_directory", None)
+                if await_cleanup is not None:
+                    await_cleanup()
                 self.manager.close()
             except Exception as e:  # noqa: BLE001 - wait() above reported the real problem
                 logging.warning("Closing the checkpoint manager: %s", e)

@@ -15,14 +15,18 @@
 
 Exit statuses, the same for every entry point: 0 for a finished run or one stopped by SIGTERM /
 Ctrl-C (a checkpoint was saved; the same command resumes); 2 for a config error (an unknown or
-invalid field, a workdir whose checkpoint has another model), reported before anything is built;
-1 for a run that failed (non-finite loss, a checkpoint that could not be written, I/O). Failures
-print one line to stderr, without a traceback (the log file keeps it for I/O errors).
+invalid field, a workdir whose checkpoint has another model), reported before anything is built,
+and for a data error (`adc_jax.data.errors.DataError`: a class the folder lacks, a missing column
+or file, an unreadable file): the config or the data must change; 1 for a run that failed
+(non-finite loss, a checkpoint that could not be written, I/O). Failures print their message
+once, to stderr, without a traceback; the workdir's train.log gets the same line (and, for I/O
+errors, the traceback).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import logging as std_logging
 import os
@@ -37,6 +41,7 @@ from ml_collections import config_flags
 
 from adc_jax import checkpointing, multihost, rundir
 from adc_jax.config_checks import ConfigError, has_field
+from adc_jax.data.errors import DataError
 from adc_jax.loop import NonFiniteError
 
 # --------------------------------------------------------------------------------------- logs
@@ -46,8 +51,13 @@ class DropLibraryInfo:
     """Logging filter: hides INFO chatter of orbax/grain/tfds (warnings and errors still show)."""
 
     _NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/array_record/")
+    # tfds warnings that every build of an adc_jax dataset triggers and that ask nothing of
+    # the user (a builder config made in code; a variant folder before its first build).
+    _ROUTINE = ("Using custom data configuration", "Variant folder %s has no %s")
 
     def filter(self, record) -> bool:
+        if "/tensorflow_datasets/" in record.pathname and str(record.msg).startswith(self._ROUTINE):
+            return False
         return record.levelno >= std_logging.WARNING or not any(
             part in record.pathname for part in self._NOISY
         )
@@ -59,17 +69,40 @@ def quiet_library_logs() -> None:
         handler.addFilter(DropLibraryInfo())
 
 
+# The handlers of the log files `also_log_to` opened (a failure is written to them only).
+_LOG_FILES: list[std_logging.Handler] = []
+
+
 def also_log_to(path: str) -> None:
     """Keeps the console log and appends the same records to `path`."""
     handler = std_logging.FileHandler(path)
     handler.addFilter(DropLibraryInfo())
     handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     std_logging.getLogger().addHandler(handler)
+    _LOG_FILES.append(handler)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Logs `message`, prints it to stderr and exits with `code` (no traceback)."""
-    logging.error("%s", message)
+def log_to_files(message: str, *, exc_info: bool = False) -> None:
+    """Writes an ERROR record to the log files only (the console shows the message once, from
+    `fail`); with exc_info, the traceback of the exception being handled goes with it."""
+    record = std_logging.getLogger().makeRecord(
+        "adc_jax", std_logging.ERROR, __file__, 0, message, None,
+        sys.exc_info() if exc_info else None,
+    )  # fmt: skip
+    for handler in _LOG_FILES:
+        handler.handle(record)
+
+
+def sentence(text: str) -> str:
+    """`text` ending in exactly one full stop (or its own "?" / "!"), for joining messages."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def fail(message: str, code: int = 1, *, traceback: bool = False) -> NoReturn:
+    """Prints `message` once to stderr, writes it to the log files (with the traceback of the
+    exception being handled when asked) and exits with `code`; no traceback on the console."""
+    log_to_files(message, exc_info=traceback)
     print(message, file=sys.stderr)
     sys.exit(code)
 
@@ -237,27 +270,66 @@ def run_guarded(
     *,
     paths_hint: str,
     data_errors: tuple[type[Exception], ...] = (),
+    paths: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`run()`, with the failures a user can cause turned into one line and an exit status.
+
+    A `DataError` (the user's data cannot work: its message names the file, row or class and
+    the fix) exits with 2; an I/O error that is not one (an unwritable data_dir, a full disk)
+    with 1, followed by `paths_hint`. Either way the message is printed once, without a
+    traceback (train.log keeps an I/O error's).
 
     Args:
       run: the training; returns its result dict.
       paths_hint: what to check after an I/O error, e.g. "Check the paths in the config ...".
-      data_errors: further exception types that mean "the data cannot work" (exit 1, with the
-        traceback in the log).
+      data_errors: further exception types that mean "the run cannot work with these data"
+        (exit 1, with the traceback in the log).
+      paths: setting -> the path it names (e.g. {"data.data_dir": ...}): an I/O error on a file
+        under one of them names that setting instead of `paths_hint`.
     """
     try:
         return run()
     except ConfigError as e:
         fail(f"Config error: {e}", code=2)
+    except DataError as e:
+        fail(f"Data error: {e}", code=2)
     except (NonFiniteError, checkpointing.CheckpointError) as e:
         fail(f"Error: {e}")
-    except OSError as e:  # unreadable data or audio, an unwritable data_dir or workdir
-        logging.exception("Stopped by an I/O error:")
-        fail(f"Error: {type(e).__name__}: {e}. {paths_hint}")
+    except OSError as e:  # an unwritable data_dir or workdir, a full disk, a lost mount
+        hint = io_hint(e, _setting_hint(e, paths or {}) or paths_hint)
+        fail(f"Error: {type(e).__name__}: {sentence(e)} {hint}", traceback=True)
     except data_errors as e:
-        logging.exception("Stopped by an error:")
-        fail(f"Error: {e}")
+        fail(f"Error: {e}", traceback=True)
+
+
+def _setting_hint(error: OSError, paths: dict[str, str]) -> str | None:
+    """ "Check SETTING=PATH: ..." when the error's file is that path, under it or above it."""
+    if not error.filename:
+        return None
+    failed = os.path.abspath(os.path.expanduser(str(error.filename)))
+    for setting, path in paths.items():
+        path = os.path.abspath(os.path.expanduser(path))
+        if failed == path or os.path.commonpath([failed, path]) in (failed, path):
+            return (
+                f"Check {setting}={path}: it must be a directory this user can write to (it is "
+                "created if missing), not a file or a read-only place."
+            )
+    return None
+
+
+def io_hint(error: OSError, paths_hint: str) -> str:
+    """What to do after an I/O error: specific when its errno says the cause, else paths_hint."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno == errno.ENOSPC:
+        return f"The disk{where} is full: free space, or choose a data_dir / --workdir on another."
+    if error.errno == errno.EROFS:
+        return f"The file system{where} is read-only: choose a writable data_dir / --workdir."
+    if isinstance(error, PermissionError):
+        return (
+            f"This user has no permission there{where}: fix the permissions or choose a path "
+            "this user can use."
+        )
+    return paths_hint
 
 
 def stopped_by_signal(result: dict[str, Any]) -> bool:

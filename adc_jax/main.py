@@ -5,7 +5,8 @@
 Any config field can be overridden: `--config.train.batch_size=64`. Rerunning the same command
 with the same workdir resumes from the latest checkpoint. SIGTERM (preemption) or Ctrl-C saves a
 checkpoint at the next step boundary and exits with status 0; exit status 2 is a config error
-reported before anything is built, 1 a run that failed (`adc_jax.cli`). On several hosts, run the
+reported before anything is built or a data error (the user's data cannot work), 1 a run that
+failed (`adc_jax.cli`). On several hosts, run the
 same command on every host (see launch/); `jax.distributed.initialize()` is called when the
 environment describes more than one process (or `--multiprocess` is given).
 """
@@ -20,6 +21,7 @@ from absl import app, logging
 
 from adc_jax import cli, report, train
 from adc_jax import config as config_lib
+from adc_jax.data import registry
 
 FLAGS = cli.define_run_flags(
     "Experiment config file (configs/*.py[:quick|:smoke]).",
@@ -51,6 +53,7 @@ def main(argv: list[str]) -> None:
     result: dict[str, Any] = cli.run_guarded(
         lambda: train.train_and_evaluate(config, workdir),
         paths_hint="Check that the paths in the config and --workdir exist and are writable.",
+        paths={"data.data_dir": registry.data_dir(config), "--workdir": workdir},
     )
     if cli.stopped_by_signal(result):
         return

@@ -32,6 +32,7 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import registry
 from adc_jax.data import vocab as vocab_lib
+from adc_jax.data.errors import BadData
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import most_frequent_caption
 from adc_jax.train_state import TrainState
@@ -143,7 +144,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
         stats.pairs_without_captions,
     )
     if not stats.num_captions and tiers != (0,):
-        raise ValueError(
+        raise BadData(
             f"The training split of {config.data.name} has no caption of the selected tiers "
             f"{tiers}; check data.adiff_tiers against the CSVs in data.csv_dir."
         )

@@ -32,6 +32,10 @@ def audio_files(tmp_path_factory) -> dict[str, str]:
     sf.write(files["thirty"], 0.1 * rng.standard_normal(30 * 16000), 16000)
     with open(files["garbage"], "wb") as f:
         f.write(b"RIFF\x00\x00 this is not audio " * 20)
+    files["truncated"] = str(d / "truncated_2s.wav")  # a partial download: half its bytes
+    sf.write(files["truncated"], 0.1 * rng.standard_normal(2 * 16000), 16000, subtype="PCM_16")
+    with open(files["truncated"], "r+b") as f:
+        f.truncate(44 + 16000 * 2)
     return files
 
 
@@ -43,6 +47,15 @@ def test_prepare_clip_mixes_down_resamples_and_pads(audio_files):
     # Mean of a 0.4-amplitude sine and a silent channel: RMS 0.2 / sqrt(2); then zeros.
     assert np.sqrt(np.mean(clip.wav[500:7500] ** 2)) == pytest.approx(0.2 / np.sqrt(2), rel=0.02)
     assert not np.any(clip.wav[8000:])
+
+
+def test_a_truncated_file_is_used_with_the_warning_the_builders_give(audio_files):
+    clip = caption.prepare_clip(audio_files["truncated"], 16000, 32000)
+    assert clip.num_valid == 16000 and clip.header_seconds == pytest.approx(2.0)
+    assert "truncated: it holds 1.00 s of the 2.00 s its header promises" in (
+        clip.truncation_message()
+    )
+    assert caption.prepare_clip(audio_files["stereo"], 16000, 16000).truncation_message() is None
 
 
 def test_long_files_are_cropped_with_a_warning(reference_run, audio_files):
@@ -58,6 +71,8 @@ def test_long_files_are_cropped_with_a_warning(reference_run, audio_files):
     assert len(results) == 2 and results[0][1] >= results[1][1]
     with pytest.raises(caption.CaptionError, match="nbest"):
         captioner.caption(clip, clip, beam_size=2, nbest=3)
+    with pytest.warns(caption.TruncationWarning, match="truncated_2s.wav is truncated"):
+        captioner.prepare(audio_files["truncated"])
 
 
 def test_cli_prints_nbest_and_writes_the_attention_png(

@@ -18,9 +18,10 @@ import statistics
 
 import numpy as np
 import pytest
+import soundfile as sf
 from adiff_fixture import make_adiff_fixture
 
-from adc_jax.data import adiff, features, writer
+from adc_jax.data import adiff, features, source_files, writer
 from adc_jax.data.audio_io import AudioError, load_audio
 
 CLIP_SECONDS = 2.0
@@ -415,8 +416,12 @@ def test_min_clip_fraction_fails_on_short_clips_before_decoding(cld, tmp_path, m
 def test_fingerprint_follows_the_csvs_and_settings_not_the_audio_dir(cld, tmp_path):
     fx, builder, _, _ = cld
     csv_dir = _copy_csvs(fx, tmp_path)
+    plans = adiff.plan_splits(fx.csv_dir, fx.audio_dir, "cld", log=False)
+    digest = source_files.digest(adiff.audio_sources(plans))
+    named = adiff.fingerprint(csv_dir, "cld", CLIP_SECONDS, 16000, audio=digest)
+    assert builder.builder_config.name == f"cld_fp{named}"
     base = adiff.fingerprint(csv_dir, "cld", CLIP_SECONDS, 16000)
-    assert builder.builder_config.name == f"cld_fp{base}"
+    assert base != named
     assert adiff.fingerprint(csv_dir, "cld", CLIP_SECONDS, 16000) == base
     assert adiff.fingerprint(fx.csv_dir, "cld", CLIP_SECONDS, 16000) == base  # a copy: same
     changed = {
@@ -478,3 +483,34 @@ def test_stats_tool_reports_lengths_and_unknown_rates(tmp_path, capsys):
     assert tool.main([f"--csv_dir={fixture.csv_dir}", "--subset=cld"]) == 0
     assert "| eval | 3 |" in capsys.readouterr().out
     assert tool.main([f"--csv_dir={tmp_path}", "--subset=cld"]) == 1
+
+
+def test_a_replaced_audio_file_is_never_served_from_the_old_build(tmp_path, caplog):
+    """Replacing a file (as the truncation warning advises) builds anew from the current files,
+    and the log names the changed file and the old build to delete; moving the audio folder
+    (same files) rebuilds nothing."""
+    fx = make_adiff_fixture(str(tmp_path / "fx"), num_clips=3, num_pairs=3)
+    first = _build(fx, tmp_path / "data")
+    moved = str(tmp_path / "moved_audio")
+    shutil.copytree(fx.audio_dir, moved)  # copy2: sizes and modification times kept
+    assert _build(fx, tmp_path / "data", audio_dir=moved).builder_config.name == (
+        first.builder_config.name
+    )
+    assert os.path.isfile(os.path.join(first.data_dir, source_files.MANIFEST))
+    key = _records(first, "eval")[0]["key"]
+    filepath = key.split("|")[0]
+    path = fx.clips["eval"][filepath]
+    data, rate = sf.read(path)
+    sf.write(path, 0.5 * data, rate, subtype="PCM_16")  # the same size, other samples
+    with caplog.at_level(logging.WARNING):
+        second = _build(fx, tmp_path / "data")
+    assert second.builder_config.name != first.builder_config.name
+    old = {r["key"]: r for r in _records(first, "eval")}
+    new = {r["key"]: r for r in _records(second, "eval")}
+    assert not np.array_equal(new[key]["audio1"], old[key]["audio1"])
+    message = caplog.text
+    assert "1 source file(s) changed since the build in" in message
+    assert f"audio_dir:{filepath} (modified)" in message
+    assert f"delete {os.path.dirname(first.data_dir)}" in message
+    # The old build stays where it was (adc_jax never deletes a build).
+    assert os.path.isfile(os.path.join(first.data_dir, "dataset_info.json"))

@@ -278,9 +278,63 @@ def test_no_warning_when_every_clip_is_complete(tmp_path, caplog):
 def test_check_clip_lengths_names_an_unreadable_file_and_rejects_bad_arguments(tmp_path):
     good = _clip(tmp_path, "good.wav", 10.0)
     items = [("row 2", good), ("row 3", str(tmp_path / "gone.wav"))]
-    with pytest.raises(AudioError, match="Toy row 3: .*gone.wav.* does not exist"):
+    with pytest.raises(
+        AudioError, match="Toy: 1 audio file cannot be used, at row 3: .*gone.wav.* does not exist"
+    ):
         check_clip_lengths(items, dataset="Toy", nominal_seconds=10.0, min_fraction=0.0)
     with pytest.raises(ValueError, match="min_fraction"):
         check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=10.0, min_fraction=1.5)
     with pytest.raises(ValueError, match="nominal_seconds"):
         check_clip_lengths(items[:1], dataset="Toy", nominal_seconds=0.0, min_fraction=0.0)
+
+
+# ------------------------------------------------------------- files named for another format
+
+
+def _mp3_named_wav(path: str, lead: bytes = b"\0" * 64) -> np.ndarray:
+    """A valid MP3 (as libsndfile writes it) with bytes before its first frame, named .wav:
+    libsndfile then recognises it only by an .mp3 name."""
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    mp3 = path + ".mp3"
+    sf.write(mp3, x, 16000, format="MP3")
+    with open(mp3, "rb") as f:
+        data = f.read()
+    os.remove(mp3)
+    with open(path, "wb") as f:
+        f.write(lead + data)
+    return x
+
+
+def test_an_mp3_named_wav_is_read_by_its_content_and_named_in_the_length_check(tmp_path, caplog):
+    path = str(tmp_path / "clip.wav")
+    _mp3_named_wav(path)
+    with pytest.raises(sf.LibsndfileError):  # what libsndfile alone does with it
+        sf.read(path)
+    assert audio_io.sniff_format(path)[:2] == ("MP3", ".mp3")
+    wav = load_audio(path, 16000)
+    assert abs(wav.shape[0] - 16000) < 2000 and np.abs(wav).max() > 0.2
+    probe = probe_audio(path)
+    assert probe.content_format == "MP3" and not probe.truncated
+    with caplog.at_level(std_logging.WARNING):
+        check_clip_lengths([("row 2", path)], dataset="Toy", nominal_seconds=1.0, min_fraction=0)
+    assert "hold another format than their names say" in caplog.text
+    assert "clip.wav holds MP3" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"<!DOCTYPE html><html><body>Forbidden</body></html>", "is text, not audio"),
+        (b"\0" * 4096, "holds only zero bytes"),
+        (b"\0\0\0\x20ftypM4A " + b"\0" * 200, "holds MP4 audio"),
+        (b"RIFF\x10\0\0\0WAVEfmt " + b"\1" * 40, "looks like WAV"),
+        (bytes(range(7, 256)) * 8, "is in no format libsndfile reads"),
+    ],
+)
+def test_an_unreadable_file_says_what_its_content_is(tmp_path, content, expected):
+    path = str(tmp_path / "x.wav")
+    with open(path, "wb") as f:
+        f.write(content)
+    for read in (load_audio, probe_audio):
+        with pytest.raises(AudioError, match=f"Cannot read audio file .*x.wav.*: it {expected}"):
+            read(path)

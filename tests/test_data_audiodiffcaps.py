@@ -283,3 +283,22 @@ def test_a_clip_below_min_clip_fraction_fails_naming_row_and_file(fixture_dirs, 
     assert "(2.00 s)" in message and "data.min_clip_fraction=0" in message
     version = str(adc.AudioDiffCaps.VERSION)
     assert not glob.glob(str(tmp_path / "data" / "audio_diff_caps" / "*" / version))  # not built
+
+
+def test_a_replaced_wav_builds_anew_and_names_the_file(tmp_path, caplog):
+    """A WAV replaced after the build (same name and size: only its samples and modification
+    time differ) gives another build; the old one is named for deletion, never served."""
+    csv_dir, audio_dir = _write_fixture(str(tmp_path))
+    data_dir = str(tmp_path / "data")
+    first = adc.build_audio_diff_caps(data_dir, audio_dir=audio_dir, csv_dir=csv_dir)
+    again = adc.build_audio_diff_caps(data_dir, audio_dir=audio_dir, csv_dir=csv_dir)
+    assert again.builder_config.name == first.builder_config.name
+    name = "rain_eval_e01_s1.wav"
+    path = os.path.join(audio_dir, name)
+    x, rate = sf.read(path, dtype="int16")
+    sf.write(path, x // 2, rate, subtype="PCM_16")
+    with caplog.at_level(logging.WARNING):
+        second = adc.build_audio_diff_caps(data_dir, audio_dir=audio_dir, csv_dir=csv_dir)
+    assert second.builder_config.name != first.builder_config.name
+    assert f"audio_dir:rain/{name} (modified)" in caplog.text
+    assert f"delete {os.path.dirname(first.data_dir)}" in caplog.text

@@ -14,6 +14,7 @@ import pytest
 from clip_fixtures import FOLDER_CLASSES, write_roots
 
 from adc_jax.data import clip_sources as CS
+from adc_jax.data.errors import MissingData
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,54 @@ def test_splits_share_no_recording(roots, tmp_path):
     assert {r.path: r.split for r in again.recordings} == {
         r.path: r.split for r in folders.recordings
     }
+
+
+def _partial(roots, name: str, tmp_path, removed: list[str]) -> CS.SourceIndex:
+    """A copy of a layout with `removed` (relative paths) deleted: a partial download."""
+    root = str(tmp_path / name)
+    shutil.copytree(roots[name], root)
+    for rel in removed:
+        os.remove(os.path.join(root, rel))
+    return CS.index_sources(root)
+
+
+def test_a_partial_esc50_download_is_used_when_every_split_keeps_every_class(
+    roots, tmp_path, caplog
+):
+    # Fold 1 (train) loses one dog and one church_bells clip; every split keeps both classes.
+    index = _partial(roots, "esc", tmp_path, ["audio/1-100010-A-0.wav", "audio/1-101011-A-1.wav"])
+    with caplog.at_level("WARNING"):
+        chosen = CS.select_classes(
+            index, ["dog", "church_bells"], role="foreground", min_per_split=2
+        )
+    assert [len(chosen["dog"][s]) for s in CS.SPLITS] == [5, 2, 2]
+    assert all(
+        os.path.isfile(os.path.join(index.root, r.path))
+        for splits in chosen.values()
+        for rs in splits.values()
+        for r in rs
+    )
+    message = caplog.text
+    assert "2 of the 20 foreground recordings its metadata lists for the requested classes" in (
+        message
+    )
+    assert "train 2 of 12, validation 0 of 4, eval 0 of 4 per split" in message
+    assert "the build uses the 18 that are there" in message
+
+
+def test_a_partial_download_that_loses_a_class_in_a_split_names_what_is_absent(roots, tmp_path):
+    # ESC-50's fold 4 (validation) holds 2 dog clips; one is missing, and a split needs 2.
+    index = _partial(roots, "esc", tmp_path, ["audio/4-100040-A-0.wav", "audio/1-100010-A-0.wav"])
+    with pytest.raises(MissingData) as e:
+        CS.select_classes(index, ["dog", "church_bells"], role="foreground", min_per_split=2)
+    message = str(e.value)
+    assert "2 of the 20 foreground recordings" in message
+    assert "train 1 of 12, validation 1 of 4, eval 0 of 4 per split" in message
+    assert "Too few are left of 'dog' in validation (1 of 2 present)" in message
+    assert "esc50.csv line" in message and "Download the missing files" in message
+    # FSD50K: the eval clip of Rain is missing; backgrounds need 1 per split.
+    fsd = CS.index_sources(roots["fsd"])
+    rain_eval = next(r.path for r in fsd.recordings if "Rain" in r.labels and r.split == "eval")
+    index = _partial(roots, "fsd", tmp_path, [rain_eval])
+    with pytest.raises(MissingData, match=r"'Rain' in eval \(0 of 1 present\)"):
+        CS.select_classes(index, ["Rain", "Car_passing_by"], role="background", min_per_split=1)

@@ -273,6 +273,15 @@ def test_unreadable_file_fails_naming_it_and_truncated_files_are_warned(tmp_path
         builder = clips.load_clip_source(config)
     assert "truncated" in caplog.text and "2.wav" in caplog.text
     assert sum(len(builder.as_data_source(s)) for s in clips.SPLITS) == 2 + 2 + 1
+    # Replaced with the complete file, as the warning advises: never served from the old build.
+    (root / "ok" / "2.wav").write_bytes(data)
+    caplog.clear()
+    with caplog.at_level(std_logging.WARNING):
+        rebuilt = clips.load_clip_source(config)
+    assert rebuilt.data_dir != builder.data_dir
+    assert sum(len(rebuilt.as_data_source(s)) for s in clips.SPLITS) == 2 + 2 + 2
+    assert f"ok/2.wav (size {len(data) // 2} -> {len(data)} bytes)" in caplog.text
+    assert f"delete {os.path.dirname(builder.data_dir)}" in caplog.text
     (root / "ok" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
     with pytest.raises(AudioError, match="broken.wav"):
         clips.load_clip_source(config)

@@ -27,10 +27,11 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_synthetic import add_size_flags, resolve  # noqa: E402  (sibling tool)
+from make_synthetic import IO_HINT, add_size_flags, resolve  # noqa: E402  (sibling tool)
 
 from adc_jax import config as config_lib  # noqa: E402
 from adc_jax.data import clip_pairs  # noqa: E402
+from adc_jax.data.errors import BadData, run_data_tool  # noqa: E402
 from adc_jax.data.features import as_text, to_int16  # noqa: E402
 from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 
@@ -39,11 +40,21 @@ MAX_RENDER_ERROR = 1
 
 
 def clip_pairs_spec(args: argparse.Namespace) -> clip_pairs.ClipPairsSpec:
-    """The clip_pairs spec of the flags: the size preset's data fields, overridden by flags."""
+    """The clip_pairs spec of the flags: the size preset's data fields, overridden by flags.
+
+    A missing --clips_dir or a flag out of range exits with status 2 and the usage line.
+    """
+    if args.source == "generate":
+        args.parser.error("--source=generate is for synthetic_adc; clip_pairs reads its build.")
+    if not args.clips_dir:
+        args.parser.error("--data=clip_pairs needs --clips_dir (ESC-50, FSD50K or class folders).")
     d = config_lib.base_config(args.size).data
     for name in ("clips_dir", "background_dir", "clip_classes", "background_classes"):
         d[name] = getattr(args, name)
-    spec = clip_pairs.ClipPairsSpec.from_config(d)
+    try:
+        spec = clip_pairs.ClipPairsSpec.from_config(d)
+    except ValueError as e:
+        args.parser.error(str(e))
     sizes = resolve(args)[1]  # the preset with the size flags applied
     return dataclasses.replace(
         spec,
@@ -74,10 +85,6 @@ def _record_fields(ex) -> tuple:
 
 def _clip_pairs(args: argparse.Namespace):
     """Yields the fields of `_pairs` plus recipe lines, after checking each recipe re-renders."""
-    if args.source == "generate":
-        raise SystemExit("--source=generate is for synthetic_adc; clip_pairs reads its build.")
-    if not args.clips_dir:
-        raise SystemExit("--data=clip_pairs needs --clips_dir (ESC-50, FSD50K or class folders).")
     spec = clip_pairs_spec(args)
     data_dir = resolve(args)[0]
     builder = clip_pairs.build_clip_pairs(data_dir, spec, num_workers=args.num_workers)
@@ -91,9 +98,10 @@ def _clip_pairs(args: argparse.Namespace):
             for r, s in zip(rendered, (ex["audio1"], ex["audio2"]), strict=True)
         )
         if worst > MAX_RENDER_ERROR:
-            raise SystemExit(
+            raise BadData(
                 f"{fields[0]}: re-rendering its recipe differs from the stored audio by {worst} "
-                "int16 steps: the recordings changed since the build (rebuild it)."
+                f"int16 steps: the recordings changed since the build in {builder.data_dir}; "
+                "delete that folder to rebuild it."
             )
         recipe = json.loads(as_text(ex["recipe"]))
         lines = [f"render check: recipe re-renders within {worst} int16 step(s)"]
@@ -155,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
         "--background_classes", default="", help="clip_pairs: comma-separated background labels"
     )
     args = parser.parse_args(argv)
+    run_data_tool(lambda: _write(args), IO_HINT + " Check that --output is writable.")
+
+
+def _write(args: argparse.Namespace) -> None:
+    """Writes the pairs of the parsed flags to args.output."""
     os.makedirs(args.output, exist_ok=True)
     sample_rate = resolve(args)[1].sample_rate
     for key, audio1, audio2, scene, edits, captions, extra in _pairs(args):

@@ -19,6 +19,7 @@ import typing
 from absl import logging
 
 from adc_jax import config as config_lib
+from adc_jax.data.errors import run_data_tool
 from adc_jax.data.synthetic import builder as synthetic
 
 # The SyntheticSpec fields a flag can override (the sample rate is the model's: not a flag).
@@ -46,13 +47,24 @@ def add_size_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num_workers", type=int, default=None, help="generation processes (default: all CPUs)"
     )
+    parser.set_defaults(parser=parser)  # for resolve()'s usage errors
+
+
+# After an I/O error while building: what to check.
+IO_HINT = "Choose a --data_dir this user can write to, on a disk with free space."
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, synthetic.SyntheticSpec]:
-    """(data_dir, the variant's spec) from the parsed flags; --num_workers is args.num_workers."""
+    """(data_dir, the variant's spec) from the parsed flags; --num_workers is args.num_workers.
+
+    An override out of range (--num_train=0) exits with status 2 and argparse's usage line.
+    """
     spec = synthetic.SyntheticSpec.from_config(config_lib.base_config(args.size).data)
     overrides = {name: getattr(args, name) for name in OVERRIDABLE}
-    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as e:
+        args.parser.error(f"--{e}")
     data_dir = os.path.expanduser(args.data_dir or config_lib.default_data_dir())
     return data_dir, spec
 
@@ -70,7 +82,9 @@ def main() -> None:
     logging.set_verbosity(logging.INFO)
     data_dir, spec = resolve(args)
     start = time.perf_counter()
-    builder = synthetic.build_synthetic(data_dir, spec, num_workers=args.num_workers)
+    builder = run_data_tool(
+        lambda: synthetic.build_synthetic(data_dir, spec, num_workers=args.num_workers), IO_HINT
+    )
     elapsed = time.perf_counter() - start
     total = sum(spec.split_sizes.values())
     size_mb = _disk_size(builder.data_dir) / 2**20

@@ -50,9 +50,10 @@ file: truncated files and clips shorter than half of NOMINAL_SECONDS are logged,
 file raises `AudioError` naming the CSV row.
 
 The builder config's name is "<subset>_fp<hash>": a fingerprint of the subset's CSVs (contents,
-and which are present), the subset, clip_seconds, the sample rate and `GENERATION_VERSION`. The
-audio directory is not part of it (moving the audio does not rebuild); delete DATA_DIR/adiff to
-force a rebuild after editing audio files.
+and which are present), the subset, clip_seconds, the sample rate, `GENERATION_VERSION` and every
+audio file's path relative to AUDIO_DIR, size and modification time (one `stat` each at every
+start, no read: `adc_jax.data.source_files`). Moving the audio directory does not rebuild;
+replacing a file does, and the log names the changed files and the old build to delete.
 
 Public API:
   SUBSETS, TIERS, TIER_NAMES, SPLIT_FILES, NOMINAL_SECONDS, GENERATION_VERSION
@@ -89,8 +90,10 @@ from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
+from adc_jax.data import source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 SUBSETS = ("acd", "cld")
 TIERS = (1, 2, 3)
@@ -216,7 +219,7 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
             header = [h.strip() for h in next(reader, [])]
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise ValueError(
+                raise BadData(
                     f"{path}:1: the header {header} lacks the column(s) {missing}; expected "
                     f"{','.join(COLUMNS)} (ADIFF's format). Check that this is an ADIFF answer "
                     "CSV."
@@ -228,14 +231,14 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
                 if not any(field.strip() for field in fields):
                     continue  # blank line
                 if len(fields) != len(header):
-                    raise ValueError(
+                    raise BadData(
                         f"{path}:{line}: the row has {len(fields)} fields but the header has "
                         f"{len(header)}; a field holding a comma, quote or line break must be "
                         "quoted. Fix or remove the row."
                     )
                 fp1, fp2 = fields[col["filepath1"]].strip(), fields[col["filepath2"]].strip()
                 if not fp1 or not fp2:
-                    raise ValueError(
+                    raise BadData(
                         f"{path}:{line}: empty filepath1 or filepath2; fix or remove the row."
                     )
                 answer = clean_answer(fields[col["answer"]])
@@ -244,11 +247,11 @@ def read_csv(path: str, tier: int) -> tuple[list[Row], int]:
                     continue
                 rows.append(Row(fp1, fp2, answer, tier, path, line))
         except csv.Error as e:
-            raise ValueError(
+            raise BadData(
                 f"{path}:{reader.line_num}: malformed CSV ({e}); check the quoting near this line."
             ) from e
         except UnicodeDecodeError as e:
-            raise ValueError(
+            raise BadData(
                 f"{path} is not UTF-8 text ({e}); use the CSV as published by ADIFF."
             ) from e
     return rows, skipped
@@ -272,7 +275,7 @@ def read_split(csv_dir: str, subset: str, split: str) -> SplitPairs | None:
     for tier, path in paths.items():
         rows, n_skipped = read_csv(path, tier)
         if not rows:
-            raise ValueError(
+            raise BadData(
                 f"ADIFF CSV {path} has no usable row ({n_skipped} row(s) with an empty answer); "
                 "replace it with the published file or delete it to build without this tier."
             )
@@ -370,13 +373,19 @@ def format_answer_statistics(stats: dict[str, dict[int, dict[str, float]]]) -> s
     return "\n".join(lines)
 
 
-def fingerprint(csv_dir: str, subset: str, clip_seconds: float, sample_rate: int) -> str:
-    """A short hash of everything that determines the generated examples except the audio."""
+def fingerprint(
+    csv_dir: str, subset: str, clip_seconds: float, sample_rate: int, audio: str = ""
+) -> str:
+    """A short hash of everything that determines the generated examples: the CSVs, the
+    settings and `audio`, a digest of the audio files' CSV paths, sizes and modification times
+    (`audio_digest`; "" leaves them out)."""
     h = hashlib.sha256()
     h.update(
         f"v{GENERATION_VERSION};subset={subset};clip_seconds={float(clip_seconds)!r};"
         f"sr={int(sample_rate)};".encode()
     )
+    if audio:
+        h.update(f"audio={audio};".encode())
     for split in SPLITS:
         for tier in TIERS:
             path = csv_path(csv_dir, subset, split, tier)
@@ -406,6 +415,9 @@ class AdiffConfig(builder_lib.BuildConfig):
     # A clip shorter than this fraction of NOMINAL_SECONDS fails the build (0 = never); does
     # not change the data, so it is not part of the fingerprint.
     min_clip_fraction: float = 0.0
+    # The splits' pairs and resolved audio (`plan_splits`), found before the config is named;
+    # None: found when the build starts. Not in the repr: it lists every file.
+    plans: dict | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,6 +428,92 @@ class _SplitPlan:
     clip_paths: tuple[str, ...]  # index -> resolved file
     clip_where: tuple[str, ...]  # index -> "'filepath' (first named by the row at FILE:LINE)"
     clip_index: dict[str, int]  # CSV filepath -> index
+
+
+def _log_split(split_pairs: SplitPairs) -> None:
+    """Logs a split's summary, its skipped rows and its answer lengths per tier."""
+    subset, split = split_pairs.subset, split_pairs.split
+    logging.info("%s", split_pairs.summary())
+    if any(split_pairs.skipped.values()):
+        logging.warning(
+            "ADIFF %s %s: skipped %d row(s) with an empty answer.",
+            subset,
+            split,
+            sum(split_pairs.skipped.values()),
+        )
+    for tier, s in answer_length_stats(split_pairs.pairs).items():
+        logging.info(
+            "ADIFF %s %s tier %d (%s): %d answers, median %g words, max %d.",
+            subset,
+            split,
+            tier,
+            TIER_NAMES[tier],
+            s["answers"],
+            s["median_words"],
+            s["max_words"],
+        )
+
+
+def plan_splits(
+    csv_dir: str, audio_dir: str, subset: str, *, log: bool = True
+) -> dict[str, _SplitPlan]:
+    """Reads and merges every split's CSVs and finds every audio file (decodes nothing).
+
+    With `log`, logs each split's summary and answer lengths (a build does; the start-up
+    check of the sources in `build_adiff` does not).
+
+    Raises:
+      MissingData: no training CSV, or audio files not found (the first named, with the places
+        tried, and how many).
+      BadData: a malformed CSV (`read_csv`).
+    """
+    plans, missing = {}, []
+    for split in SPLITS:
+        split_pairs = read_split(csv_dir, subset, split)
+        if split_pairs is None:
+            if split == "train":
+                names = ", ".join(csv_name(subset, "train", t) for t in TIERS)
+                raise MissingData(
+                    f"ADIFF: no training CSV in data.csv_dir={csv_dir!r}; it needs at "
+                    f"least one of {names}."
+                )
+            if log:
+                logging.warning(
+                    "ADIFF %s: no CSV of the %s split (%s) in %s; the split is left out.",
+                    subset,
+                    split,
+                    ", ".join(csv_name(subset, split, t) for t in TIERS),
+                    csv_dir,
+                )
+            continue
+        if log:
+            _log_split(split_pairs)
+        index: dict[str, int] = {}
+        paths, where, not_found = [], [], set()
+        for p in split_pairs.pairs:
+            for fp in (p.filepath1, p.filepath2):
+                if fp in index or fp in not_found:
+                    continue
+                path = resolve_audio(audio_dir, subset, split, fp)
+                if path is None:
+                    not_found.add(fp)
+                    missing.append((split, fp, p.where))
+                    continue
+                index[fp] = len(paths)
+                paths.append(path)
+                where.append(f"{fp!r} (first named by the {p.where})")
+        plans[split] = _SplitPlan(split_pairs.pairs, tuple(paths), tuple(where), index)
+    if missing:
+        split, fp, row = missing[0]
+        tried = ", ".join(audio_candidates(audio_dir, subset, split, fp))
+        raise MissingData(
+            f"ADIFF: {len(missing)} audio file(s) not found under data.audio_dir="
+            f"{audio_dir!r}. First: the {row} names {fp!r}; tried {tried}. Set "
+            "data.audio_dir to the folder the filepath1/filepath2 columns are relative to "
+            "(the one holding ClothoV21/ or AudioCapsLarger/) or put the files in one of "
+            "these places."
+        )
+    return plans
 
 
 class Adiff(builder_lib.Builder):
@@ -438,71 +536,10 @@ class Adiff(builder_lib.Builder):
         return max(1, int(round(cfg.clip_seconds * cfg.sample_rate)))
 
     def _plans(self) -> dict[str, _SplitPlan]:
-        """Reads and merges the CSVs, finds every audio file of every split and checks their
-        lengths (`audio_io.check_clip_lengths`), all before any decoding."""
+        """The splits' pairs and audio files (`plan_splits`, logged), their lengths checked
+        (`audio_io.check_clip_lengths`), all before any decoding."""
         cfg = self.builder_config
-        plans, missing = {}, []
-        for split in SPLITS:
-            split_pairs = read_split(cfg.csv_dir, cfg.subset, split)
-            if split_pairs is None:
-                if split == "train":
-                    names = ", ".join(csv_name(cfg.subset, "train", t) for t in TIERS)
-                    raise FileNotFoundError(
-                        f"ADIFF: no training CSV in data.csv_dir={cfg.csv_dir!r}; it needs at "
-                        f"least one of {names}."
-                    )
-                logging.warning(
-                    "ADIFF %s: no CSV of the %s split (%s) in %s; the split is left out.",
-                    cfg.subset,
-                    split,
-                    ", ".join(csv_name(cfg.subset, split, t) for t in TIERS),
-                    cfg.csv_dir,
-                )
-                continue
-            logging.info("%s", split_pairs.summary())
-            if any(split_pairs.skipped.values()):
-                logging.warning(
-                    "ADIFF %s %s: skipped %d row(s) with an empty answer.",
-                    cfg.subset,
-                    split,
-                    sum(split_pairs.skipped.values()),
-                )
-            for tier, s in answer_length_stats(split_pairs.pairs).items():
-                logging.info(
-                    "ADIFF %s %s tier %d (%s): %d answers, median %g words, max %d.",
-                    cfg.subset,
-                    split,
-                    tier,
-                    TIER_NAMES[tier],
-                    s["answers"],
-                    s["median_words"],
-                    s["max_words"],
-                )
-            index: dict[str, int] = {}
-            paths, where, not_found = [], [], set()
-            for p in split_pairs.pairs:
-                for fp in (p.filepath1, p.filepath2):
-                    if fp in index or fp in not_found:
-                        continue
-                    path = resolve_audio(cfg.audio_dir, cfg.subset, split, fp)
-                    if path is None:
-                        not_found.add(fp)
-                        missing.append((split, fp, p.where))
-                        continue
-                    index[fp] = len(paths)
-                    paths.append(path)
-                    where.append(f"{fp!r} (first named by the {p.where})")
-            plans[split] = _SplitPlan(split_pairs.pairs, tuple(paths), tuple(where), index)
-        if missing:
-            split, fp, row = missing[0]
-            tried = ", ".join(audio_candidates(cfg.audio_dir, cfg.subset, split, fp))
-            raise FileNotFoundError(
-                f"ADIFF: {len(missing)} audio file(s) not found under data.audio_dir="
-                f"{cfg.audio_dir!r}. First: the {row} names {fp!r}; tried {tried}. Set "
-                "data.audio_dir to the folder the filepath1/filepath2 columns are relative to "
-                "(the one holding ClothoV21/ or AudioCapsLarger/) or put the files in one of "
-                "these places."
-            )
+        plans = plan_splits(cfg.csv_dir, cfg.audio_dir, cfg.subset)
         check_clip_lengths(
             [
                 (f"{split} split, {where}", path)
@@ -635,6 +672,16 @@ def _example(pair: Pair, subset: str, audio1: np.ndarray, audio2: np.ndarray) ->
     }
 
 
+def audio_sources(plans: dict[str, _SplitPlan]) -> tuple[source_files.SourceFile, ...]:
+    """Every distinct audio file of the plans, named by its CSV filepath (so any layout of the
+    same files under data.audio_dir gives the same names), with its size and mtime."""
+    paths = {fp: plan.clip_paths[i] for plan in plans.values() for fp, i in plan.clip_index.items()}
+    return tuple(
+        dataclasses.replace(source_files.stat_files("/", [paths[fp]])[0], name=fp)
+        for fp in sorted(paths)
+    )
+
+
 def build_adiff(
     data_dir: str,
     *,
@@ -687,23 +734,38 @@ def build_adiff(
     csv_dir = os.path.abspath(os.path.expanduser(csv_dir)) if csv_dir else ""
     audio_dir = os.path.abspath(os.path.expanduser(audio_dir)) if audio_dir else ""
     if not csv_dir or not os.path.isdir(csv_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF CSV directory {csv_dir!r} does not exist; set data.csv_dir to the folder "
             f"holding the {subset}_<split>_adiff_<tier>_answer.csv files."
         )
     if not audio_dir or not os.path.isdir(audio_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF audio directory {audio_dir!r} does not exist; set data.audio_dir to the "
             "folder the CSVs' filepath1/filepath2 columns are relative to."
         )
     train_csvs = [csv_path(csv_dir, subset, "train", t) for t in TIERS]
     if not any(os.path.isfile(path) for path in train_csvs):
-        raise FileNotFoundError(
+        raise MissingData(
             f"ADIFF: no training CSV in data.csv_dir={csv_dir!r}; it needs at least one of "
             f"{', '.join(os.path.basename(p) for p in train_csvs)}."
         )
+    plans = plan_splits(csv_dir, audio_dir, subset, log=False)
+    audio = audio_sources(plans)
+    csvs = [
+        csv_name(subset, split, t)
+        for split in SPLITS
+        for t in TIERS
+        if os.path.isfile(csv_path(csv_dir, subset, split, t))
+    ]
+    sources = source_files.Sources(
+        {"dataset": "adiff", "subset": subset, "csv_dir": csv_dir, "audio_dir": audio_dir,
+         "clip_seconds": float(clip_seconds), "sample_rate": sample_rate},
+        source_files.stat_files(csv_dir, csvs, prefix="csv_dir:")
+        + tuple(dataclasses.replace(f, name="audio_dir:" + f.name) for f in audio),
+    )  # fmt: skip
+    name = fingerprint(csv_dir, subset, clip_seconds, sample_rate, audio=source_files.digest(audio))
     config = AdiffConfig(
-        name=f"{subset}_fp{fingerprint(csv_dir, subset, clip_seconds, sample_rate)}",
+        name=f"{subset}_fp{name}",
         description=f"ADIFF {subset} built from user-provided CSVs and audio.",
         audio_dir=audio_dir,
         csv_dir=csv_dir,
@@ -714,5 +776,8 @@ def build_adiff(
         num_workers=num_workers,
     )
     builder = Adiff(data_dir=data_dir, config=config, file_format="array_record")
+    if not builder.is_prepared():
+        source_files.before_build(os.path.join(data_dir, Adiff.name), builder.data_dir, sources)
     builder.download_and_prepare(file_format="array_record")
+    source_files.after_build(builder.data_dir, sources)
     return builder

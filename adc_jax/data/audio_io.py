@@ -42,19 +42,27 @@ Public API:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
+import shutil
 import struct
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
 import soxr
 from absl import logging
 
+from adc_jax.data.errors import BadData
 
-class AudioError(ValueError):
-    """An audio file is missing or cannot be used; the message names the file and the fix."""
+
+class AudioError(BadData):
+    """An audio file is missing or cannot be used; the message names the file and the fix.
+
+    A `DataError` (`adc_jax.data.errors`): the entry points report it without a traceback.
+    """
 
 
 # What libsndfile (through soundfile) raises for a file it cannot open or decode.
@@ -91,12 +99,126 @@ def _check_file(path: str, where: str) -> None:
         )
 
 
-def _unreadable(where: str, error: Exception) -> AudioError:
-    return AudioError(
-        f"Cannot read audio file {where} ({str(error).rstrip('.')}). The file is corrupt or not an "
-        "audio format libsndfile reads (WAV, FLAC, OGG, ...); re-download or "
-        "re-encode it."
-    )
+# Bytes read from the start of a file to tell its format by its content.
+_SNIFF_BYTES = 4096
+# What a file's first bytes say it is: (format, the name ending libsndfile expects or "" when
+# libsndfile does not read it, how the content shows it).
+_FORMAT_NAMES = {
+    ".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3", ".aiff": "AIFF",
+    ".caf": "CAF", ".au": "AU", ".w64": "W64",
+}  # fmt: skip
+
+
+def _mpeg_frame_at(head: bytes, i: int) -> bool:
+    """An MPEG audio (layer I-III) frame header starts at head[i]."""
+    if i + 4 > len(head) or head[i] != 0xFF or head[i + 1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[i + 1] >> 3) & 3, (head[i + 1] >> 1) & 3
+    bitrate, rate = head[i + 2] >> 4, (head[i + 2] >> 2) & 3
+    return version != 1 and layer != 0 and bitrate not in (0, 15) and rate != 3
+
+
+def sniff_format(path: str) -> tuple[str, str, str]:
+    """What the first bytes of a file say it is: (format, name ending, evidence).
+
+    The ending is what libsndfile needs in the name when it cannot tell the format from the
+    content alone ("" for a format libsndfile does not read, or when nothing is recognised).
+    Formats: WAV, FLAC, OGG, MP3, AIFF, CAF, AU, W64, MP4 (AAC/ALAC in an .m4a/.mp4),
+    AAC (ADTS), WebM/Matroska, HTML/text (a failed download), zeros, or "unknown".
+    """
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "WAV", ".wav", f"a {head[:4].decode()} WAVE header"
+    if head[:4] == b"fLaC":
+        return "FLAC", ".flac", "a fLaC header"
+    if head[:4] == b"OggS":
+        return "OGG", ".ogg", "an OggS page"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF", ".aiff", "a FORM/AIFF header"
+    if head[:4] == b"caff":
+        return "CAF", ".caf", "a caff header"
+    if head[:4] == b".snd":
+        return "AU", ".au", "a .snd header"
+    if head[:4] == b"riff" and head[4:8] == b"\x2e\x91\xcf\x11":
+        return "W64", ".w64", "a Wave64 header"
+    if head[:3] == b"ID3":
+        if b"fLaC" in head[10:]:
+            return "FLAC", ".flac", "an ID3 tag before a fLaC header"
+        return "MP3", ".mp3", "an ID3 tag"
+    if head[4:8] == b"ftyp":
+        return "MP4", "", "an 'ftyp' box: an .m4a/.mp4 container of AAC or ALAC"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "WebM/Matroska", "", "an EBML header"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "AAC", "", "ADTS frame headers"
+    frames = [i for i in range(min(len(head), 1024)) if _mpeg_frame_at(head, i)]
+    if frames:
+        return "MP3", ".mp3", f"MPEG audio frames from byte {frames[0]}"
+    if not head.strip(b"\0"):
+        return "zeros", "", "only zero bytes"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"<")) or all(
+        32 <= b < 127 or b in (9, 10, 13) for b in head[:256]
+    ):
+        return "HTML/text", "", "text, not audio"
+    return "unknown", "", "no header libsndfile knows"
+
+
+@contextlib.contextmanager
+def _named_by_content(path: str, where: str, error: Exception) -> Iterator[str]:
+    """After libsndfile failed on `path`: a name it can read the file under (a link named by
+    the content's format, in a temporary folder) when the file's name and content disagree;
+    else raises the AudioError that says what the file is."""
+    try:
+        fmt, ending, evidence = sniff_format(path)
+    except OSError:
+        raise _unreadable(where, error) from error
+    named = os.path.splitext(path)[1].lower()
+    if not ending or _FORMAT_NAMES.get(named) == fmt:
+        raise _unreadable(where, error, (fmt, ending, evidence)) from error
+    folder = tempfile.mkdtemp(prefix=".adc_jax_audio.")
+    try:
+        link = os.path.join(folder, "audio" + ending)
+        os.symlink(os.path.abspath(path), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unreadable(
+    where: str, error: Exception, sniffed: tuple[str, str, str] | None = None
+) -> AudioError:
+    """The AudioError of a file libsndfile cannot read, saying what its content is."""
+    cause = str(error).rstrip(". ")
+    fmt, ending, evidence = sniffed or ("unknown", "", "")
+    if fmt == "HTML/text":
+        what = (
+            "is text, not audio (a failed download saves the server's error page under the "
+            "file's name); download it again"
+        )
+    elif fmt == "zeros":
+        what = (
+            "holds only zero bytes (an interrupted download or copy that reserved the space); "
+            "copy or download it again"
+        )
+    elif not ending and fmt != "unknown":
+        what = (
+            f"holds {fmt} audio ({evidence}), which libsndfile does not read; convert it to "
+            "WAV or FLAC (e.g. ffmpeg -i IN -c:a flac OUT.flac)"
+        )
+    elif ending:
+        what = (
+            f"looks like {fmt} ({evidence}) but libsndfile cannot decode it ({cause}): the file "
+            "is damaged or cut short; download it again or re-encode it"
+        )
+    else:
+        what = (
+            f"is in no format libsndfile reads ({cause}): it is damaged, or in another format "
+            "than WAV, FLAC, OGG/Vorbis/Opus, MP3 or AIFF; download it again or convert it to "
+            "WAV or FLAC"
+        )
+    return AudioError(f"Cannot read audio file {where}: it {what}.")
 
 
 def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -> np.ndarray:
@@ -120,7 +242,7 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
     try:
         data, file_rate = sf.read(path, dtype="float32", always_2d=True)
     except _READ_ERRORS as e:
-        raise _unreadable(where, e) from e
+        data, file_rate = _read_by_content(path, where, e)
     if data.shape[0] == 0:
         raise AudioError(
             f"Audio file {where} is empty (0 samples); replace it with the original recording."
@@ -140,6 +262,17 @@ def load_audio(path: str, sample_rate: int = 16000, *, key: str | None = None) -
     return np.clip(np.ascontiguousarray(wav, dtype=np.float32), -1.0, 1.0)
 
 
+def _read_by_content(path: str, where: str, error: Exception) -> tuple[np.ndarray, int]:
+    """`sf.read` of a file whose name and content disagree (an MP3 named .wav that libsndfile
+    only recognises by its name), read under a name that matches the content; else the
+    AudioError that says what the file holds."""
+    with _named_by_content(path, where, error) as named:
+        try:
+            return sf.read(named, dtype="float32", always_2d=True)
+        except _READ_ERRORS as e:
+            raise _unreadable(where, e, sniff_format(path)) from e
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioProbe:
     """What `probe_audio` learned about one file without decoding it."""
@@ -151,6 +284,8 @@ class AudioProbe:
     frames: int
     # Frames the header promises (== frames unless the file is truncated).
     header_frames: int
+    # The format the content holds when the name says another (an MP3 named .wav), else "".
+    content_format: str = ""
 
     @property
     def seconds(self) -> float:
@@ -238,6 +373,18 @@ def _last_frame_decodes(f: sf.SoundFile) -> bool:
         return False
 
 
+def _probe_header(path: str) -> tuple[int, int, int, int, bool]:
+    """(sample rate, channels, frames present, frames promised, whether the last frame fails)."""
+    with sf.SoundFile(path) as f:
+        sample_rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+        header_frames = _wav_header_frames(path)
+        cut = False
+        if header_frames is None:  # not a linear WAV: trust the count, check the last frame
+            header_frames = frames
+            cut = frames > 0 and not _last_frame_decodes(f)
+    return sample_rate, channels, frames, header_frames, cut
+
+
 def probe_audio(path: str, *, key: str | None = None) -> AudioProbe:
     """Cheap header-level check of an audio file (no full decode where the format allows).
 
@@ -257,18 +404,21 @@ def probe_audio(path: str, *, key: str | None = None) -> AudioProbe:
     """
     where = _where(path, key)
     _check_file(path, where)
+    content_format = ""
     try:
-        with sf.SoundFile(path) as f:
-            sample_rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
-            header_frames = _wav_header_frames(path)
-            cut = False
-            if header_frames is None:  # not a linear WAV: trust the count, check the last frame
-                header_frames = frames
-                cut = frames > 0 and not _last_frame_decodes(f)
-    except _READ_ERRORS as e:
-        raise _unreadable(where, e) from e
-    if cut:  # rare (a damaged file): worth one decode to say how much of it is there
-        frames = _frames_that_decode(path)
+        sample_rate, channels, frames, header_frames, cut = _probe_header(path)
+    except _READ_ERRORS as e:  # e.g. an MP3 named .wav: probed under a name matching its content
+        with _named_by_content(path, where, e) as named:
+            content_format = sniff_format(path)[0]
+            try:
+                sample_rate, channels, frames, header_frames, cut = _probe_header(named)
+            except _READ_ERRORS as e2:
+                raise _unreadable(where, e2, sniff_format(path)) from e2
+            if cut:
+                frames = _frames_that_decode(named)
+    else:
+        if cut:  # rare (a damaged file): worth one decode to say how much of it is there
+            frames = _frames_that_decode(path)
     if frames == 0:
         promised = f" of the {header_frames} its header promises" if header_frames else ""
         raise AudioError(
@@ -281,6 +431,7 @@ def probe_audio(path: str, *, key: str | None = None) -> AudioProbe:
         channels=channels,
         frames=frames,
         header_frames=max(header_frames, frames),
+        content_format=content_format,
     )
 
 
@@ -367,8 +518,22 @@ def check_clip_lengths(
     ]
     if failed:
         where, error = failed[0]
-        raise AudioError(f"{dataset} {where}: {error} ({len(failed)} unusable file(s) in all.)")
+        count = (
+            "1 audio file cannot be used"
+            if len(failed) == 1
+            else f"{len(failed)} audio files cannot be used; the first"
+        )
+        raise AudioError(f"{dataset}: {count}, at {where}: {error}")
     found = [(where, probes[path]) for where, path in items]
+    renamed = [(w, p) for w, p in found if p.content_format]
+    if renamed:
+        logging.warning(
+            "%s: %d audio file(s) hold another format than their names say, and were read by "
+            "their content (%s); rename them to match.",
+            dataset,
+            len(renamed),
+            "; ".join(f"{p.path} holds {p.content_format}" for _, p in renamed[:_EXAMPLES]),
+        )
     truncated = [(w, p) for w, p in found if p.truncated]
     short = [(w, p) for w, p in found if p.seconds < short_fraction * nominal_seconds]
     report = LengthReport(dataset, float(nominal_seconds), len(items), truncated, short)

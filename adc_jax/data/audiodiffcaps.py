@@ -38,9 +38,10 @@ Keys: the CSV `key`. A key that occurs in both scenes' CSVs is prefixed with the
 is an error.
 
 The builder config's name is a fingerprint of the four CSVs' contents, the validation fraction,
-the sample rate and `GENERATION_VERSION`, so changed inputs build a new copy next to the old one
-instead of silently reusing it. The audio directory is not part of the fingerprint (moving the
-WAVs does not rebuild); delete DATA_DIR/audio_diff_caps to force a rebuild after editing WAVs.
+the sample rate, `GENERATION_VERSION` and every WAV's name, size and modification time (one
+`stat` each at every start, no read: `adc_jax.data.source_files`), so changed inputs, a replaced
+WAV included, build a new copy next to the old one instead of silently reusing it, and the log
+names the changed files and the old build to delete. Moving the WAVs does not rebuild.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ from absl import logging
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
+from adc_jax.data import source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 SCENES = ("rain", "traffic")
 SUBSETS = ("dev", "eval")
@@ -115,7 +118,7 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
             ((int(m.group(1)), i) for i, h in enumerate(header) if (m := _CAPTION_COLUMN.match(h)))
         )
         if missing or not caption_cols:
-            raise ValueError(
+            raise BadData(
                 f"{path}: header {header} lacks the column(s) "
                 f"{missing or ['caption_1']}; expected "
                 "key,s1_fn,s2_fn,caption_1,...,caption_5 (the official AudioDiffCaps "
@@ -129,7 +132,7 @@ def read_csv(path: str, scene: str, subset: str) -> tuple[list[Row], int]:
             get = lambda i, fields=fields: fields[i] if i < len(fields) else ""  # noqa: E731
             key, s1, s2 = (get(col[c]).strip() for c in REQUIRED_COLUMNS)
             if not key or not s1 or not s2:
-                raise ValueError(
+                raise BadData(
                     f"{path}:{line}: empty key, s1_fn or s2_fn in row {fields}; fix "
                     "or remove the row."
                 )
@@ -170,14 +173,17 @@ def resolve_audio(audio_dir: str, scene: str, subset: str, fn: str) -> str | Non
     return None
 
 
-def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
-    """Reads the four CSVs; returns rows per (scene, subset), keys made unique across scenes."""
+def read_rows(csv_dir: str, *, log: bool = True) -> dict[tuple[str, str], list[Row]]:
+    """Reads the four CSVs; returns rows per (scene, subset), keys made unique across scenes.
+
+    With `log`, logs the rows skipped and the keys prefixed (a build does; the start-up check of
+    the sources in `build_audio_diff_caps` does not)."""
     by_csv: dict[tuple[str, str], list[Row]] = {}
     total_skipped = 0
     for scene in SCENES:
         for subset in SUBSETS:
             rows, skipped = read_csv(csv_path(csv_dir, scene, subset), scene, subset)
-            if skipped:
+            if skipped and log:
                 logging.warning(
                     "AudioDiffCaps: skipped %d row(s) without any caption in %s.",
                     skipped,
@@ -185,7 +191,7 @@ def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
                 )
             total_skipped += skipped
             by_csv[(scene, subset)] = rows
-    if total_skipped:
+    if total_skipped and log:
         logging.warning(
             "AudioDiffCaps: %d row(s) without captions skipped in total.", total_skipped
         )
@@ -194,10 +200,11 @@ def read_rows(csv_dir: str) -> dict[tuple[str, str], list[Row]]:
     }
     shared = set.intersection(*keys_per_scene.values())
     if shared:
-        logging.info(
-            "AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
-            len(shared),
-        )
+        if log:
+            logging.info(
+                "AudioDiffCaps: %d key(s) occur in both scenes; prefixing them with the scene.",
+                len(shared),
+            )
         by_csv = {
             k: [
                 dataclasses.replace(r, key=f"{r.scene}_{r.key}") if r.key in shared else r
@@ -238,7 +245,7 @@ def split_rows(
         seen: dict[str, Row] = {}
         for r in rows:
             if r.key in seen:
-                raise ValueError(
+                raise BadData(
                     f"AudioDiffCaps: key {r.key!r} occurs twice in split {split!r}: "
                     f"{seen[r.key].csv_path}:{seen[r.key].line} and "
                     f"{r.csv_path}:{r.line}. Keys must be unique; fix the CSVs."
@@ -247,13 +254,17 @@ def split_rows(
     return splits
 
 
-def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int) -> str:
-    """A short hash of everything that determines the generated examples except the WAVs."""
+def fingerprint(csv_dir: str, validation_fraction: float, sample_rate: int, audio: str = "") -> str:
+    """A short hash of everything that determines the generated examples: the CSVs, the
+    settings and `audio`, a digest of the WAVs' names, sizes and modification times
+    (`audio_sources`; "" leaves them out)."""
     h = hashlib.sha256()
     h.update(
         f"v{GENERATION_VERSION};fraction={float(validation_fraction)!r};"
         f"sr={int(sample_rate)};".encode()
     )
+    if audio:
+        h.update(f"audio={audio};".encode())
     for scene in SCENES:
         for subset in SUBSETS:
             h.update(f"{scene}/{subset}:".encode())
@@ -307,7 +318,7 @@ class AudioDiffCaps(builder_lib.Builder):
         splits = split_rows(read_rows(cfg.csv_dir), cfg.validation_fraction)
         resolved = _resolve_all(cfg.audio_dir, [r for rows in splits.values() for r in rows])
         if not splits["train"]:
-            raise ValueError(
+            raise BadData(
                 f"AudioDiffCaps: no training pairs (the dev CSVs under data.csv_dir="
                 f"{cfg.csv_dir!r} hold no row with a caption)."
             )
@@ -404,12 +415,24 @@ def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
     if missing:
         r, fn = missing[0]
         tried = ", ".join(audio_candidates(audio_dir, r.scene, r.subset, fn))
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps: {len(missing)} audio file(s) not found under data.audio_dir="
             f"{audio_dir!r}. First: {r.where()} names {fn!r}; tried {tried}. Put the WAV files "
             "there (or in adc_<scene>/ subfolders) or fix data.audio_dir."
         )
     return resolved
+
+
+def audio_sources(
+    rows: list[Row], resolved: dict[tuple[str, str], str]
+) -> tuple[source_files.SourceFile, ...]:
+    """Every distinct WAV of the rows, named "<scene>/<fn>" as the CSVs name it (so any of the
+    accepted layouts under data.audio_dir gives the same names), with its size and mtime."""
+    paths = {f"{r.scene}/{fn}": resolved[(r.key, fn)] for r in rows for fn in (r.s1_fn, r.s2_fn)}
+    return tuple(
+        dataclasses.replace(source_files.stat_files("/", [paths[name]])[0], name=name)
+        for name in sorted(paths)
+    )
 
 
 def build_audio_diff_caps(
@@ -456,7 +479,7 @@ def build_audio_diff_caps(
     if not (0.0 <= min_clip_fraction <= 1.0):
         raise ValueError(f"data.min_clip_fraction={min_clip_fraction!r} must be in [0, 1].")
     if not csv_dir or not os.path.isdir(csv_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps CSV directory {csv_dir!r} does not exist; set "
             "data.csv_dir to the folder holding adc_rain/ and adc_traffic/."
         )
@@ -464,19 +487,31 @@ def build_audio_diff_caps(
         for subset in SUBSETS:
             path = csv_path(csv_dir, scene, subset)
             if not os.path.isfile(path):
-                raise FileNotFoundError(
+                raise MissingData(
                     f"AudioDiffCaps CSV {path!r} not found; data.csv_dir="
                     f"{csv_dir!r} must hold adc_{{rain,traffic}}/{{dev,eval}}/"
                     "adc_{rain,traffic}_{dev,eval}.csv."
                 )
     if not audio_dir or not os.path.isdir(audio_dir):
-        raise FileNotFoundError(
+        raise MissingData(
             f"AudioDiffCaps audio directory {audio_dir!r} does not exist; set "
             "data.audio_dir to the folder holding the WAV files named in the "
             "CSVs' s1_fn/s2_fn columns."
         )
+    rows = [r for rs in split_rows(read_rows(csv_dir, log=False), validation_fraction).values()
+            for r in rs]  # fmt: skip
+    audio = audio_sources(rows, _resolve_all(audio_dir, rows))
+    sources = source_files.Sources(
+        {"dataset": "audio_diff_caps", "csv_dir": csv_dir, "audio_dir": audio_dir,
+         "validation_fraction": float(validation_fraction), "sample_rate": sample_rate},
+        source_files.stat_files(
+            csv_dir, [csv_path(csv_dir, sc, su) for sc in SCENES for su in SUBSETS], "csv_dir:"
+        )
+        + tuple(dataclasses.replace(f, name="audio_dir:" + f.name) for f in audio),
+    )  # fmt: skip
+    name = fingerprint(csv_dir, validation_fraction, sample_rate, audio=source_files.digest(audio))
     config = AudioDiffCapsConfig(
-        name=f"fp{fingerprint(csv_dir, validation_fraction, sample_rate)}",
+        name=f"fp{name}",
         description="AudioDiffCaps built from user-provided CSVs and audio.",
         audio_dir=audio_dir,
         csv_dir=csv_dir,
@@ -486,5 +521,10 @@ def build_audio_diff_caps(
     )
     builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
     builder.min_clip_fraction = float(min_clip_fraction)
+    if not builder.is_prepared():
+        source_files.before_build(
+            os.path.join(data_dir, AudioDiffCaps.name), builder.data_dir, sources
+        )
     builder.download_and_prepare(file_format="array_record")
+    source_files.after_build(builder.data_dir, sources)
     return builder

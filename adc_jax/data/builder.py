@@ -44,6 +44,7 @@ from absl import logging
 from etils import epath
 
 from adc_jax.data import features as features_lib
+from adc_jax.data import source_files
 from adc_jax.data import writer as writer_lib
 
 # split name -> (fn, items): record i of the split is fn(items[i]), a serialised example.
@@ -59,6 +60,10 @@ class BuildConfig(tfds.core.BuilderConfig):
     """
 
     num_workers: int | None = None
+    # The source files the build reads (`adc_jax.data.source_files`; None for generated data):
+    # `prepare` logs which files changed since an older build of the same settings, and writes
+    # the build's sources.json. Not in the repr: tfds logs the config.
+    sources: source_files.Sources | None = dataclasses.field(default=None, repr=False)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

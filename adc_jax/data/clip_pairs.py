@@ -46,8 +46,10 @@ Speed: every recording a build uses is decoded and resampled once (in worker pro
 no pair decodes a file.
 
 The builder config's name is the spec plus a fingerprint of the inputs (metadata files, the
-selected files' paths and sizes, classes, split sizes, seed, clip length, sample rate and
-GENERATION_VERSION): changed inputs build a new copy next to the old one. Processes that build
+selected files' paths, sizes and modification times, classes, split sizes, seed, clip length,
+sample rate and GENERATION_VERSION): changed inputs, a replaced recording included, build a new
+copy next to the old one, and the log names the changed files and the old build to delete
+(`adc_jax.data.source_files`). Processes that build
 the same variant take turns under a file lock; an interrupted build is never read back.
 
 Public API:
@@ -79,10 +81,11 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from adc_jax.data import builder as builder_lib
-from adc_jax.data import clip_sources
+from adc_jax.data import clip_sources, source_files
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
+from adc_jax.data.errors import BadData
 from adc_jax.data.synthetic import grammar, scenes
 from adc_jax.data.synthetic.sounds import active_rms
 
@@ -134,6 +137,8 @@ MIN_EVENT_RECORDINGS = 2
 MIN_BACKGROUND_RECORDINGS = 1
 
 _F32 = np.float32
+# The names of the clips and the backgrounds folder in a build's sources.json.
+ROLE_DIRS = ("clips_dir", "background_dir")
 
 
 # ----------------------------------------------------------------------------------- the spec
@@ -226,6 +231,8 @@ class ClipInputs:
     events: tuple[ClassSources, ...]
     scenes: tuple[ClassSources, ...]
     fingerprint: str
+    # Every file the build reads (`adc_jax.data.source_files`), part of the fingerprint.
+    sources: source_files.Sources | None = dataclasses.field(default=None, repr=False)
 
     @property
     def config_name(self) -> str:
@@ -246,13 +253,65 @@ def _unique(names: list[tuple[str, str]], what: str, setting: str) -> None:
     seen: dict[str, str] = {}
     for label, name in names:
         if not name:
-            raise ValueError(f"{setting}: {label!r} has no words to name it in captions.")
+            raise BadData(f"{setting}: {label!r} has no words to name it in captions.")
         if name in seen:
-            raise ValueError(
+            raise BadData(
                 f"{setting}: {seen[name]!r} and {label!r} are the same {what} ({name!r}) in "
                 "captions; list only one of them."
             )
         seen[name] = label
+
+
+# Words a reader hears as one: irregular plurals -> singular (regular ones lose their "s").
+_SINGULAR = {
+    "children": "child", "feet": "foot", "geese": "goose", "men": "man", "mice": "mouse",
+    "people": "person", "teeth": "tooth", "women": "woman", "oxen": "ox", "wolves": "wolf",
+    "leaves": "leaf", "knives": "knife", "calves": "calf", "sheep": "sheep", "fish": "fish",
+}  # fmt: skip
+_ARTICLES = ("the", "a", "an", "some")
+
+
+def _singular(word: str) -> str:
+    if word in _SINGULAR:
+        return _SINGULAR[word]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def _heard_as(phrase: str) -> tuple[str, ...]:
+    """A phrase as a reader tells it from another: its words without a leading article, each
+    singular ("the barking dogs" -> ("barking", "dog"))."""
+    words = phrase.lower().split()
+    if words and words[0] in _ARTICLES:
+        words = words[1:]
+    return tuple(_singular(w) for w in words)
+
+
+def _told_apart(phrases: list[tuple[str, tuple[str, ...]]], what: str, setting: str) -> None:
+    """Refuses classes that a reader of the captions could not tell apart: two classes whose
+    phrases differ only in number or article ("dog" / "dogs": "add a dog" vs "add dogs"),
+    even where the parser reads them back correctly.
+
+    Args:
+      phrases: (label, the noun phrases naming its class in captions) per class.
+    """
+    heard: dict[tuple[str, ...], tuple[str, str]] = {}
+    for label, texts in phrases:
+        for text in texts:
+            key = _heard_as(text)
+            other = heard.get(key)
+            if other is not None and other[0] != label:
+                raise BadData(
+                    f"{setting}: {other[0]!r} and {label!r} read alike in captions "
+                    f"({other[1]!r} and {text!r}), so a reader could not tell which {what} "
+                    "changed; list only one of them."
+                )
+            heard[key] = (label, text)
 
 
 def _data_label(index: clip_sources.SourceIndex, label: str) -> str:
@@ -279,7 +338,9 @@ def _fingerprint(
     spec: ClipPairsSpec,
     indexes: list[clip_sources.SourceIndex],
     groups: list[tuple[str, tuple[ClassSources, ...]]],
-) -> str:
+) -> tuple[str, source_files.Sources]:
+    """(the build's fingerprint, its Sources): settings, metadata contents and every selected
+    recording's path, size and modification time (`adc_jax.data.source_files`)."""
     h = hashlib.sha256()
     head = {
         "generation": GENERATION_VERSION,
@@ -291,18 +352,22 @@ def _fingerprint(
         "classes": {role: [(c.label, c.name) for c in cs] for role, cs in groups},
     }
     h.update(json.dumps(head, sort_keys=True).encode())
+    files: list[source_files.SourceFile] = []
     for i, index in enumerate(indexes):
         for name in index.metadata:
             h.update(f"\nmetadata {i} {name}\n".encode())
             with open(os.path.join(index.root, name), "rb") as f:
                 h.update(f.read())
+            files += source_files.stat_files(index.root, [name], prefix=f"{ROLE_DIRS[i]}:")
     for (role, classes), index in zip(groups, (indexes[0], indexes[-1]), strict=True):
         for c in classes:
             for split in SPLITS:
                 for r in c.recordings[split]:
-                    size = os.path.getsize(os.path.join(index.root, r.path))
-                    h.update(f"\n{role} {c.name} {split} {r.path} {size}".encode())
-    return h.hexdigest()[:16]
+                    (f,) = source_files.stat_files(index.root, [r.path])
+                    files.append(dataclasses.replace(f, name=f"{role}:{f.name}"))
+                    h.update(f"\n{role} {c.name} {split} {r.path} {f.size} {f.mtime_ns}".encode())
+    settings = {"head": head, "roots": [index.root for index in indexes]}
+    return h.hexdigest()[:16], source_files.Sources(settings, tuple(files))
 
 
 def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
@@ -323,7 +388,7 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     event_labels = spec.clip_classes or DEFAULT_CLIP_CLASSES[clips.layout]
     scene_labels = spec.background_classes or DEFAULT_BACKGROUND_CLASSES
     if len(event_labels) < 2:
-        raise ValueError(
+        raise BadData(
             f"data.clip_classes={','.join(event_labels)!r}: pairs need two or more foreground "
             "classes (a pair with two edits changes two classes)."
         )
@@ -331,7 +396,7 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
         clip_sources.normalize_label(x) for x in scene_labels
     }
     if both:
-        raise ValueError(
+        raise BadData(
             f"{sorted(both)} are listed as foreground (data.clip_classes) and background "
             "(data.background_classes) classes; a class can only be one of them."
         )
@@ -339,7 +404,18 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     _unique(event_names, "event class", "data.clip_classes")
     scene_names = [(label, scene_name(label)) for label in scene_labels]
     _unique(scene_names, "scene", "data.background_classes")
-    grammar.check_phrasing([name for _, name in event_names])
+    _told_apart(
+        [(label, sum(grammar.label_phrases(name), ())) for label, name in event_names],
+        "sound",
+        "data.clip_classes",
+    )
+    _told_apart(
+        [(label, (name,)) for label, name in scene_names], "scene", "data.background_classes"
+    )
+    try:
+        grammar.check_phrasing([name for _, name in event_names])
+    except ValueError as e:
+        raise BadData(f"data.clip_classes: {e}") from None
     chosen_events = clip_sources.select_classes(
         clips,
         event_labels,
@@ -360,8 +436,10 @@ def resolve_inputs(spec: ClipPairsSpec) -> ClipInputs:
     events = _class_sources(clips, event_names, chosen_events)
     scene_sources = _class_sources(backgrounds, scene_names, chosen_scenes)
     indexes = [clips] if same else [clips, backgrounds]
-    fingerprint = _fingerprint(spec, indexes, [("event", events), ("background", scene_sources)])
-    return ClipInputs(spec, clips, backgrounds, events, scene_sources, fingerprint)
+    fingerprint, sources = _fingerprint(
+        spec, indexes, [("event", events), ("background", scene_sources)]
+    )
+    return ClipInputs(spec, clips, backgrounds, events, scene_sources, fingerprint, sources)
 
 
 # --------------------------------------------------------------------------------- mixing
@@ -390,7 +468,7 @@ def _event_samples(x: np.ndarray, offset: int, ev: Mapping[str, Any], fade: int)
     a = int(ev["start"]) - offset
     seg = np.asarray(x[max(a, 0) : a + int(ev["length"])], _F32)
     if a < 0 or seg.shape[0] != int(ev["length"]):
-        raise ValueError(
+        raise BadData(
             f"The recipe takes samples {ev['start']}..{int(ev['start']) + int(ev['length'])} of "
             f"{ev['file']!r}, which has only {offset + x.shape[0]} (a different file than the "
             "one the pair was made from?)."
@@ -449,7 +527,7 @@ def render_recipe(
         recipe = recipe.decode("utf-8")
     if isinstance(recipe, str):
         if not recipe:
-            raise ValueError("This record has no recipe (only clip_pairs records have one).")
+            raise BadData("This record has no recipe (only clip_pairs records have one).")
         recipe = json.loads(recipe)
     dirs = {"event": clips_dir, "background": background_dir or clips_dir}
     sr = int(recipe["sample_rate"])
@@ -721,6 +799,7 @@ class ClipPairsConfig(builder_lib.BuildConfig):
             name=inputs.config_name,
             inputs=inputs,
             num_workers=num_workers,
+            sources=inputs.sources,
             description=f"{spec.num_train}/{spec.num_validation}/{spec.num_eval} pairs of "
             f"{spec.clip_seconds:g} s at {spec.sample_rate} Hz, seed {spec.seed}, events "
             f"{[c.label for c in inputs.events]} from {inputs.clips.name}, backgrounds "

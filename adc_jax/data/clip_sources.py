@@ -44,6 +44,7 @@ import numpy as np
 from absl import logging
 
 from adc_jax.data.audio_io import AudioError, load_audio
+from adc_jax.data.errors import BadData, MissingData
 
 LAYOUTS = ("esc50", "fsd50k", "folders")
 SPLITS = ("train", "validation", "eval")
@@ -157,7 +158,7 @@ def detect_layout(root: str) -> str:
       FileNotFoundError: the directory does not exist, or is in none of the layouts.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(
+        raise MissingData(
             f"Recordings directory {root!r} does not exist; point data.clips_dir / "
             f"data.background_dir at {ACCEPTED_LAYOUTS}."
         )
@@ -168,7 +169,7 @@ def detect_layout(root: str) -> str:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith(".") and _has_audio(entry.path):
             return "folders"
-    raise FileNotFoundError(
+    raise MissingData(
         f"{root!r} holds no recordings in a layout clip_pairs reads. Accepted: {ACCEPTED_LAYOUTS}."
     )
 
@@ -180,7 +181,7 @@ def _read_csv(path: str, required: Sequence[str], expected: str) -> Iterable[tup
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in required if c not in header]
         if missing:
-            raise ValueError(
+            raise BadData(
                 f"{path}: the header {header} lacks the column(s) {missing}; expected "
                 f"{expected!r} (the dataset's original file)."
             )
@@ -202,7 +203,7 @@ def _index_esc50(root: str) -> list[Recording]:
         except ValueError:
             fold = -1
         if fold not in ESC50_FOLD_SPLITS or not row["filename"] or not row["category"]:
-            raise ValueError(
+            raise BadData(
                 f"{where}: {row} needs a file name, a category and a fold from 1 to 5; fix or "
                 "remove the row."
             )
@@ -225,7 +226,7 @@ def _index_fsd50k(root: str) -> list[Recording]:
     ):
         path = os.path.join(root, csv_name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise MissingData(
                 f"{root!r} looks like FSD50K ({FSD50K_TRUTH}/ exists) but {path} is missing; "
                 f"FSD50K needs {FSD50K_DEV_CSV} and {FSD50K_EVAL_CSV}."
             )
@@ -234,7 +235,7 @@ def _index_fsd50k(root: str) -> list[Recording]:
             labels = tuple(lb.strip() for lb in row["labels"].split(",") if lb.strip())
             split = FSD50K_SPLITS.get(row["split"]) if "split" in row else "eval"
             if not row["fname"] or not labels or split is None:
-                raise ValueError(
+                raise BadData(
                     f"{where}: {row} needs an fname, labels and (dev.csv) a split of train or "
                     "val; fix or remove the row."
                 )
@@ -326,9 +327,9 @@ def select_classes(
     for label in labels:
         key = normalize_label(label)
         if not key:
-            raise ValueError(f"{setting}: {label!r} is not a class label.")
+            raise BadData(f"{setting}: {label!r} is not a class label.")
         if key in wanted:
-            raise ValueError(f"{setting} lists {label!r} and {wanted[key]!r}, which are one class.")
+            raise BadData(f"{setting} lists {label!r} and {wanted[key]!r}, which are one class.")
         wanted[key] = label
     excluded = {normalize_label(x) for x in exclude}
     chosen: dict[str, dict[str, list[Recording]]] = {
@@ -362,13 +363,15 @@ def select_classes(
     )
     for label, splits in chosen.items():
         if not any(splits.values()):
-            raise ValueError(
+            raise BadData(
                 f"The {role} class {label!r} has no recordings in {index.name}. The classes "
                 f"there are: {', '.join(index.labels) or '(none)'}. {advice}."
             )
+    _drop_missing_files(index, chosen, role, min_per_split)
+    for label, splits in chosen.items():
         short = {s: len(rs) for s, rs in splits.items() if len(rs) < min_per_split}
         if short:
-            raise ValueError(
+            raise BadData(
                 f"The {role} class {label!r} in {index.name} has too few recordings in split(s) "
                 f"{short}: every split needs {min_per_split} or more"
                 + (" ('change' swaps one for another)" if min_per_split > 1 else "")
@@ -376,14 +379,59 @@ def select_classes(
             )
         for rs in splits.values():
             rs.sort(key=lambda r: r.path)
-            for r in rs:
-                if not os.path.isfile(os.path.join(index.root, r.path)):
-                    raise FileNotFoundError(
-                        f"{r.where} names {os.path.basename(r.path)!r}, but "
-                        f"{os.path.join(index.root, r.path)} does not exist. Put the audio file "
-                        "there or remove the row."
-                    )
     return chosen
+
+
+def _drop_missing_files(
+    index: SourceIndex,
+    chosen: dict[str, dict[str, list[Recording]]],
+    role: str,
+    min_per_split: int,
+) -> None:
+    """Removes the listed recordings whose files are absent (a partial download of ESC-50 or
+    FSD50K), saying how many are missing per split; fails when a class is left with fewer than
+    `min_per_split` recordings in a split.
+
+    Raises:
+      MissingData: a class lost too many recordings (names the classes and splits, the counts
+        and the first missing file).
+    """
+    missing: dict[str, list[Recording]] = {s: [] for s in SPLITS}
+    listed = {s: 0 for s in SPLITS}
+    short: list[str] = []
+    for label, splits in chosen.items():
+        for split, rs in splits.items():
+            there = [os.path.isfile(os.path.join(index.root, r.path)) for r in rs]
+            present = [r for r, ok in zip(rs, there, strict=True) if ok]
+            listed[split] += len(rs)
+            missing[split] += [r for r, ok in zip(rs, there, strict=True) if not ok]
+            if len(present) < len(rs) and len(present) < min_per_split:
+                short.append(f"{label!r} in {split} ({len(present)} of {len(rs)} present)")
+            splits[split] = present
+    lost = sum(len(rs) for rs in missing.values())
+    if not lost:
+        return
+    counts = ", ".join(
+        f"{split} {len(missing[split])} of {listed[split]}" for split in SPLITS if listed[split]
+    )
+    first = next(r for split in SPLITS for r in missing[split])
+    summary = (
+        f"{index.name}: {lost} of the {sum(listed.values())} {role} recordings its metadata "
+        f"lists for the requested classes are missing ({counts} per split; the first: "
+        f"{first.where} names {os.path.join(index.root, first.path)}): a partial download?"
+    )
+    if short:
+        raise MissingData(
+            f"{summary} Too few are left of {'; '.join(short)}: every split needs "
+            f"{min_per_split} or more recordings of each class. Download the missing files, or "
+            "choose classes whose recordings are all there."
+        )
+    logging.warning(
+        "clip_pairs: %s Every class still has recordings in every split, so the build uses the "
+        "%d that are there; download the rest to build from the whole dataset.",
+        summary,
+        sum(len(rs) for splits in chosen.values() for rs in splits.values()),
+    )
 
 
 def _split_rule(layout: str) -> str:
@@ -431,7 +479,7 @@ def load_recording(
     try:
         wav = load_audio(path, sample_rate)
     except AudioError as e:
-        raise AudioError(f"{e} (listed at {where})" if where else str(e)) from e
+        raise AudioError(f"{where}: {e}" if where else str(e)) from e
     if float(np.abs(wav).max()) < 10.0 ** (SILENCE_DBFS / 20.0):
         raise AudioError(
             f"Audio file {path!r} is silent (peak below {SILENCE_DBFS:g} dBFS)"

@@ -54,6 +54,7 @@ import numpy as np
 from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.config import parse_buckets
+from adc_jax.data.errors import BadData
 from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.features import as_text, caption_tiers
 from adc_jax.data.tokenizer import BOS, PAD, Vocabulary
@@ -266,7 +267,7 @@ class BucketPlan(Sequence):
             self.batches_per_epoch += (count + carry) // self.global_batch
             carry = (count + carry) % self.global_batch
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise BadData(
                 f"The training split has {len(tokens)} examples, fewer than one batch "
                 f"({self.global_batch}); lower config.train.batch_size."
             )
@@ -383,7 +384,7 @@ def shuffled_shard(
     usable = len(ds) // process_count * process_count
     shard = ds[:usable][process_index::process_count]
     if len(shard) < local_batch:
-        raise ValueError(
+        raise BadData(
             f"The training split has {len(ds)} {unit}, fewer than one batch per "
             f"process ({local_batch}); {advice}."
         )

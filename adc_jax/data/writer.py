@@ -51,6 +51,7 @@ from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import features as features_lib
+from adc_jax.data import source_files
 
 # Target size of one array_record shard in bytes (a shard ends with the record that reaches it).
 SHARD_BYTES = 512 * 2**20
@@ -476,6 +477,9 @@ def prepare_once(
             )
             shutil.rmtree(builder.data_dir)
         remove_stale_builds(config_dir, cls.name)
+        sources = getattr(config, "sources", None)
+        if sources is not None:
+            source_files.before_build(os.path.dirname(config_dir), builder.data_dir, sources)
         logging.info("Building %s/%s in %s.", cls.name, config.name, builder.data_dir)
         start = time.perf_counter()
         builder.download_and_prepare(
@@ -484,4 +488,6 @@ def prepare_once(
                 download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
             ),
         )
+        if sources is not None:
+            source_files.after_build(builder.data_dir, sources)
         return builder, time.perf_counter() - start

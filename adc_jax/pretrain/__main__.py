@@ -4,8 +4,9 @@
 
 Any config field can be overridden (`--config.train.num_steps=3000`); the same command resumes
 from the workdir's latest checkpoint. Exit statuses are those of `adc_jax.cli`: 0 for a finished
-run or one stopped by SIGTERM / Ctrl-C (checkpoint saved), 2 for a config error, 1 for a failed
-run (non-finite loss, checkpoint write, I/O, clips that cannot work).
+run or one stopped by SIGTERM / Ctrl-C (checkpoint saved), 2 for a config error or a data error
+(an unreadable file in data.audio_dir, fewer clips than one batch), 1 for a failed run
+(non-finite loss, checkpoint write, I/O).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import ml_collections
 from absl import app
 
 from adc_jax import cli
+from adc_jax.data import registry
 from adc_jax.pretrain import config as pretrain_config_lib
 from adc_jax.pretrain.train import pretrain
 
@@ -54,6 +56,7 @@ def main(argv: list[str]) -> None:
         paths_hint="Check the paths in the config (data.audio_dir, data.data_dir) and that "
         "--workdir is writable.",
         data_errors=(ValueError,),  # e.g. fewer clips than one batch
+        paths={"data.data_dir": registry.data_dir(config), "--workdir": workdir},
     )
     if cli.stopped_by_signal(result):
         return

@@ -88,10 +88,11 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import pipeline, registry
+from adc_jax.data import pipeline, registry, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
+from adc_jax.data.errors import BadData, MissingData
 from adc_jax.data.synthetic.grammar import EVENT_CLASSES
 from adc_jax.data.synthetic.scenes import generate_pair, single_event_clip
 from adc_jax.data.synthetic.sounds import synthesize_event
@@ -254,7 +255,7 @@ def list_audio_files(root: str) -> tuple[AudioFile, ...]:
       FileNotFoundError: `root` is not a directory or holds no audio file.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(
+        raise MissingData(
             f"data.audio_dir={root!r} is not a directory; point it at a folder of audio files "
             f"({', '.join(AUDIO_EXTENSIONS[:3])}, ...), in sub-folders or not."
         )
@@ -269,7 +270,7 @@ def list_audio_files(root: str) -> tuple[AudioFile, ...]:
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             files.append(AudioFile(rel, int(stat.st_size), int(stat.st_mtime_ns)))
     if not files:
-        raise FileNotFoundError(
+        raise MissingData(
             f"data.audio_dir={root!r} holds no audio file (looked for names ending in "
             f"{', '.join(AUDIO_EXTENSIONS)} in every sub-folder)."
         )
@@ -580,18 +581,23 @@ def build_audio_folder(
     """
     files = list_audio_files(spec.audio_dir)
     if len(files) < 2:
-        raise ValueError(
+        raise BadData(
             f"data.audio_dir={spec.audio_dir!r} holds one audio file ({files[0].path}); the "
             "validation split takes whole files, so it needs two or more. Cut the recording "
             "into several files."
         )
     splits = _assign_splits(files, spec.validation_fraction)
     clip = f"{spec.clip_seconds:g}".replace(".", "p")
+    sources = source_files.Sources(
+        {"audio_dir": os.path.abspath(spec.audio_dir), **dataclasses.asdict(spec)},
+        tuple(source_files.SourceFile(f.path, f.size, f.mtime_ns) for f in files),
+    )
     config = AudioFolderConfig(
         name=f"{clip}s_sr{spec.sample_rate}_fp{_fingerprint(spec, files)}",
         spec=spec,
         splits={s: tuple(fs) for s, fs in splits.items()},
         num_workers=num_workers,
+        sources=sources,
         description=f"Clips of {spec.clip_seconds:g} s at {spec.sample_rate} Hz from the "
         f"{len(files)} audio files under {spec.audio_dir} ({len(splits['validation'])} files "
         "in validation).",
