@@ -1,8 +1,8 @@
 """Tests of the optional aac-metrics scores (adc_jax/metrics/aac.py).
 
 Without aac-metrics (the test extra does not install it: it needs PyTorch), the scores are null
-with the command that installs them and an evaluation goes on. With it installed (`pip install
--e '.[aac]'`), the agreement test checks that aac-metrics' CIDEr-D and BLEU, which it computes
+with the command that installs them and an evaluation goes on. With it installed (the command of
+docs/evaluation.md, `aac.FETCH_COMMAND`), the agreement test checks that aac-metrics' CIDEr-D and BLEU, which it computes
 offline in Python, equal pycocoevalcap's on the same PTB-tokenised captions, so the community's
 scorer and ours rank the same numbers; FENSE/SPIDEr-FL/CLAP-sim need `aac-metrics-download` and
 are checked only to be null-with-a-note or a number in range.
