@@ -58,6 +58,9 @@ Public API:
   build_clip_pairs(data_dir, spec)       builds (once) and returns the tfds builder.
   render_recipe(recipe, clips_dir, background_dir)   the pair (audio1, audio2) from its files.
   mix_recipe(recipe, samples)            the mixing both use.
+  recording_samples(clips_dir, background_dir, sample_rate)   the recordings as a SampleSource.
+  recipe_levels(recipe, samples)         background dBFS and event levels (dB) of each clip.
+  (`adc_jax.data.clip_jams` writes a recipe as one JAMS file per clip and renders from them.)
   ClipPairs                              the tfds GeneratorBasedBuilder ("clip_pairs").
 """
 
@@ -523,20 +526,68 @@ def render_recipe(
     Raises:
       AudioError: a file is missing or unreadable.
     """
+    recipe = parse_recipe(recipe)
+    return mix_recipe(
+        recipe, recording_samples(clips_dir, background_dir, int(recipe["sample_rate"]))
+    )
+
+
+def parse_recipe(recipe: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A record's `recipe` (JSON text or bytes, or the parsed dict) as a dict."""
     if isinstance(recipe, bytes):
         recipe = recipe.decode("utf-8")
     if isinstance(recipe, str):
         if not recipe:
             raise BadData("This record has no recipe (only clip_pairs records have one).")
         recipe = json.loads(recipe)
+    return recipe
+
+
+def recording_samples(
+    clips_dir: str, background_dir: str, sample_rate: int, cache_size: int | None = None
+) -> SampleSource:
+    """The SampleSource of the recordings themselves: each file decoded whole at sample_rate
+    (as the build decodes it), kept in a cache of `cache_size` files (None: every file).
+
+    Args:
+      clips_dir: the foreground recordings' directory; background_dir: the backgrounds' ("" =
+        clips_dir). Files are named relative to them, as recipes name them.
+    """
     dirs = {"event": clips_dir, "background": background_dir or clips_dir}
-    sr = int(recipe["sample_rate"])
 
-    @functools.cache
+    @functools.lru_cache(maxsize=cache_size)
     def samples(role: str, file: str) -> tuple[np.ndarray, int]:
-        return load_audio(os.path.join(os.path.expanduser(dirs[role]), file), sr), 0
+        return load_audio(os.path.join(os.path.expanduser(dirs[role]), file), sample_rate), 0
 
-    return mix_recipe(recipe, samples)
+    return samples
+
+
+def recipe_levels(
+    recipe: Mapping[str, Any], samples: SampleSource
+) -> list[tuple[float, list[float]]]:
+    """The levels the planner set, measured on a recipe as the build measures them.
+
+    Returns:
+      Per clip, (the background's RMS in dBFS, each event's level in dB above it): an event's
+      level is the active RMS (`sounds.active_rms`) of its faded segment times its gain, over
+      the RMS of the clip-long background segment times its gain.
+    """
+    n = int(recipe["clip_samples"])
+    fade = int(recipe["fade_samples"])
+    sr = int(recipe["sample_rate"])
+    out = []
+    for clip in recipe["clips"]:
+        bg = clip["background"]
+        x, offset = samples("background", bg["file"])
+        segment = _background_samples(x, int(bg["start"]) - offset, n)
+        rms = float(np.sqrt(np.mean(np.square(segment, dtype=np.float64)))) * bg["gain"]
+        levels = []
+        for ev in clip["events"]:
+            x, offset = samples("event", ev["file"])
+            level = active_rms(_event_samples(x, offset, ev, fade), sr) * ev["gain"]
+            levels.append(20.0 * np.log10(max(level, 1e-12) / max(rms, 1e-12)))
+        out.append((20.0 * np.log10(max(rms, 1e-12)), levels))
+    return out
 
 
 # ------------------------------------------------------------- decoded sources and pair making
