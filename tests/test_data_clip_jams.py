@@ -4,17 +4,21 @@ Recordings come from tests/clip_fixtures.py."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 
 import jams
 import numpy as np
 import pytest
+import soundfile as sf
 from clip_fixtures import ESC_CLASSES, write_roots
+from tool_modules import load_tool
 
 from adc_jax.data import clip_jams as CJ
 from adc_jax.data import clip_pairs as CP
-from adc_jax.data.errors import BadData
+from adc_jax.data.errors import BadData, MissingData
 from adc_jax.data.features import as_text, to_int16
 
 SR = 16000
@@ -146,7 +150,7 @@ def test_relative_files_need_the_folders_and_mismatched_files_are_refused(built,
         CJ.read_pair(path1, other2)
     with pytest.raises(BadData, match="not clips 1 and 2 of one pair"):
         CJ.read_pair(path2, path1)
-    with pytest.raises(BadData, match="does not exist"):
+    with pytest.raises(MissingData, match="does not exist"):
         CJ.read_pair(str(tmp_path / "missing.jams"), path2)
     plain = tmp_path / "plain.jams"
     jams.JAMS(file_metadata={"duration": 1.0}).save(str(plain))
@@ -156,3 +160,51 @@ def test_relative_files_need_the_folders_and_mismatched_files_are_refused(built,
     broken.write_text("{not json")
     with pytest.raises(BadData, match="not a valid JAMS file"):
         CJ.read_pair(str(broken), path2)
+
+
+def test_export_tool_writes_every_pair_and_checks_it_renders(built, tmp_path):
+    roots, _ = built
+    export = load_tool("export_jams")
+    data_dir, out = str(tmp_path / "data"), tmp_path / "jams"
+    flags = [
+        f"--clips_dir={roots['esc']}",
+        f"--background_dir={roots['fsd']}",
+        f"--clip_classes={','.join(ESC_CLASSES)}",
+        "--size=smoke",
+        "--num_train=6",
+        "--num_validation=2",
+        "--num_eval=3",
+        "--clip_seconds=1",
+        "--num_workers=1",
+        f"--data_dir={data_dir}",
+    ]
+    export.main([*flags, f"--output={out}", "--splits=train,eval"])
+    assert sorted(os.listdir(out)) == ["eval", "train"]
+    assert len(os.listdir(out / "train")) == 12 and len(os.listdir(out / "eval")) == 6
+    spec = clip_pairs_spec(export, flags)
+    source = CP.build_clip_pairs(data_dir, spec).as_data_source("eval")  # the tool's build
+    for i in range(len(source)):
+        key = as_text(source[i]["key"])
+        audio1, audio2 = CJ.render_pair(
+            str(out / "eval" / f"{key}_1.jams"), str(out / "eval" / f"{key}_2.jams")
+        )
+        np.testing.assert_array_equal(to_int16(audio1), source[i]["audio1"])
+        np.testing.assert_array_equal(to_int16(audio2), source[i]["audio2"])
+    # Recordings that changed since the build (same names and lengths) are caught.
+    changed = tmp_path / "changed"
+    shutil.copytree(roots["esc"], changed)
+    for name in os.listdir(changed / "audio"):
+        wav, sr = sf.read(changed / "audio" / name, dtype="float32")
+        sf.write(changed / "audio" / name, 0.5 * wav, sr, subtype="PCM_16")
+    with pytest.raises(BadData, match="changed since the build"):
+        CJ.write_split(source, str(tmp_path / "again"), str(changed), roots["fsd"])
+    with pytest.raises(SystemExit):  # an unknown split is a usage error
+        export.main([*flags, f"--output={out}", "--splits=test"])
+
+
+def clip_pairs_spec(export, flags):
+    """The spec the tool builds for `flags` (its own parsing)."""
+    parser = argparse.ArgumentParser()
+    export.add_size_flags(parser)
+    export.add_clip_pairs_flags(parser)
+    return export.clip_pairs_spec(parser.parse_args(flags))

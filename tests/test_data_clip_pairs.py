@@ -17,6 +17,7 @@ from clip_fixtures import ESC_CLASSES, FOLDER_CLASSES, event_wave, write_folders
 
 from adc_jax import config as config_lib
 from adc_jax import rundir, train
+from adc_jax.data import clip_jams as CJ
 from adc_jax.data import clip_pairs as CP
 from adc_jax.data import clip_sources as CS
 from adc_jax.data.audio_io import AudioError
@@ -309,7 +310,11 @@ def test_listen_tool_writes_pairs_and_checks_their_recipes(small_build, roots, t
         wav, sr = sf.read(out / f"eval_{i:06d}_2.wav", dtype="int16")
         assert sr == SR and np.array_equal(wav, stored[i]["audio2"])
         text = (out / f"eval_{i:06d}.txt").read_text()
-        assert "render check: recipe re-renders within 0 int16 step(s)" in text
+        key = f"eval_{i:06d}"
+        assert f"render check: {key}_1.jams and _2.jams re-render within 0 int16 step(s)" in text
+        # Both clips' JAMS files hold the stored recipe (tests/test_data_clip_jams.py).
+        recipe = CJ.read_pair(str(out / f"{key}_1.jams"), str(out / f"{key}_2.jams"))
+        assert recipe == json.loads(as_text(stored[i]["recipe"]))
         assert f"caption 1: {as_text(stored[i]['captions'][0])}" in text
 
 

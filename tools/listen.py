@@ -2,7 +2,8 @@
 
 For each pair: DIR/<key>_1.wav, DIR/<key>_2.wav (16-bit PCM) and DIR/<key>.txt (scene, edits with
 their magnitudes, the five reference captions and, for clip_pairs, the recordings it was mixed
-from).
+from); for clip_pairs also DIR/<key>_1.jams and DIR/<key>_2.jams, each clip's mixture in Scaper's
+JAMS format (`adc_jax.data.clip_jams`; tools/export_jams.py writes them for whole splits).
 
   python tools/listen.py --size=quick --split=eval --num=5 --output=/tmp/listen
   python tools/listen.py --size=paper --source=generate --num=3 --output=/tmp/listen
@@ -11,8 +12,9 @@ from).
 
 --source=dataset (default) reads the built dataset (building it if needed); --source=generate
 synthesises the same pairs directly, which needs no build (synthetic_adc only: the data is a
-function of the seed). With --data=clip_pairs each pair is also re-rendered from its recipe and
-the recordings, and must equal the stored audio within int16 rounding (the tool stops if not).
+function of the seed). With --data=clip_pairs each pair is also re-rendered from its two JAMS
+files and the recordings, and must equal the stored audio within int16 rounding (the tool stops
+if not).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_synthetic import IO_HINT, add_size_flags, resolve  # noqa: E402  (sibling tool)
 
 from adc_jax import config as config_lib  # noqa: E402
-from adc_jax.data import clip_pairs  # noqa: E402
+from adc_jax.data import clip_jams, clip_pairs  # noqa: E402
 from adc_jax.data.errors import BadData, run_data_tool  # noqa: E402
 from adc_jax.data.features import as_text, to_int16  # noqa: E402
 from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
@@ -39,15 +41,29 @@ from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 MAX_RENDER_ERROR = 1
 
 
+def add_clip_pairs_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags naming a clip_pairs build (shared with tools/export_jams.py)."""
+    parser.add_argument("--clips_dir", default="", help="clip_pairs: foreground recordings")
+    parser.add_argument(
+        "--background_dir", default="", help="clip_pairs: background recordings (default: clips)"
+    )
+    parser.add_argument(
+        "--clip_classes", default="", help="clip_pairs: comma-separated foreground labels"
+    )
+    parser.add_argument(
+        "--background_classes", default="", help="clip_pairs: comma-separated background labels"
+    )
+
+
 def clip_pairs_spec(args: argparse.Namespace) -> clip_pairs.ClipPairsSpec:
     """The clip_pairs spec of the flags: the size preset's data fields, overridden by flags.
 
     A missing --clips_dir or a flag out of range exits with status 2 and the usage line.
     """
-    if args.source == "generate":
+    if getattr(args, "source", "dataset") == "generate":
         args.parser.error("--source=generate is for synthetic_adc; clip_pairs reads its build.")
     if not args.clips_dir:
-        args.parser.error("--data=clip_pairs needs --clips_dir (ESC-50, FSD50K or class folders).")
+        args.parser.error("clip_pairs needs --clips_dir (ESC-50, FSD50K or class folders).")
     d = config_lib.base_config(args.size).data
     for name in ("clips_dir", "background_dir", "clip_classes", "background_classes"):
         d[name] = getattr(args, name)
@@ -89,22 +105,37 @@ def _clip_pairs(args: argparse.Namespace):
     data_dir = resolve(args)[0]
     builder = clip_pairs.build_clip_pairs(data_dir, spec, num_workers=args.num_workers)
     source = builder.as_data_source(args.split)
+    samples = clip_pairs.recording_samples(
+        spec.clips_dir, spec.background_dir, spec.sample_rate, cache_size=64
+    )
     for i in range(args.start, min(len(source), args.start + args.num)):
         ex = source[i]
         fields = _record_fields(ex)
-        rendered = clip_pairs.render_recipe(ex["recipe"], spec.clips_dir, spec.background_dir)
+        paths = clip_jams.write_pair(
+            args.output,
+            fields[0],
+            ex["recipe"],
+            samples,
+            clips_dir=spec.clips_dir,
+            background_dir=spec.background_dir,
+            captions=fields[5],
+            edits=fields[4],
+        )
+        rendered = clip_jams.render_pair(*paths)
         worst = max(
             int(np.abs(to_int16(r).astype(np.int32) - np.asarray(s, np.int32)).max())
             for r, s in zip(rendered, (ex["audio1"], ex["audio2"]), strict=True)
         )
         if worst > MAX_RENDER_ERROR:
             raise BadData(
-                f"{fields[0]}: re-rendering its recipe differs from the stored audio by {worst} "
+                f"{fields[0]}: re-rendering its JAMS files differs from the stored audio by {worst} "
                 f"int16 steps: the recordings changed since the build in {builder.data_dir}; "
                 "delete that folder to rebuild it."
             )
         recipe = json.loads(as_text(ex["recipe"]))
-        lines = [f"render check: recipe re-renders within {worst} int16 step(s)"]
+        lines = [
+            f"render check: {fields[0]}_1.jams and _2.jams re-render within {worst} int16 step(s)"
+        ]
         sr = recipe["sample_rate"]
         for c, clip in enumerate(recipe["clips"], 1):
             bg = clip["background"]
@@ -152,16 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="directory for the WAV and text files")
     parser.add_argument("--source", default="dataset", choices=("dataset", "generate"))
     parser.add_argument("--data", default="synthetic_adc", choices=("synthetic_adc", "clip_pairs"))
-    parser.add_argument("--clips_dir", default="", help="clip_pairs: foreground recordings")
-    parser.add_argument(
-        "--background_dir", default="", help="clip_pairs: background recordings (default: clips)"
-    )
-    parser.add_argument(
-        "--clip_classes", default="", help="clip_pairs: comma-separated foreground labels"
-    )
-    parser.add_argument(
-        "--background_classes", default="", help="clip_pairs: comma-separated background labels"
-    )
+    add_clip_pairs_flags(parser)
     args = parser.parse_args(argv)
     run_data_tool(lambda: _write(args), IO_HINT + " Check that --output is writable.")
 
