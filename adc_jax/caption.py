@@ -45,6 +45,7 @@ from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError, min_clip_samples
 from adc_jax.data.audio_io import AudioError, load_audio, probe_audio
+from adc_jax.data.paths import RemotePathError
 from adc_jax.data.pipeline import clip_samples
 from adc_jax.data.vocab import split_tiers
 from adc_jax.data.waveform import fit_length
@@ -415,7 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             length_penalty=args.length_penalty,
             tier=args.tier,
         )
-    except (AudioError, CaptionError, FileNotFoundError, ConfigError, CheckpointError) as e:
+    except (
+        AudioError,
+        CaptionError,
+        FileNotFoundError,
+        ConfigError,
+        CheckpointError,
+        RemotePathError,
+    ) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     run = captioner.run

@@ -41,6 +41,7 @@ from ml_collections import config_flags
 
 from adc_jax import checkpointing, multihost, rundir
 from adc_jax.config_checks import ConfigError, has_field
+from adc_jax.data import paths
 from adc_jax.data.errors import DataError
 from adc_jax.loop import NonFiniteError
 
@@ -227,6 +228,10 @@ def prepare_workdir(
     process 0 writes `config.json` and appends the log to `train.log` (an unwritable workdir
     exits 1), and every process logs its devices, the mesh and the batch per device.
     """
+    try:
+        paths.require_local(workdir, "--workdir", paths.WORKDIR_WHY)
+    except paths.RemotePathError as e:
+        fail(f"Config error: {e}", code=2)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     try:
         validate(config)

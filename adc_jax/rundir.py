@@ -30,7 +30,7 @@ from adc_jax import checkpointing, multihost
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
-from adc_jax.data import registry
+from adc_jax.data import paths, registry
 from adc_jax.data import vocab as vocab_lib
 from adc_jax.data.errors import BadData
 from adc_jax.data.tokenizer import Vocabulary
@@ -53,8 +53,11 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with, completed by `fill_config_defaults`.
 
-    Raises FileNotFoundError with a hint when the workdir has no config.json.
+    Raises FileNotFoundError with a hint when the workdir has no config.json, and
+    `paths.RemotePathError` (a ValueError) for a remote workdir (gs://...), which would
+    otherwise be read as a local folder named "gs:".
     """
+    paths.require_local(workdir, "--workdir", paths.WORKDIR_WHY)
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -197,6 +200,7 @@ def load_trained(workdir: str, step: int | None = None, mesh: Mesh | None = None
       adc_jax.config.ConfigError: the checkpoint does not match the saved config.
       adc_jax.checkpointing.CheckpointError: the checkpoint cannot be read.
     """
+    paths.require_local(workdir, "--workdir", paths.WORKDIR_WHY)
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config = read_config(workdir)
     # The BYOL-A initialisation is inside the checkpoint; its source file is not needed again.

@@ -90,7 +90,7 @@ from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import source_files
+from adc_jax.data import paths, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 from adc_jax.data.errors import BadData, MissingData
@@ -731,6 +731,8 @@ def build_adiff(
     if not 0.0 <= min_clip_fraction <= 1.0:
         raise ValueError(f"data.min_clip_fraction={min_clip_fraction!r} must be in [0, 1].")
     data_dir = os.path.expanduser(data_dir)
+    paths.require_local(csv_dir, "data.csv_dir", paths.SOURCE_WHY)
+    paths.require_local(audio_dir, "data.audio_dir", paths.SOURCE_WHY)
     csv_dir = os.path.abspath(os.path.expanduser(csv_dir)) if csv_dir else ""
     audio_dir = os.path.abspath(os.path.expanduser(audio_dir)) if audio_dir else ""
     if not csv_dir or not os.path.isdir(csv_dir):

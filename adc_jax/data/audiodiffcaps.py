@@ -59,7 +59,7 @@ from absl import logging
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import source_files
+from adc_jax.data import paths, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 from adc_jax.data.errors import BadData, MissingData
@@ -470,6 +470,8 @@ def build_audio_diff_caps(
       ValueError: a malformed CSV or an invalid argument.
     """
     data_dir = os.path.expanduser(data_dir)
+    paths.require_local(csv_dir, "data.csv_dir", paths.SOURCE_WHY)
+    paths.require_local(audio_dir, "data.audio_dir", paths.SOURCE_WHY)
     audio_dir = os.path.abspath(os.path.expanduser(audio_dir)) if audio_dir else ""
     csv_dir = os.path.abspath(os.path.expanduser(csv_dir)) if csv_dir else ""
     if not (0.0 <= validation_fraction < 1.0):

@@ -84,7 +84,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from adc_jax.data import builder as builder_lib
-from adc_jax.data import clip_sources, source_files
+from adc_jax.data import clip_sources, paths, source_files
 from adc_jax.data import features as features_lib
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
@@ -192,6 +192,8 @@ class ClipPairsSpec(builder_lib.VariantSpec):
                 "clip_pairs needs data.clips_dir: a directory of recordings in "
                 f"{clip_sources.ACCEPTED_LAYOUTS}."
             )
+        paths.require_local(self.clips_dir, "data.clips_dir", paths.SOURCE_WHY)
+        paths.require_local(self.background_dir, "data.background_dir", paths.SOURCE_WHY)
         self.check_variant("pairs")
         if not 0.0 <= self.min_clip_fraction <= 1.0:
             raise ValueError(f"min_clip_fraction={self.min_clip_fraction!r} must be in [0, 1].")

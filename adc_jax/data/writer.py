@@ -51,7 +51,7 @@ from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import features as features_lib
-from adc_jax.data import source_files
+from adc_jax.data import paths, source_files
 
 # Target size of one array_record shard in bytes (a shard ends with the record that reaches it).
 SHARD_BYTES = 512 * 2**20
@@ -443,6 +443,38 @@ def remove_stale_builds(config_dir: str, name: str, min_age_s: float = 600.0) ->
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
+def _prepared_remote(
+    cls: type[tfds.core.DatasetBuilder], config: tfds.core.BuilderConfig, data_dir: str
+) -> tfds.core.DatasetBuilder:
+    """The builder of a dataset already built in a remote data_dir (gs://, s3://, ...).
+
+    tfds finds it and reads its metadata through etils.epath (fsspec's gcsfs / s3fs without
+    TensorFlow); grain reads its records with array_record's reader. Nothing is built there.
+
+    Raises:
+      RemotePathError: the filesystem library is missing, or the dataset is not built there.
+    """
+    try:
+        builder = cls(config=config, data_dir=data_dir, file_format="array_record")
+        prepared = builder.is_prepared()
+    except ImportError as e:  # fsspec without the package of this scheme
+        raise paths.RemotePathError(
+            f"data.data_dir={data_dir!r}: tfds reads a remote data_dir through etils.epath, "
+            f"which without TensorFlow uses fsspec, and fsspec says: {e} (gcsfs for gs://, "
+            "s3fs for s3://)."
+        ) from None
+    if not prepared:
+        raise paths.RemotePathError(
+            f"data.data_dir={data_dir!r} does not hold {cls.name}/{config.name}, and adc_jax "
+            "builds datasets on a local disk only (a file lock, temporary files from worker "
+            "processes). Build it with a local data.data_dir (a first run, or "
+            "tools/make_synthetic.py for synthetic_adc), copy its folder "
+            f"{cls.name}/{config.name} into {data_dir.rstrip('/')}/{cls.name}/, and run "
+            "again: built datasets are read from a remote data_dir."
+        )
+    return builder
+
+
 def prepare_once(
     cls: type[tfds.core.DatasetBuilder], config: tfds.core.BuilderConfig, data_dir: str
 ) -> tuple[tfds.core.DatasetBuilder, float | None]:
@@ -454,9 +486,14 @@ def prepare_once(
     tfds renames its temporary folder only when every split is written, so an interrupted build
     is never read back.
 
+    A remote data_dir (gs://, ...) is only read: the dataset must already be built there
+    (`_prepared_remote`).
+
     Returns:
       (builder, seconds the build took, or None when it was already built).
     """
+    if paths.is_remote(data_dir):
+        return _prepared_remote(cls, config, data_dir), None
     builder = cls(config=config, data_dir=data_dir, file_format="array_record")
     if builder.is_prepared():
         return builder, None

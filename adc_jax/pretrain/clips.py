@@ -88,7 +88,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.data import builder as builder_lib
 from adc_jax.data import features as features_lib
-from adc_jax.data import pipeline, registry, source_files
+from adc_jax.data import paths, pipeline, registry, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
@@ -327,6 +327,7 @@ class AudioFolderSpec:
                 "data.name='audio_folder' needs data.audio_dir: a folder of audio files (WAV, "
                 "FLAC, OGG, ...; any rate and length, in sub-folders or not)."
             )
+        paths.require_local(self.audio_dir, "data.audio_dir", paths.SOURCE_WHY)
         if not self.clip_seconds > 0:
             raise ValueError(f"data.clip_seconds={self.clip_seconds!r} must be positive.")
         if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
