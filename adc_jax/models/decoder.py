@@ -152,6 +152,14 @@ class TextDecoder(nnx.Module):
             x, _, _ = layer(x, None, causal, kv, cross_mask, train=train)
         return self._logits(x)
 
+    def prefill(
+        self, memory: jax.Array, memory_valid: jax.Array, start: jax.Array
+    ) -> tuple[list[tuple[jax.Array, jax.Array]], Cache]:
+        """What cached decoding starts from: the cross-attention keys/values of memory [N, S, D]
+        and an empty cache (the start tokens [N] need nothing here; `LMDecoder`'s prompts do)."""
+        del memory_valid, start
+        return self.cross_kv(memory), self.init_cache(memory.shape[0])
+
     def init_cache(self, batch: int) -> Cache:
         """Empty self-attention cache: keys/values [layers, B, L_max, H, E] in the compute dtype."""
         first = self.layers[0].self_attention
@@ -197,16 +205,24 @@ StepFn = Callable[[jax.Array, jax.Array, object], tuple[jax.Array, object]]
 
 
 def _step_fn(
-    decoder: TextDecoder, memory: jax.Array, memory_valid: jax.Array, use_cache: bool
+    decoder: TextDecoder,
+    memory: jax.Array,
+    memory_valid: jax.Array,
+    start: jax.Array,
+    use_cache: bool,
 ) -> tuple[StepFn, object]:
-    """Returns step(seqs [N, L], t, cache) -> (logits [N, V] for position t+1, cache), cache0."""
+    """Returns step(seqs [N, L], t, cache) -> (logits [N, V] for position t+1, cache), cache0.
+
+    start: [N] int32 each row's start token. Any decoder with `__call__`, `prefill` and `step`
+    works (`TextDecoder`, `adc_jax.models.lm_decoder.LMDecoder`).
+    """
     if use_cache:
-        cross = decoder.cross_kv(memory)
+        context, cache0 = decoder.prefill(memory, memory_valid, start)
 
         def step(seqs, t, cache):
-            return decoder.step(seqs[:, t], t, cache, cross, memory_valid)
+            return decoder.step(seqs[:, t], t, cache, context, memory_valid)
 
-        return step, decoder.init_cache(memory.shape[0])
+        return step, cache0
 
     def step_uncached(seqs, t, cache):
         logits = decoder(seqs, memory, memory_valid, train=False)
@@ -246,8 +262,8 @@ def greedy_decode(
       log-probabilities [B] float32.
     """
     batch, length = memory.shape[0], decoder.max_len
-    step, cache = _step_fn(decoder, memory, memory_valid, use_cache)
     seqs = _start_sequences(start, (batch, length))
+    step, cache = _step_fn(decoder, memory, memory_valid, seqs[:, 0], use_cache)
 
     def cond(state):
         t, _, _, done, _ = state
@@ -303,10 +319,9 @@ def beam_search(
     n = batch * k
     memory_k = jnp.repeat(memory, k, axis=0)
     valid_k = jnp.repeat(memory_valid, k, axis=0)
-    step, cache = _step_fn(decoder, memory_k, valid_k, use_cache)
     neg_inf = jnp.float32(-jnp.inf)
-
     alive = _start_sequences(start, (batch, k, length))
+    step, cache = _step_fn(decoder, memory_k, valid_k, alive.reshape(n, length)[:, 0], use_cache)
     alive_logp = jnp.full((batch, k), neg_inf).at[:, 0].set(0.0)
     finished = jnp.full((batch, k, length), PAD, jnp.int32)
     finished_score = jnp.full((batch, k), neg_inf)
