@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from adc_jax import config_checks as checks
+from adc_jax import lm_files
 
 # Also named through `adc_jax.config` by the modules that read a config.
 from adc_jax.config_checks import (  # noqa: F401
@@ -41,6 +42,7 @@ ADIFF_TIERS = (1, 2, 3)
 DECODE_MODES = ("greedy", "beam")
 # The aac-metrics scores eval.extra_metrics may name (adc_jax.metrics.aac computes them).
 EXTRA_METRICS = ("fense", "spider_fl", "clap_sim")
+LM_CONDITIONINGS = ("prefix", "cross")
 
 
 def default_data_dir() -> str:
@@ -195,6 +197,22 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.model.label_smoothing = 0.0
     # Recompute activations of the CNN in the backward pass to save memory.
     c.model.remat_cnn = False
+    # Language decoder: "" = the paper's 2-layer decoder trained from scratch on a word
+    # vocabulary; a directory holding a Hugging Face GPT-2 (config.json, model.safetensors,
+    # tokenizer.json) = that LM writes the captions, tokenised by its own tokenizer; "tiny:smoke"
+    # or "tiny:quick" = a random tiny GPT-2 written under the data directory on first use.
+    c.model.lm_path = ""
+    # LM: how the audio reaches it: "prefix" (ADIFF: lm_prefix_len pooled embeddings in front of
+    # the text) or "cross" (zero-gated cross-attention sub-layers in every block).
+    c.model.lm_conditioning = "prefix"
+    # LM: number of audio prefix embeddings ("prefix"; ADIFF uses 40).
+    c.model.lm_prefix_len = 40
+    # LM: load model.safetensors at init (False: the same architecture, randomly initialised).
+    c.model.lm_weights = True
+    # LM: keep the pretrained LM's parameters fixed (the prefix/cross layers still train).
+    c.model.lm_freeze = False
+    # LM: learning-rate multiplier for the pretrained LM's parameters when fine-tuning.
+    c.model.lm_lr_scale = 1.0
 
     # ---------------------------------------------------------------- train
     c.train = ml_collections.ConfigDict()
@@ -424,6 +442,41 @@ def apply_byola_init_norm(c: ml_collections.ConfigDict) -> bool:
     return True
 
 
+def _check_lm(c: ml_collections.ConfigDict) -> None:
+    """The LM decoder's fields: a usable GPT-2 directory (or tiny:<size>) and its settings."""
+    m = c.model
+    checks.check(isinstance(m.lm_path, str), "model.lm_path", m.lm_path, "must be a string.")
+    if not m.lm_path:
+        return
+    checks.choice(c, "model.lm_conditioning", LM_CONDITIONINGS)
+    checks.positive_int(c, "model.lm_prefix_len")
+    checks.boolean(c, "model.lm_weights")
+    checks.boolean(c, "model.lm_freeze")
+    checks.in_range(c, "model.lm_lr_scale", 0.0, math.inf, hi_open=True)
+    size = lm_files.tiny_size(m.lm_path)
+    if size is not None:
+        checks.check(
+            size in lm_files.TINY_SIZES,
+            "model.lm_path",
+            m.lm_path,
+            f"names no tiny GPT-2; use one of {', '.join('tiny:' + s for s in lm_files.TINY_SIZES)}"
+            " or a GPT-2 directory.",
+        )
+        return
+    try:
+        lm = lm_files.check_lm_directory(m.lm_path)
+    except lm_files.LMFilesError as e:
+        raise ConfigError(f"config.model.lm_path={m.lm_path!r} is invalid: {e}") from e
+    prefix = m.lm_prefix_len if m.lm_conditioning == "prefix" else 0
+    checks.check(
+        prefix + m.max_decode_len <= lm["n_positions"],
+        "model.max_decode_len",
+        m.max_decode_len,
+        f"with {prefix} prefix embeddings (and the tier prompts) exceeds the LM's "
+        f"n_positions={lm['n_positions']}.",
+    )
+
+
 def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
     """Raises ConfigError naming the first field whose value cannot work.
 
@@ -537,6 +590,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     )
     if m.byola_init:
         _check_byola_init(c)
+    _check_lm(c)
 
     checks.check_optimizer(c, clipping_optional=False)
     checks.non_negative_int(c, "train.eval_every")
@@ -587,4 +641,8 @@ def model_fields(c: ml_collections.ConfigDict) -> dict[str, Any]:
         "sdd_lstm_units",
         "max_decode_len",
     )
-    return {f"model.{k}": c.model[k] for k in keys}
+    fields = {f"model.{k}": c.model[k] for k in keys}
+    if c.model.get("lm_path"):  # absent from older runs' config.json: the word decoder
+        for k in ("lm_path", "lm_conditioning", "lm_prefix_len"):
+            fields[f"model.{k}"] = c.model[k]
+    return fields

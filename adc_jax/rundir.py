@@ -2,7 +2,8 @@
 
 A workdir holds
   config.json     the resolved config (`write_config` / `read_config`);
-  vocab.json      the vocabulary built from the training captions (`prepare_data`);
+  vocab.json      the vocabulary built from the training captions (`prepare_data`), or, with
+                  model.lm_path, the LM's tokenizer (`adc_jax.data.lm_tokenizer`);
   checkpoints/    Orbax checkpoints (`adc_jax.checkpointing`);
   metrics.jsonl, tensorboard/, eval/, train.log   written by training and evaluation.
 
@@ -26,15 +27,17 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from adc_jax import checkpointing, multihost
+from adc_jax import checkpointing, lm_files, multihost
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
-from adc_jax.data import paths, registry
+from adc_jax.data import lm_tokenizer, paths, registry
 from adc_jax.data import vocab as vocab_lib
 from adc_jax.data.errors import BadData
+from adc_jax.data.synthetic.grammar import all_single_edit_captions
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import most_frequent_caption
+from adc_jax.models import tiny_gpt2
 from adc_jax.train_state import TrainState
 
 CONFIG_FILE = "config.json"
@@ -152,6 +155,8 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
             f"{tiers}; check data.adiff_tiers against the CSVs in data.csv_dir."
         )
     vocab_path = os.path.join(workdir, VOCAB_FILE)
+    if config.model.get("lm_path"):
+        return RunData(builder, _lm_tokenizer(config, vocab_path, stats), stats.captions, stats, tiers)
     if os.path.exists(vocab_path):  # checked on every process, before the barrier below
         vocab_lib.check_vocab_file(
             vocab_path, punctuation=punctuation, extra_tokens=vocab_lib.tier_tokens(config)
@@ -174,6 +179,74 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     if jax.process_index() != 0:
         vocabulary = vocab()
     return RunData(builder, vocabulary, stats.captions, stats, tiers)
+
+
+def tiny_lm_corpus() -> list[str]:
+    """The text a tiny random GPT-2's tokenizer is trained on: every single-edit caption of the
+    synthetic grammar and the tier prompts (`adc_jax.models.tiny_gpt2`)."""
+    captions = [c for cs in all_single_edit_captions().values() for c in cs]
+    return captions + list(lm_tokenizer.TIER_PROMPTS.values()) * 20
+
+
+def ensure_tiny_lm(config: ml_collections.ConfigDict) -> None:
+    """Writes the random tiny GPT-2 that model.lm_path="tiny:<size>" names, if not there yet."""
+    size = lm_files.tiny_size(config.model.get("lm_path", ""))
+    if size is None:
+        return
+    directory = tiny_gpt2.lm_directory(config)
+    if jax.process_index() == 0 and not os.path.isfile(
+        os.path.join(directory, lm_files.CONFIG_FILE)
+    ):
+        tiny_gpt2.write_tiny_gpt2(directory, size, tiny_lm_corpus())
+        logging.info("Wrote a random tiny GPT-2 (%s) to %s.", size, directory)
+    multihost.sync("tiny_lm_written")
+
+
+def _lm_tokenizer(
+    config: ml_collections.ConfigDict, path: str, stats: vocab_lib.CaptionStats
+) -> lm_tokenizer.LMTokenizer:
+    """The run's LM tokenizer: workdir/vocab.json, or the LM's tokenizer.json saved there."""
+    ensure_tiny_lm(config)
+    tiers = lm_tokenizer.run_tiers(config)
+    directory = tiny_gpt2.lm_directory(config)
+    fresh = lm_tokenizer.LMTokenizer.from_directory(directory, tiers)
+    if os.path.exists(path):  # checked on every process
+        if not lm_tokenizer.is_saved_lm_tokenizer(path):
+            raise ValueError(
+                f"{path} is a word vocabulary, but this config uses the language model "
+                f"{config.model.lm_path}; use a new workdir."
+            )
+        tok = lm_tokenizer.LMTokenizer.load(path)
+        if tok.tokenizer_json != fresh.tokenizer_json or tok.tiers != fresh.tiers:
+            raise ValueError(
+                f"{path} holds another tokenizer or other tiers than model.lm_path="
+                f"{config.model.lm_path!r} with tiers {tiers}; use a new workdir."
+            )
+    else:
+        tok = fresh
+        if jax.process_index() == 0:
+            tok.save(path)
+    multihost.sync("vocab_written")
+    max_tokens = config.data.max_caption_tokens
+    cut = sum(tok.encode(c, max_tokens)[1] for c in stats.captions)
+    logging.info(
+        "Vocabulary: the LM tokenizer of %s (%d ids, tiers %s); %d of %d training captions are "
+        "longer than %d tokens and will be truncated (keeping <eos>).",
+        directory,
+        len(tok),
+        list(tiers) or "none",
+        cut,
+        len(stats.captions),
+        max_tokens,
+    )
+    return tok
+
+
+def load_vocabulary(path: str) -> Vocabulary | lm_tokenizer.LMTokenizer:
+    """A workdir's vocab.json: a word vocabulary or an LM tokenizer."""
+    if lm_tokenizer.is_saved_lm_tokenizer(path):
+        return lm_tokenizer.LMTokenizer.load(path)
+    return Vocabulary.load(path)
 
 
 @dataclasses.dataclass
@@ -211,7 +284,10 @@ def load_trained(workdir: str, step: int | None = None, mesh: Mesh | None = None
             f"{vocab_path} not found: the run in {workdir} never started "
             "training. Train it first with python -m adc_jax.main."
         )
-    vocab = Vocabulary.load(vocab_path)
+    vocab = load_vocabulary(vocab_path)
+    if config.model.get("lm_path"):  # the LM's weights are inside the checkpoint
+        ensure_tiny_lm(config)
+        config.model.lm_weights = False
     ckpt_dir = checkpointing.checkpoint_dir(workdir)
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(

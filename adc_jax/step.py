@@ -28,10 +28,13 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import train_state
 from adc_jax.data.tokenizer import PAD
 from adc_jax.models.adc import ADCModel, create_model
+from adc_jax.models import gpt2, tiny_gpt2
 from adc_jax.models.byola import load_pretrained
 from adc_jax.models.decoder import beam_search, greedy_decode
 
 BYOLA_PREFIX = "byola"
+# Path of the pretrained LM inside the model (`LMDecoder.lm`).
+LM_PREFIX = ("decoder", "lm")
 
 
 # ---------------------------------------------------------------------------------- optimiser
@@ -43,18 +46,32 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def _param_labels(params):
-    """'byola' for parameters of the BYOL-A extractor, 'rest' for everything else."""
+    """'byola' for parameters of the BYOL-A extractor, 'lm' for the pretrained GPT-2's own
+    parameters (not its new cross-attention sub-layers), 'rest' for everything else."""
 
     def label(path, _):
-        first = path[0]
-        name = getattr(first, "key", getattr(first, "name", str(first)))
-        return "byola" if str(name) == BYOLA_PREFIX else "rest"
+        names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+        if names[0] == BYOLA_PREFIX:
+            return "byola"
+        if names[:2] == list(LM_PREFIX) and "cross" not in names:
+            return "lm"
+        return "rest"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _scaled_or_frozen(adamw, schedule, frozen: bool, scale: float):
+    """set_to_zero when frozen, else AdamW at schedule * scale."""
+    if frozen:
+        return optax.set_to_zero()
+    if scale != 1.0:
+        return adamw(lambda step: schedule(step) * scale)
+    return adamw(schedule)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW; BYOL-A gets a scaled learning rate or is frozen."""
+    """Global-norm clipping, then AdamW; BYOL-A and a pretrained LM decoder each get a scaled
+    learning rate or are frozen."""
     t, m = config.train, config.model
     schedule = learning_rate_schedule(config)
 
@@ -68,15 +85,13 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
             mask=train_state.decay_mask,
         )
 
-    if m.byola_freeze:
-        byola_tx = optax.set_to_zero()
-    elif m.byola_lr_scale != 1.0:
-        byola_tx = adamw(lambda step: schedule(step) * m.byola_lr_scale)
-    else:
-        byola_tx = adamw(schedule)
+    byola_tx = _scaled_or_frozen(adamw, schedule, m.byola_freeze, m.byola_lr_scale)
+    transforms = {"byola": byola_tx, "rest": adamw(schedule)}
+    if m.get("lm_path"):  # only then: the optimizer state of word-decoder runs is unchanged
+        transforms["lm"] = _scaled_or_frozen(adamw, schedule, m.lm_freeze, m.lm_lr_scale)
     return optax.chain(
         optax.clip_by_global_norm(t.grad_clip),
-        optax.multi_transform({"byola": byola_tx, "rest": adamw(schedule)}, _param_labels),
+        optax.multi_transform(transforms, _param_labels),
     )
 
 
@@ -90,6 +105,8 @@ def build_model_and_optimizer(
     model = create_model(config, vocab_size, train_state.init_rngs(config.seed))
     if config.model.byola_init:
         load_pretrained(model.byola, config.model.byola_init, frozen=config.model.byola_freeze)
+    if config.model.get("lm_path") and config.model.lm_weights:
+        gpt2.load_weights(model.decoder.lm, tiny_gpt2.lm_directory(config))
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
 

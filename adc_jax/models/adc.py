@@ -6,6 +6,7 @@
     -> projection to d_model                                [B, T, D]      <- "early" SDD
     -> difference encoder (CAC or full attention)           [B, 2T, D]     <- "late" SDD
     -> transformer text decoder                             [B, L, V] logits
+       (or, with config.model.lm_path, a pretrained GPT-2: `lm_decoder.LMDecoder`)
 
 Both clips go through the front end and the CNN as one batch of 2B clips (one kernel launch each,
 better device utilisation); BatchNorm therefore sees the statistics of both clips together.
@@ -26,6 +27,7 @@ from adc_jax.models.byola import AudioNTT2020, encoder_from_config
 from adc_jax.models.decoder import TextDecoder
 from adc_jax.models.encoder import DifferenceEncoder
 from adc_jax.models.layers import compute_dtype
+from adc_jax.models.lm_decoder import LMDecoder, lm_decoder_from_config
 from adc_jax.models.sdd import SDD
 
 
@@ -58,7 +60,7 @@ class ADCModel(nnx.Module):
         byola: AudioNTT2020,
         encoder: DifferenceEncoder,
         sdd: SDD | None,
-        decoder: TextDecoder,
+        decoder: TextDecoder | LMDecoder,
         sdd_mode: str,
         byola_frozen: bool = False,
         remat_cnn: bool = False,
@@ -183,6 +185,9 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
             dtype=dtype,
             rngs=rngs,
         )
+    if m.get("lm_path"):  # a pretrained GPT-2 writes the captions (weights: step.py loads them)
+        decoder = lm_decoder_from_config(config, vocab_size, dtype=dtype, rngs=rngs)
+        return _adc_model(config, byola, encoder, sdd, decoder)
     decoder = TextDecoder(
         vocab_size,
         m.d_model,
@@ -194,6 +199,11 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.R
         dtype=dtype,
         rngs=rngs,
     )
+    return _adc_model(config, byola, encoder, sdd, decoder)
+
+
+def _adc_model(config, byola, encoder, sdd, decoder) -> ADCModel:
+    m = config.model
     return ADCModel(
         log_mel=frontend.LogMelSettings.from_config(config),
         byola=byola,

@@ -238,8 +238,10 @@ class GPT2(nnx.Module):
         return self.wte(ids)
 
     def add_positions(self, x: jax.Array, positions: jax.Array, *, train: bool) -> jax.Array:
-        """x [B, T, D] + the position embeddings of positions [T] int, then embedding dropout."""
-        return self.drop(x + self.wpe(positions)[None], deterministic=not train)
+        """x [B, T, D] + the position embeddings of positions [T] or [B, T] int, then embedding
+        dropout."""
+        pos = self.wpe(positions)
+        return self.drop(x + (pos if pos.ndim == 3 else pos[None]), deterministic=not train)
 
     def logits(self, x: jax.Array) -> jax.Array:
         """Final LayerNorm and tied LM head: [B, T, D] -> [B, T, V] float32."""

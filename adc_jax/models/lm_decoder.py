@@ -8,7 +8,8 @@ Two conditionings (`config.model.lm_conditioning`):
           (projected to the LM's width), so the pretrained LM's function is unchanged at step 0.
 ADIFF's tiers are text prompts placed after the audio prefix (`LMTokenizer.prompt_table`): the
 row's start token picks the prompt; prompts shorter than the longest are left-padded with
-positions no query attends to.
+slots no query attends to and that take no position id, so a row without a prompt is read by
+GPT-2 exactly as if the padding were not there.
 
 The decoder keeps `TextDecoder`'s interface (`__call__`, `prefill`, `step`, `max_len`), so
 `greedy_decode` and `beam_search` drive it unchanged, with and without the key/value cache. Ids
@@ -22,6 +23,8 @@ positions (K audio + prompt), M encoder frames, Dm encoder width, D LM width, V 
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,8 +35,15 @@ from adc_jax.data.tokenizer import EOS, SPECIAL_TOKENS
 from adc_jax.lm_files import tiny_size
 from adc_jax.models.gpt2 import GPT2, INIT_STD, Cache, GPT2Config
 from adc_jax.models.layers import MASK_VALUE, MultiHeadAttention
+from adc_jax.models.tiny_gpt2 import lm_directory
 
 CONDITIONINGS = ("prefix", "cross")
+
+
+def _positions(valid: jax.Array) -> jax.Array:
+    """GPT-2 position ids [B, T] of a row whose valid slots are `valid` [B, T] bool: the number of
+    valid slots before each (padding takes no position, as HF's position_ids from a mask)."""
+    return jnp.maximum(jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1, 0)
 
 
 class LMDecoder(nnx.Module):
@@ -164,8 +174,8 @@ class LMDecoder(nnx.Module):
         prefix, prefix_valid = self.prefix(tokens[:, 0], memory, memory_valid, train=train)
         p = prefix.shape[1]
         x = jnp.concatenate([prefix, self.lm.embed(self._lm_ids(tokens))], axis=1)
-        x = self.lm.add_positions(x, jnp.arange(p + length), train=train)
         key_valid = jnp.concatenate([prefix_valid, jnp.ones((batch, length), bool)], axis=1)
+        x = self.lm.add_positions(x, _positions(key_valid), train=train)
         mask = jnp.tril(jnp.ones((p + length,) * 2, bool))[None, None] & key_valid[:, None, None]
         cross_kv, cross_mask = self.cross_kv(memory, memory_valid)
         h, _ = self.lm.blocks(x, mask, cross_kv=cross_kv, cross_mask=cross_mask, train=train)
@@ -186,7 +196,7 @@ class LMDecoder(nnx.Module):
         prefix, prefix_valid = self.prefix(start, memory, memory_valid, train=False)
         cross_kv, cross_mask = self.cross_kv(memory, memory_valid)
         if p:
-            x = self.lm.add_positions(prefix, jnp.arange(p), train=False)
+            x = self.lm.add_positions(prefix, _positions(prefix_valid), train=False)
             keys = jnp.arange(total)[None, :] <= jnp.arange(p)[:, None]  # causal, [P, P + L]
             valid = jnp.pad(prefix_valid, ((0, 0), (0, self.max_len)))
             mask = keys[None, None] & valid[:, None, None]
@@ -205,7 +215,8 @@ class LMDecoder(nnx.Module):
         p, total = self.total_prefix, self.total_prefix + self.max_len
         index = p + position
         x = self.lm.embed(self._lm_ids(token)[:, None])
-        x = self.lm.add_positions(x, jnp.reshape(index, (1,)), train=False)
+        position_id = jnp.sum(context["prefix_valid"], axis=1, dtype=jnp.int32) + position
+        x = self.lm.add_positions(x, position_id[:, None], train=False)
         keys = jnp.arange(total)
         prefix_valid = jnp.pad(context["prefix_valid"], ((0, 0), (0, self.max_len)))
         key_valid = jnp.where(keys < p, prefix_valid, (keys <= index)[None])
@@ -225,22 +236,23 @@ def lm_decoder_from_config(
     config: ml_collections.ConfigDict, vocab_size: int, *, dtype, rngs: nnx.Rngs
 ) -> LMDecoder:
     """The LM decoder of `config.model` (random weights: `step.build_model_and_optimizer` loads
-    the pretrained ones). `model.lm_path` must be a directory (`rundir.resolve_lm_path` turns
-    "tiny:<size>" into one); `vocab_size` must be the run tokenizer's."""
+    the pretrained ones). `model.lm_path` is a GPT-2 directory or "tiny:<size>", written already
+    (`rundir.ensure_tiny_lm`); `vocab_size` must be the run tokenizer's."""
     m = config.model
-    if tiny_size(m.lm_path) is not None:
-        raise ValueError(
-            f"model.lm_path={m.lm_path!r} names a generated tiny GPT-2; resolve it to its "
-            "directory first (adc_jax.rundir.resolve_lm_path)."
+    directory = lm_directory(config)
+    if tiny_size(m.lm_path) is not None and not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"model.lm_path={m.lm_path!r}: {directory} has not been written yet; training writes "
+            "it on first use (adc_jax.rundir.ensure_tiny_lm), or run tools/make_tiny_gpt2.py."
         )
-    tokenizer = LMTokenizer.from_directory(m.lm_path, run_tiers(config))
+    tokenizer = LMTokenizer.from_directory(directory, run_tiers(config))
     if len(tokenizer) != vocab_size:
         raise ValueError(
-            f"The run's vocabulary has {vocab_size} ids but the LM tokenizer of {m.lm_path} with "
+            f"The run's vocabulary has {vocab_size} ids but the LM tokenizer of {directory} with "
             f"tiers {tokenizer.tiers} has {len(tokenizer)}: the workdir was trained with another LM."
         )
     lm = GPT2(
-        GPT2Config.from_directory(m.lm_path),
+        GPT2Config.from_directory(directory),
         cross_attention=m.lm_conditioning == "cross",
         dropout=m.dropout,
         dtype=dtype,

@@ -2,7 +2,7 @@
 
 `config.model.lm_path = "tiny:smoke"` or `"tiny:quick"` (the `:smoke`/`:quick` sizes of
 `configs/late_sdd_gpt2.py`) name one of these; it is written on first use under the data
-directory (`adc_jax.rundir.resolve_lm_path`), or by `tools/make_tiny_gpt2.py`. The files have the
+directory (`adc_jax.rundir.ensure_tiny_lm`), or by `tools/make_tiny_gpt2.py`. The files have the
 hub's format, so the path a real GPT-2 takes (checks, loading, tokenizer) is the one exercised.
 The tokenizer is a byte-level BPE (GPT-2's kind) trained on the text it is given (the synthetic
 data's caption grammar and the tier prompts), with <|endoftext|> as its end-of-text token.
@@ -14,9 +14,11 @@ import json
 import os
 from collections.abc import Iterable
 
+import ml_collections
 import numpy as np
 
 from adc_jax import lm_files
+from adc_jax.config import default_data_dir
 from adc_jax.models import safetensors_io
 
 # Architecture per size: width, layers, heads, positions, BPE vocabulary size.
@@ -25,6 +27,16 @@ TINY_SIZES = {
     "quick": {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 128, "vocab_size": 768},
 }
 END_OF_TEXT = "<|endoftext|>"
+
+
+def lm_directory(config: ml_collections.ConfigDict) -> str:
+    """`config.model.lm_path` as a directory: itself, or where "tiny:<size>" is written
+    (<data_dir>/tiny_gpt2/<size>)."""
+    size = lm_files.tiny_size(config.model.lm_path)
+    if size is None:
+        return os.path.expanduser(config.model.lm_path)
+    data_dir = config.data.data_dir or default_data_dir()
+    return os.path.join(os.path.expanduser(data_dir), "tiny_gpt2", size)
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> str:
