@@ -156,7 +156,9 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
         )
     vocab_path = os.path.join(workdir, VOCAB_FILE)
     if config.model.get("lm_path"):
-        return RunData(builder, _lm_tokenizer(config, vocab_path, stats), stats.captions, stats, tiers)
+        return RunData(
+            builder, _lm_tokenizer(config, vocab_path, stats), stats.captions, stats, tiers
+        )
     if os.path.exists(vocab_path):  # checked on every process, before the barrier below
         vocab_lib.check_vocab_file(
             vocab_path, punctuation=punctuation, extra_tokens=vocab_lib.tier_tokens(config)

@@ -27,8 +27,8 @@ from jax.sharding import Mesh
 from adc_jax import sharding as sharding_lib
 from adc_jax import train_state
 from adc_jax.data.tokenizer import PAD
-from adc_jax.models.adc import ADCModel, create_model
 from adc_jax.models import gpt2, tiny_gpt2
+from adc_jax.models.adc import ADCModel, create_model
 from adc_jax.models.byola import load_pretrained
 from adc_jax.models.decoder import beam_search, greedy_decode
 

@@ -94,7 +94,9 @@ def trained(request):
 def _jit(decoder, fn):
     """fn(decoder, memory, valid, start=start) jitted with the decoder's state as an argument."""
     graphdef, state = nnx.split(decoder)
-    jitted = jax.jit(lambda st, mem, valid, start: fn(nnx.merge(graphdef, st), mem, valid, start=start))
+    jitted = jax.jit(
+        lambda st, mem, valid, start: fn(nnx.merge(graphdef, st), mem, valid, start=start)
+    )
     return functools.partial(jitted, state)
 
 

@@ -184,10 +184,16 @@ class Block(nnx.Module):
         """
         q, k, v = self.attn.qkv(self.ln_1(x))
         if cache_kv is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), index, 1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), index, 1)
+            k = jax.lax.dynamic_update_slice_in_dim(
+                cache_kv[0], k.astype(cache_kv[0].dtype), index, 1
+            )
+            v = jax.lax.dynamic_update_slice_in_dim(
+                cache_kv[1], v.astype(cache_kv[1].dtype), index, 1
+            )
         deterministic = not train
-        x = x + self.dropout(self.attn.attend(q, k, v, mask, train=train), deterministic=deterministic)
+        x = x + self.dropout(
+            self.attn.attend(q, k, v, mask, train=train), deterministic=deterministic
+        )
         if self.cross is not None:
             x, _ = self.cross(x, cross_kv, cross_mask, train=train)
         x = x + self.dropout(self.mlp(self.ln_2(x)), deterministic=deterministic)
@@ -217,11 +223,19 @@ class GPT2(nnx.Module):
         self.dtype = dtype
         embed = nnx.initializers.normal(INIT_STD)
         self.wte = nnx.Embed(
-            c.vocab_size, c.n_embd, dtype=dtype, param_dtype=jnp.float32, embedding_init=embed,
+            c.vocab_size,
+            c.n_embd,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=embed,
             rngs=rngs,
         )
         self.wpe = nnx.Embed(
-            c.n_positions, c.n_embd, dtype=dtype, param_dtype=jnp.float32, embedding_init=embed,
+            c.n_positions,
+            c.n_embd,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=embed,
             rngs=rngs,
         )
         self.drop = Dropout(dropout, rngs=rngs)
@@ -354,8 +368,10 @@ def load_weights(model: GPT2, directory: str) -> None:
     if missing or wrong:
         problems = []
         if missing:
-            problems.append(f"missing tensor(s): {', '.join(missing[:8])}" + (
-                f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+            problems.append(
+                f"missing tensor(s): {', '.join(missing[:8])}"
+                + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            )
         if wrong:
             problems.append(f"wrong shape(s): {'; '.join(wrong[:8])}")
         raise lm_files.LMFilesError(

@@ -201,7 +201,12 @@ class LMDecoder(nnx.Module):
             valid = jnp.pad(prefix_valid, ((0, 0), (0, self.max_len)))
             mask = keys[None, None] & valid[:, None, None]
             _, cache = self.lm.blocks(
-                x, mask, cache=cache, index=0, cross_kv=cross_kv, cross_mask=cross_mask,
+                x,
+                mask,
+                cache=cache,
+                index=0,
+                cross_kv=cross_kv,
+                cross_mask=cross_mask,
                 train=False,
             )
         context = {"prefix_valid": prefix_valid, "cross_kv": cross_kv, "cross_mask": cross_mask}
@@ -245,14 +250,20 @@ def lm_decoder_from_config(
             f"model.lm_path={m.lm_path!r}: {directory} has not been written yet; training writes "
             "it on first use (adc_jax.rundir.ensure_tiny_lm), or run tools/make_tiny_gpt2.py."
         )
-    tokenizer = LMTokenizer.from_directory(directory, run_tiers(config))
-    if len(tokenizer) != vocab_size:
+    lm_config = GPT2Config.from_directory(directory)
+    tiers = run_tiers(config)
+    # Only tier prompts need the tokenizer (and the `tokenizers` package, which the GPU image
+    # lacks): without tiers the run's ids are the 4 specials, then the LM's.
+    prompts = LMTokenizer.from_directory(directory, tiers).prompt_table() if tiers else ((),)
+    offset = len(SPECIAL_TOKENS) + len(tiers)
+    if offset + lm_config.vocab_size != vocab_size:
         raise ValueError(
-            f"The run's vocabulary has {vocab_size} ids but the LM tokenizer of {directory} with "
-            f"tiers {tokenizer.tiers} has {len(tokenizer)}: the workdir was trained with another LM."
+            f"The run's vocabulary has {vocab_size} ids but the LM of {directory} with tiers "
+            f"{tiers} needs {offset + lm_config.vocab_size}: the workdir was trained with another "
+            "LM."
         )
     lm = GPT2(
-        GPT2Config.from_directory(directory),
+        lm_config,
         cross_attention=m.lm_conditioning == "cross",
         dropout=m.dropout,
         dtype=dtype,
@@ -264,8 +275,8 @@ def lm_decoder_from_config(
         conditioning=m.lm_conditioning,
         prefix_len=m.lm_prefix_len,
         pool_heads=m.num_heads,
-        prompts=tokenizer.prompt_table(),
-        id_offset=tokenizer.offset,
+        prompts=prompts,
+        id_offset=offset,
         max_len=m.max_decode_len,
         dropout=m.dropout,
         dtype=dtype,
