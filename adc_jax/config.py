@@ -213,6 +213,9 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.model.lm_freeze = False
     # LM: learning-rate multiplier for the pretrained LM's parameters when fine-tuning.
     c.model.lm_lr_scale = 1.0
+    # LM: shard its matrices and their optimizer state over the "data" axis (FSDP) instead of
+    # replicating them; for GPT-2 sizes whose Adam state does not fit each device.
+    c.model.lm_fsdp = False
 
     # ---------------------------------------------------------------- train
     c.train = ml_collections.ConfigDict()
@@ -442,7 +445,7 @@ def apply_byola_init_norm(c: ml_collections.ConfigDict) -> bool:
     return True
 
 
-def _check_lm(c: ml_collections.ConfigDict) -> None:
+def _check_lm(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
     """The LM decoder's fields: a usable GPT-2 directory (or tiny:<size>) and its settings."""
     m = c.model
     checks.check(isinstance(m.lm_path, str), "model.lm_path", m.lm_path, "must be a string.")
@@ -453,6 +456,7 @@ def _check_lm(c: ml_collections.ConfigDict) -> None:
     checks.boolean(c, "model.lm_weights")
     checks.boolean(c, "model.lm_freeze")
     checks.in_range(c, "model.lm_lr_scale", 0.0, math.inf, hi_open=True)
+    checks.boolean(c, "model.lm_fsdp")
     size = lm_files.tiny_size(m.lm_path)
     if size is not None:
         checks.check(
@@ -467,6 +471,14 @@ def _check_lm(c: ml_collections.ConfigDict) -> None:
         lm = lm_files.check_lm_directory(m.lm_path)
     except lm_files.LMFilesError as e:
         raise ConfigError(f"config.model.lm_path={m.lm_path!r} is invalid: {e}") from e
+    if m.lm_fsdp and num_devices:
+        checks.check(
+            lm["n_embd"] % num_devices == 0,
+            "model.lm_fsdp",
+            m.lm_fsdp,
+            f"shards the LM's width n_embd={lm['n_embd']} over {num_devices} devices, which "
+            "does not divide it.",
+        )
     prefix = m.lm_prefix_len if m.lm_conditioning == "prefix" else 0
     checks.check(
         prefix + m.max_decode_len <= lm["n_positions"],
@@ -590,7 +602,7 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int | None = None) ->
     )
     if m.byola_init:
         _check_byola_init(c)
-    _check_lm(c)
+    _check_lm(c, num_devices)
 
     checks.check_optimizer(c, clipping_optional=False)
     checks.non_negative_int(c, "train.eval_every")

@@ -21,6 +21,14 @@ DATA_AXIS = "data"
 
 # (regex on "/"-joined state path, PartitionSpec). First match wins; nothing matched = replicated.
 STATE_RULES: tuple[tuple[str, P], ...] = ((r".*", P()),)
+# `config.model.lm_fsdp`: the pretrained LM's matrices (kernels, token/position embeddings) and
+# their Adam moments split over "data" along their last axis (the LM width n_embd or a multiple
+# of it, so any device count dividing n_embd works); everything else replicated. XLA gathers a
+# layer's weights where the step needs them (ZeRO-3 style) and reduces its gradients to shards.
+LM_FSDP_RULES: tuple[tuple[str, P], ...] = (
+    (r".*decoder/lm/.*/(kernel|embedding)(/value)?", P(None, DATA_AXIS)),
+    (r".*", P()),
+)
 
 
 def create_mesh(devices: list | None = None) -> Mesh:

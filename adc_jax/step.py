@@ -116,14 +116,17 @@ def create_train_state(
     """Initialises the model (and BYOL-A weights if configured) and places it on the mesh.
 
     Initialisation runs on the host from `config.seed`, so every process computes the same
-    values; each device then takes its slice according to `sharding.STATE_RULES`.
+    values; each device then takes its slice according to `sharding.STATE_RULES` (or, with
+    model.lm_fsdp, `sharding.LM_FSDP_RULES`).
     """
 
     def build():
         model, optimizer = build_model_and_optimizer(config, vocab_size)
         return {"model": model, "optimizer": optimizer}
 
-    return train_state.place_on_mesh(build, mesh)
+    fsdp = config.model.get("lm_path") and config.model.get("lm_fsdp", False)
+    rules = sharding_lib.LM_FSDP_RULES if fsdp else sharding_lib.STATE_RULES
+    return train_state.place_on_mesh(build, mesh, rules)
 
 
 def parameter_count(state: nnx.State) -> int:

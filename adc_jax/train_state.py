@@ -55,16 +55,20 @@ def split_state(parts: dict[str, nnx.Module]) -> tuple[nnx.GraphDef, nnx.State, 
     return nnx.split(parts, nnx.RngState, ...)
 
 
-def place_on_mesh(build: Callable[[], dict[str, nnx.Module]], mesh: Mesh) -> TrainState:
+def place_on_mesh(
+    build: Callable[[], dict[str, nnx.Module]],
+    mesh: Mesh,
+    rules: tuple = sharding_lib.STATE_RULES,
+) -> TrainState:
     """Builds the modules with `build()` on the host and places their state on the mesh.
 
     Initialisation runs on the host CPU, so every process computes the same values from the
-    seed; each device then takes its slice according to `sharding.STATE_RULES`.
+    seed; each device then takes its slice according to `rules` (`sharding.STATE_RULES`).
     """
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
         graphdef, rng_state, state = split_state(build())
         host_state = jax.device_get(state)
-    shardings = sharding_lib.state_shardings(mesh, host_state)
+    shardings = sharding_lib.state_shardings(mesh, host_state, rules)
     placed = sharding_lib.put_state(host_state, shardings)
     rng_state = sharding_lib.put_replicated(rng_state, mesh)
     return TrainState(graphdef, rng_state, placed, shardings)
