@@ -9,6 +9,8 @@
 2. Benchmark: `tools/benchmark_step.py`'s measurement for float32 and bfloat16 at global batch 32
    and 128, BYOL-A block 1 as a direct convolution and as a phase matmul, and bfloat16 at 128
    with dropout from 16-bit draws (the CPU default), then one table.
+3. GPT-2 124M (random weights) as the decoder, bfloat16: prefix conditioning at batch 32 and 128,
+   cross-attention at 128 (no FLOP count: benchmark_step counts the word decoder's FLOPs).
 With `--extra`: also bfloat16 at batch 256, and a time breakdown (front end / CNN / loss /
 optimizer) at bfloat16, batch 128.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -75,6 +78,39 @@ def _report(result: dict, json_out: str | None) -> None:
     if json_out:
         with open(json_out, "a") as f:
             f.write(json.dumps(result) + "\n")
+
+
+GPT2_VOCAB = 50257
+
+
+def gpt2_config(config, conditioning: str) -> None:
+    """Sets `config` to caption with a randomly initialised GPT-2 124M (`gpt2`'s config.json),
+    written to a temporary directory: config.json, an empty model.safetensors (not read with
+    model.lm_weights=False) and a tokenizer.json holding only <|endoftext|> (only its size is
+    read when the run has no tiers)."""
+    directory = tempfile.mkdtemp(prefix="gpt2_124m_")
+    arch = {
+        "model_type": "gpt2",
+        "vocab_size": GPT2_VOCAB,
+        "n_positions": 1024,
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_inner": None,
+        "layer_norm_epsilon": 1e-5,
+        "bos_token_id": GPT2_VOCAB - 1,
+        "eos_token_id": GPT2_VOCAB - 1,
+    }
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(arch, f)
+    with open(os.path.join(directory, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"vocab": {"<|endoftext|>": GPT2_VOCAB - 1}}, "added_tokens": []}, f)
+    open(os.path.join(directory, "model.safetensors"), "wb").close()
+    config.name = f"late_sdd_gpt2_{conditioning}"
+    config.model.lm_path = directory
+    config.model.lm_weights = False
+    config.model.lm_conditioning = conditioning
+    config.data.max_caption_tokens = config.model.max_decode_len = 48
 
 
 def main() -> int:
@@ -136,6 +172,25 @@ def main() -> int:
         traceback.print_exc()
     finally:
         del os.environ[DROPOUT_BITS_ENV]
+    # GPT-2 124M as the decoder (configs/late_sdd_gpt2.py at paper size, random weights of the
+    # real architecture: the GPU image has no internet and no `tokenizers`, neither is needed).
+    for conditioning, batch in (("prefix", 32), ("prefix", 128), ("cross", 128)):
+        config = late_sdd()
+        gpt2_config(config, conditioning)
+        config.model.dtype = "bfloat16"
+        config.train.batch_size = batch
+        try:
+            r = run_benchmark(
+                config, steps=10 if quick else 20, warmup=2, vocab_size=GPT2_VOCAB + 4
+            )
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            continue
+        # benchmark_step's FLOP count is the word decoder's: no TFLOP/s or MFU for these rows.
+        r.update(byola_first_block=f"GPT-2 124M {conditioning}", achieved_tflops=float("nan"))
+        r["mfu"] = None
+        results.append(r)
+        _report(r, json_out)
     if extra:
         config = late_sdd()
         config.model.dtype = "bfloat16"
