@@ -457,6 +457,13 @@ def _check_lm(c: ml_collections.ConfigDict, num_devices: int | None = None) -> N
     checks.boolean(c, "model.lm_freeze")
     checks.in_range(c, "model.lm_lr_scale", 0.0, math.inf, hi_open=True)
     checks.boolean(c, "model.lm_fsdp")
+    checks.check(
+        m.label_smoothing == 0,
+        "model.label_smoothing",
+        m.label_smoothing,
+        "must be 0 with model.lm_path: the smoothed target would spread over the ids the LM "
+        "decoder masks (<pad>, <bos>, tier tokens).",
+    )
     size = lm_files.tiny_size(m.lm_path)
     if size is not None:
         checks.check(

@@ -114,6 +114,7 @@ def test_adiff_with_gpt2_cross_attention_and_tier_prompts(tmp_path):
         ("{tmp}", "lacks config.json, model.safetensors, tokenizer.json"),
         ("tiny:huge", "names no tiny GPT-2"),
     ],
+    ids=["missing", "without_files", "unknown_tiny"],
 )
 def test_a_bad_lm_path_is_a_clear_error_with_exit_status_2(tmp_path, lm_path, message):
     proc = subprocess.run(
