@@ -31,11 +31,14 @@ END_OF_TEXT = "<|endoftext|>"
 
 def lm_directory(config: ml_collections.ConfigDict) -> str:
     """`config.model.lm_path` as a directory: itself, or where "tiny:<size>" is written
-    (<data_dir>/tiny_gpt2/<size>)."""
+    (<data_dir>/tiny_gpt2/<size>; a local cache folder when the data directory is remote, e.g.
+    gs://, since these files are written with plain file I/O)."""
     size = lm_files.tiny_size(config.model.lm_path)
     if size is None:
         return os.path.expanduser(config.model.lm_path)
     data_dir = config.data.data_dir or default_data_dir()
+    if "://" in data_dir:
+        data_dir = os.path.join("~", ".cache", "adc_jax")
     return os.path.join(os.path.expanduser(data_dir), "tiny_gpt2", size)
 
 
