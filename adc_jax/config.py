@@ -82,7 +82,8 @@ def base_config(size: str = "paper") -> ml_collections.ConfigDict:
     # Synthetic data: seed of the generator (the data, not the training run).
     c.data.synth_seed = 0
     # synthetic_adc and clip_pairs: share of pairs without a difference (clip 2 re-renders clip 1
-    # below every edit's threshold, captioned "there is no difference" ...), in [0, 1).
+    # below every edit's threshold, captioned "there is no difference" ...), in [0, 1). 0 by
+    # default: at :quick, 0.1 taught only "no event -> no difference" (results/diagnostics_quick).
     c.data.no_change_fraction = 0.0
     # AudioDiffCaps: directory of the WAV files named in the CSVs' s1_fn/s2_fn columns.
     # ADIFF: the directory the CSVs' filepath1/filepath2 columns are relative to.
