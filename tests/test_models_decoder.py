@@ -12,8 +12,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from decoder_fitting import fit
 from flax import nnx
 
 from adc_jax.data.tokenizer import BOS, EOS, PAD
@@ -36,26 +36,8 @@ def setup():
     for b, n in enumerate([4, 6, 8, 5]):
         captions[b, 1 : n + 1] = rng.integers(4, V, n)
         captions[b, n + 1] = EOS
-    inputs, targets = jnp.asarray(captions[:, :-1]), jnp.asarray(captions[:, 1:])
-    weights = (targets != PAD).astype(jnp.float32)
-    graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
-    tx = optax.adam(1e-2)
-
-    @jax.jit
-    def train(params):
-        def loss(p):
-            logits = nnx.merge(graphdef, p, rest)(inputs, memory, valid, train=False)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-            return jnp.sum(ce * weights) / weights.sum()
-
-        def body(_, carry):
-            p, opt = carry
-            updates, opt = tx.update(jax.grad(loss)(p), opt, p)
-            return optax.apply_updates(p, updates), opt
-
-        return jax.lax.fori_loop(0, TRAIN_STEPS, body, (params, tx.init(params)))[0]
-
-    return nnx.merge(graphdef, train(params), rest), memory, valid, captions
+    decoder = fit(decoder, captions, memory, valid, pad=PAD, lr=1e-2, steps=TRAIN_STEPS)
+    return decoder, memory, valid, captions
 
 
 def _jit(decoder, fn):

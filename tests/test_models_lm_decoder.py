@@ -14,8 +14,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from decoder_fitting import fit
 from flax import nnx
 
 from adc_jax.data.tokenizer import BOS, EOS, PAD
@@ -69,26 +69,8 @@ def trained(request):
     """(decoder, memory, valid, captions) after a few Adam steps."""
     decoder = _decoder(request.param)
     memory, valid, captions = _data()
-    inputs, targets = jnp.asarray(captions[:, :-1]), jnp.asarray(captions[:, 1:])
-    weights = (targets != PAD).astype(jnp.float32)
-    graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
-    tx = optax.adam(3e-2)
-
-    @jax.jit
-    def train(params):
-        def loss(p):
-            logits = nnx.merge(graphdef, p, rest)(inputs, memory, valid, train=False)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-            return jnp.sum(ce * weights) / weights.sum()
-
-        def body(_, carry):
-            p, opt = carry
-            updates, opt = tx.update(jax.grad(loss)(p), opt, p)
-            return optax.apply_updates(p, updates), opt
-
-        return jax.lax.fori_loop(0, TRAIN_STEPS, body, (params, tx.init(params)))[0]
-
-    return nnx.merge(graphdef, train(params), rest), memory, valid, captions
+    decoder = fit(decoder, captions, memory, valid, pad=PAD, lr=3e-2, steps=TRAIN_STEPS)
+    return decoder, memory, valid, captions
 
 
 def _jit(decoder, fn):
