@@ -191,7 +191,7 @@ class Evaluator:
         predictions = {k: v[0][0] for k, v in nbest.items()}
         decode_seconds = time.time() - start
         probes: dict[str, dict[str, str]] = {}
-        if self.config.eval.get("diagnostics", False):
+        if self.config.eval.get("diagnostics", True):  # configs saved before the field: on
             for clips in PROBES:  # the same decoder settings as the predictions
                 decoded = self._decode(rng_state, state, clips, 1)
                 probes[clips] = {k: v[0][0] for k, v in decoded.items()}
