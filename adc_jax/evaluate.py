@@ -45,7 +45,7 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError
-from adc_jax.data import pipeline
+from adc_jax.data import clip_store, pipeline
 from adc_jax.data.eval_split import EvalSplit, load_eval_split
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.aac import extra_metric_names, extra_scores
@@ -332,13 +332,13 @@ def evaluate_workdir(
         batch_size=max(n_dev, config.eval.batch_size // n_dev * n_dev),
     )
     data = rundir.prepare_data(config, run.workdir)
-    if split not in data.builder.info.splits:
+    if split not in clip_store.pair_splits(data.builder):
         raise EvaluateError(
             f"The dataset of {run.workdir} has no {split!r} split; it has "
-            f"{sorted(data.builder.info.splits)}."
+            f"{sorted(clip_store.pair_splits(data.builder))}."
         )
     eval_split = load_eval_split(
-        data.builder.as_data_source(split),
+        clip_store.pair_source(data.builder, split),
         max_examples if max_examples is not None else config.eval.max_examples,
         data.tiers,
     )

@@ -36,7 +36,7 @@ from flax import nnx
 from adc_jax import checkpointing, evaluate, loop, rundir
 from adc_jax import config as config_lib
 from adc_jax import step as step_lib
-from adc_jax.data import pipeline
+from adc_jax.data import clip_store, pipeline
 from adc_jax.data.eval_split import load_eval_split
 from adc_jax.loop import MetricsWriter
 from adc_jax.train_state import TrainState
@@ -104,7 +104,7 @@ def restore_or_init(
         checkpointing.run_meta(config, len(data.vocab)),
         lambda: iter(
             pipeline.train_dataset(
-                data.builder.as_data_source("train"),
+                clip_store.pair_source(data.builder, "train"),
                 data.vocab,
                 config,
                 stats=data.train_stats,
@@ -132,7 +132,9 @@ class PeriodicEval:
         self.eval_dir = os.path.join(workdir, "eval")
         self.train_state, self.writer = train_state, writer
         split = load_eval_split(
-            data.builder.as_data_source(config.eval.split), config.eval.max_examples, data.tiers
+            clip_store.pair_source(data.builder, config.eval.split),
+            config.eval.max_examples,
+            data.tiers,
         )
         self.evaluator = evaluate.Evaluator(
             train_state,

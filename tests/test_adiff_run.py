@@ -17,7 +17,7 @@ import pytest
 
 from adc_jax import caption, evaluate, report, rundir, train
 from adc_jax import config as config_lib
-from adc_jax.data import pipeline
+from adc_jax.data import clip_store, pipeline
 from adc_jax.data.tokenizer import Vocabulary, tier_token
 from tests.adiff_fixture import make_adiff_fixture
 from tests.conftest import REPO_ROOT, load_config
@@ -58,7 +58,7 @@ def test_training_ran_on_bucketed_tiered_batches(adiff_run):
     # The run's own input stream: batches as long as their bucket, every tier's start token.
     data = rundir.prepare_data(config, workdir)
     batches = pipeline.train_dataset(
-        data.builder.as_data_source("train"), data.vocab, config, stats=data.train_stats
+        clip_store.pair_source(data.builder, "train"), data.vocab, config, stats=data.train_stats
     )
     iterator = iter(batches)
     shapes, starts = set(), set()

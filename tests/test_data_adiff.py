@@ -13,6 +13,7 @@ import glob
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import statistics
 
@@ -21,7 +22,7 @@ import pytest
 import soundfile as sf
 from adiff_fixture import make_adiff_fixture
 
-from adc_jax.data import adiff, features, source_files, writer
+from adc_jax.data import adiff, clip_store, features, source_files, writer
 from adc_jax.data.audio_io import AudioError, load_audio
 
 CLIP_SECONDS = 2.0
@@ -36,11 +37,12 @@ def _records(builder, split: str) -> list[dict]:
             "tiers": [int(t) for t in features.caption_tiers(e)],
             "audio1": np.array(e["audio1"]),
             "audio2": np.array(e["audio2"]),
+            "clips": (int(e["clip1"]), int(e["clip2"])),
             "scene": features.as_text(e["scene"]),
             "recipe": features.as_text(e["recipe"]),
             "edits": (len(e["edit_ops"]), len(e["edit_classes"]), len(e["edit_magnitudes"])),
         }
-        for e in builder.as_data_source(split)
+        for e in clip_store.pair_source(builder, split)
     ]
 
 
@@ -71,7 +73,7 @@ def cld(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(adiff, "load_audio", counting)
         builder = _build(fx, root / "data")
-    records = {split: _records(builder, split) for split in builder.info.splits}
+    records = {split: _records(builder, split) for split in clip_store.pair_splits(builder)}
     return fx, builder, records, calls
 
 
@@ -122,8 +124,10 @@ def test_one_record_per_pair_with_every_tiers_answers(cld):
     fx, builder, records, _ = cld
     assert builder.name == "adiff"
     assert builder.builder_config.name.startswith("cld_fp")
-    assert list(builder.info.splits) == ["train", "validation", "eval"]
-    assert builder.info.features.keys() == features.features_dict().keys()
+    assert clip_store.pair_splits(builder) == ["train", "validation", "eval"]
+    assert builder.info.features.keys() == clip_store.referenced_features_dict().keys()
+    for split, clips in fx.clips.items():  # each distinct clip stored once, in its split's store
+        assert builder.info.splits[clip_store.clips_split(split)].num_examples == len(clips)
     for split, expected in fx.expected.items():
         got = records[split]
         assert [r["key"] for r in got] == list(expected)  # pairs in order of first occurrence
@@ -184,7 +188,7 @@ def test_examples_of_the_tfds_stream_equal_the_written_records(cld):
         stream = list(builder._generate_examples(plans[split]))
         assert [key for key, _ in stream] == [r["key"] for r in recs]
         for (_, example), r in zip(stream, recs, strict=True):
-            np.testing.assert_array_equal(example["audio2"], r["audio2"])
+            assert (example["clip1"], example["clip2"]) == r["clips"]
             assert example["captions"] == r["captions"]
             assert example["caption_tiers"].tolist() == r["tiers"]
 
@@ -194,7 +198,8 @@ def test_worker_processes_write_the_same_records(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(writer, "MIN_ITEMS_FOR_WORKERS", 1)  # decode 3 clips in 2 processes
     with caplog.at_level(logging.INFO):
         pooled = _records(_build(fx, tmp_path / "pooled", num_workers=2), "train")
-    assert "decoded 3 distinct clips for 4 pairs (2 processes)" in caplog.text
+    assert "4 pairs over 3 distinct clips, each stored once" in caplog.text
+    assert re.search(r"wrote 3 train_clips examples .* 2 processes\)", caplog.text)
     monkeypatch.setattr(writer, "MIN_ITEMS_FOR_WORKERS", 10**9)
     alone = _records(_build(fx, tmp_path / "alone", num_workers=2), "train")
     assert len(pooled) == len(alone) == 4
@@ -208,7 +213,7 @@ def test_acd_subset(tmp_path):
     fx = make_adiff_fixture(str(tmp_path / "fx"), "acd", splits=("train", "eval"), tiers=(1,))
     builder = _build(fx, tmp_path / "data")
     assert builder.builder_config.name.startswith("acd_fp")
-    assert list(builder.info.splits) == ["train", "eval"]  # no val CSV: left out
+    assert clip_store.pair_splits(builder) == ["train", "eval"]  # no val CSV: left out
     recs = _records(builder, "eval")
     assert [r["key"] for r in recs] == list(fx.expected["eval"])
     assert recs[0]["key"].startswith("AudioCapsLarger/test/Y")
@@ -291,7 +296,7 @@ def test_missing_split_is_left_out_and_train_is_required(cld, tmp_path):
         os.remove(adiff.csv_path(csv_dir, "cld", "validation", tier))
     os.remove(adiff.csv_path(csv_dir, "cld", "eval", 3))
     builder = _build(fx, tmp_path / "data", csv_dir=csv_dir)
-    assert list(builder.info.splits) == ["train", "eval"]
+    assert clip_store.pair_splits(builder) == ["train", "eval"]
     assert all(3 not in r["tiers"] for r in _records(builder, "eval"))
     for tier in (1, 2, 3):
         os.remove(adiff.csv_path(csv_dir, "cld", "train", tier))
@@ -514,3 +519,28 @@ def test_a_replaced_audio_file_is_never_served_from_the_old_build(tmp_path, capl
     assert f"delete {os.path.dirname(first.data_dir)}" in message
     # The old build stays where it was (adc_jax never deletes a build).
     assert os.path.isfile(os.path.join(first.data_dir, "dataset_info.json"))
+
+
+def test_pairs_name_their_clips_and_training_reads_the_same_audio(cld):
+    """Pairs sharing a clip point at one stored copy; the training view (parsed from the
+    serialised pairs) gives what the decoded, joined records give."""
+    _, builder, records, _ = cld
+    for split, recs in records.items():
+        by_clip = collections.defaultdict(set)
+        for r in recs:
+            for fp, clip in zip(r["key"].split("|"), r["clips"], strict=True):
+                by_clip[fp].add(clip)
+        assert all(len(c) == 1 for c in by_clip.values())  # one position per file
+        assert len({c for cs in by_clip.values() for c in cs}) == len(by_clip)
+        source = clip_store.pair_source(builder, split)
+        train = source.train_records()
+        assert len(train) == len(source) == len(recs)
+        for i, r in enumerate(recs):
+            t = train[i]
+            assert features.as_text(t["key"]) == r["key"]
+            assert [features.as_text(c) for c in t["captions"]] == r["captions"]
+            assert t["caption_tiers"].tolist() == r["tiers"]
+            np.testing.assert_array_equal(t["audio1"], r["audio1"])
+            np.testing.assert_array_equal(t["audio2"], r["audio2"])
+        with pytest.raises(IndexError):
+            source[len(recs)]

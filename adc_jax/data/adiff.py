@@ -42,9 +42,9 @@ found before any is decoded; a missing one fails the build naming the CSV row, t
 the paths tried. Each distinct clip is decoded once per split (pairs share clips: Clotho's
 evaluation split has about 1,045 clips in 5,225 pairs), mixed to mono, resampled to
 `sample_rate` (16 kHz), cropped to `clip_seconds` (Clotho clips are 15-30 s; at most that much
-audio is stored per clip) and stored as int16. While a split is written, its decoded clips wait
-in a temporary int16 file inside tfds' build folder (clip_seconds per distinct clip at most,
-deleted when the split is done). Before decoding, `audio_io.check_clip_lengths` probes every
+audio is stored per clip) and stored as int16, each distinct clip once: split S's clips are the
+split `S_clips` and its pairs name them by position (`adc_jax.data.clip_store`; read a split with
+`clip_store.pair_source(builder, S)`, which joins them). Before decoding, `audio_io.check_clip_lengths` probes every
 file: truncated files and clips shorter than half of NOMINAL_SECONDS are logged, and with
 `min_clip_fraction` > 0 a clip shorter than that fraction of it fails the build. An unreadable
 file raises `AudioError` naming the CSV row.
@@ -86,11 +86,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from tensorflow_datasets.core import utils as tfds_utils
 
 from adc_jax.data import builder as builder_lib
+from adc_jax.data import clip_store, paths, source_files
 from adc_jax.data import features as features_lib
-from adc_jax.data import paths, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 from adc_jax.data.errors import BadData, MissingData
@@ -519,8 +518,11 @@ def plan_splits(
 class Adiff(builder_lib.Builder):
     """ADIFF pairs (ACD or CLD) with the shared adc_jax schema (`features.features_dict`)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: every tier's answers per pair, clips cropped."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release: every tier's answers per pair, clips cropped.",
+        "2.0.0": "Each distinct clip stored once (split S_clips); pairs name their clips.",
+    }
 
     def _description(self) -> str:
         cfg = self.builder_config
@@ -559,109 +561,60 @@ class Adiff(builder_lib.Builder):
         return {split: self._generate_examples(plan) for split, plan in self._plans().items()}
 
     def _generate_examples(self, plan: _SplitPlan):
-        sr, n = self.builder_config.sample_rate, self._max_samples
         for p in plan.pairs:
-            audio = []
-            for fp in (p.filepath1, p.filepath2):
-                i = plan.clip_index[fp]
-                audio.append(_decode_clip((plan.clip_paths[i], plan.clip_where[i], sr, n))[0])
-            yield p.key, _example(p, self.builder_config.subset, audio[0], audio[1])
+            yield p.key, _example(p, self.builder_config.subset, plan)
 
-    def _generate_splits(self, dl_manager, download_config) -> list[tfds.core.SplitInfo]:
-        """Writes every split with the shared array_record writer, decoding each clip once.
-
-        Per split: the distinct clips are decoded (in worker processes for 64 or more clips) into
-        a temporary int16 file in tfds' build folder, then the pairs' records are assembled from
-        it, serialised and written in pair order by `writer.generate_splits` in this process
-        (the base's `_split_jobs` path would decode a clip once per pair naming it).
-        """
-        del dl_manager, download_config
+    def _split_jobs(self) -> builder_lib.SplitJobs:
+        """Per split S, in order: its clip store `S_clips` (each distinct clip decoded once, in
+        worker processes for 64 or more clips, in the order of `plan.clip_paths`), then its
+        pairs, which name their clips by position (`clip_store`)."""
         cfg = self.builder_config
-        plans = self._plans()  # every file found before any decoding
-        infos = []
-        for split, plan in plans.items():
-            folder = self._get_filename_template(split_name=split).data_dir
-            folder.mkdir(parents=True, exist_ok=True)
-            cache_path = os.fspath(folder / f".{split}-clips.int16.tmp")
-            try:
-                cache, lengths = self._decode_split(split, plan, cache_path)
-
-                def serialized(p: Pair, cache=cache, lengths=lengths, plan=plan) -> bytes:
-                    i, j = plan.clip_index[p.filepath1], plan.clip_index[p.filepath2]
-                    return writer_lib.serialize_example(
-                        _example(p, cfg.subset, cache[i, : lengths[i]], cache[j, : lengths[j]])
-                    )
-
-                infos += writer_lib.generate_splits(
-                    self, {split: (serialized, plan.pairs)}, num_workers=1
-                )
-                del cache
-            finally:
-                if os.path.exists(cache_path):
-                    os.remove(cache_path)
-        return infos
-
-    def _decode_split(
-        self, split: str, plan: _SplitPlan, cache_path: str
-    ) -> tuple[np.memmap, np.ndarray]:
-        """Decodes each distinct clip of a split once into a [clips, max_samples] int16 file.
-
-        Returns:
-          (cache, lengths): the memory-mapped clips and each clip's stored length in samples.
-        """
-        cfg = self.builder_config
-        n_max, n_clips = self._max_samples, len(plan.clip_paths)
-        cache = np.memmap(cache_path, dtype=np.int16, mode="w+", shape=(n_clips, n_max))
-        lengths = np.zeros((n_clips,), np.int64)
-        full_lengths = np.zeros((n_clips,), np.int64)  # decoded, before cropping
-        jobs = [
-            (path, where, cfg.sample_rate, n_max)
-            for path, where in zip(plan.clip_paths, plan.clip_where, strict=True)
-        ]
-        workers = writer_lib.resolve_workers(cfg.num_workers, n_clips)
-        with writer_lib.map_in_order(_decode_clip, jobs, workers) as results:
-            stream = tfds_utils.tqdm(
-                results, total=n_clips, unit=" clips", desc=f"Decoding ADIFF {split}", leave=False
+        jobs = {}
+        for split, plan in self._plans().items():  # every file found before any decoding
+            clips = [
+                (path, where, cfg.sample_rate, self._max_samples)
+                for path, where in zip(plan.clip_paths, plan.clip_where, strict=True)
+            ]
+            jobs[clip_store.clips_split(split)] = (_clip_record, clips)
+            pairs = [_example(p, cfg.subset, plan) for p in plan.pairs]
+            jobs[split] = (_serialize_pair, pairs)
+            logging.info(
+                "ADIFF %s %s: %d pairs over %d distinct clips, each stored once.",
+                cfg.subset,
+                split,
+                len(plan.pairs),
+                len(plan.clip_paths),
             )
-            for i, (wav, full_length) in enumerate(stream):
-                cache[i, : wav.shape[0]] = wav
-                lengths[i] = wav.shape[0]
-                full_lengths[i] = full_length
-        seconds = full_lengths / cfg.sample_rate
-        logging.info(
-            "ADIFF %s %s: decoded %d distinct clips for %d pairs (%d processes); clip lengths "
-            "%.2f-%.2f s (median %.2f s), %d cropped to clip_seconds=%g.",
-            cfg.subset,
-            split,
-            n_clips,
-            len(plan.pairs),
-            workers,
-            seconds.min(),
-            seconds.max(),
-            float(np.median(seconds)),
-            int(np.sum(full_lengths > n_max)),
-            cfg.clip_seconds,
-        )
-        return cache, lengths
+        return jobs
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        """The pair schema with clips named by position (`clip_store.referenced_features_dict`)."""
+        return clip_store.referenced_features_dict()
 
 
-def _decode_clip(job: tuple[str, str, int, int]) -> tuple[np.ndarray, int]:
-    """(path, where, sample_rate, max_samples) -> (int16 clip cropped to max_samples, the
-    decoded length in samples before cropping). Top level: worker processes run it."""
+def _clip_record(job: tuple[str, str, int, int]) -> bytes:
+    """(path, where, sample_rate, max_samples) -> the stored clip (`clip_store.clip_record`):
+    the file decoded, mono, at sample_rate, cropped to max_samples, int16. Top level: worker
+    processes run it."""
     path, where, sample_rate, max_samples = job
     try:
         wav = load_audio(path, sample_rate)
     except AudioError as e:
         raise AudioError(f"ADIFF audio {where}: {e}") from e
-    return features_lib.to_int16(wav[:max_samples]), int(wav.shape[0])
+    return clip_store.clip_record(features_lib.to_int16(wav[:max_samples]))
 
 
-def _example(pair: Pair, subset: str, audio1: np.ndarray, audio2: np.ndarray) -> dict:
-    """One stored example of the shared schema."""
+def _serialize_pair(example: dict) -> bytes:
+    """A pair record of the referencing schema. Top level: worker processes run it."""
+    return writer_lib.serialize_example(example, clip_store.referenced_features_dict)
+
+
+def _example(pair: Pair, subset: str, plan: _SplitPlan) -> dict:
+    """One stored pair (`clip_store.referenced_features_dict`): its clips by position."""
     return {
         "key": pair.key,
-        "audio1": np.ascontiguousarray(audio1, np.int16),
-        "audio2": np.ascontiguousarray(audio2, np.int16),
+        "clip1": plan.clip_index[pair.filepath1],
+        "clip2": plan.clip_index[pair.filepath2],
         "captions": list(pair.captions),
         "scene": subset,
         "caption_tiers": np.asarray(pair.tiers, np.int32),
@@ -695,8 +648,8 @@ def build_adiff(
 ) -> tfds.core.DatasetBuilder:
     """Builds one ADIFF subset into `data_dir` unless this exact version is there; returns it.
 
-    Read a split with `builder.as_data_source("train" | "validation" | "eval")`; select tiers
-    with each record's `caption_tiers`.
+    Read a split with `clip_store.pair_source(builder, "train" | "validation" | "eval")`;
+    select tiers with each record's `caption_tiers`.
 
     Args:
       data_dir: tfds data directory (the dataset goes to DATA_DIR/adiff/<subset>_fp<hash>).

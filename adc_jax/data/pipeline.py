@@ -54,6 +54,7 @@ import numpy as np
 from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.config import parse_buckets
+from adc_jax.data.clip_store import JoinedPairs
 from adc_jax.data.errors import BadData
 from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.features import as_text, caption_tiers
@@ -111,12 +112,17 @@ def raw_records(
 ) -> Sequence[bytes] | None:
     """The serialised records under a tfds data source whose schema has `fields`, or None.
 
+    A split whose pairs name their clips (`clip_store.JoinedPairs`) gives its training view
+    instead, whose items are already the dicts `parse_train_fields` makes.
+
     Training decodes only the fields it needs from them (`parse_train_fields`; the pretraining
     clips read their "audio" field the same way): tfds' generic decoding of all eight features
     costs more CPU than reading the record. None (use the decoded records) for any other source:
     in-memory records, custom decoders, or a schema whose `waveforms` are not stored as raw int16
     bytes.
     """
+    if isinstance(source, JoinedPairs):  # pairs that name their clips: parsed and joined
+        return source.train_records() if tuple(fields) == _TRAIN_FIELDS else None
     raw = getattr(source, "data_source", None)
     info = getattr(source, "dataset_info", None)
     if raw is None or info is None or getattr(source, "decoders", None):
@@ -338,6 +344,12 @@ def train_dataset(
     `BucketPlan` and process p takes rows [p * b/P, (p + 1) * b/P) of every global batch; the
     tokens of a batch are as long as its bucket.
     """
+    info = getattr(source, "dataset_info", None)
+    if info is not None and info.features is not None and "clip1" in info.features:
+        raise ValueError(
+            "This split's pairs name their clips (a clip store): read it with "
+            "clip_store.pair_source(builder, split), not builder.as_data_source(split)."
+        )
     global_batch = config.train.batch_size
     local_batch = local_batch_size(config, process_count)
     n_samples = clip_samples(config)

@@ -32,8 +32,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import functools
+import json
 import multiprocessing
 import os
 import shutil
@@ -50,8 +52,8 @@ from array_record.python import array_record_module
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import utils as tfds_utils
 
+from adc_jax.data import errors, paths, source_files
 from adc_jax.data import features as features_lib
-from adc_jax.data import paths, source_files
 
 # Target size of one array_record shard in bytes (a shard ends with the record that reaches it).
 SHARD_BYTES = 512 * 2**20
@@ -399,11 +401,21 @@ def generate_splits(
     Returns:
       One SplitInfo per split, in the order of `split_jobs`.
     """
+    if _SHARDED is not None and _SHARDED.index is not None:
+        write_shard(builder, split_jobs, _SHARDED, num_workers=num_workers)
+        raise ShardWritten(_SHARDED.shard_folder(builder))
+    if _SHARDED is not None:
+        check_shards(builder, split_jobs, _SHARDED)
     infos = []
     for split, (fn, items) in split_jobs.items():
         workers = resolve_workers(num_workers, len(items))
         start = time.perf_counter()
-        with map_in_order(fn, items, workers) as records:
+        if _SHARDED is not None:
+            workers = 0  # the shards' records are copied, nothing is made
+            made = contextlib.nullcontext(_shard_records(builder, split, _SHARDED))
+        else:
+            made = map_in_order(fn, items, workers)
+        with made as records:
             info = write_split(
                 builder._get_filename_template(split_name=split),
                 records,
@@ -427,6 +439,183 @@ def generate_splits(
         )
         infos.append(info)
     return infos
+
+
+# --------------------------------------------------------------------------- sharded builds
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedBuild:
+    """A build split into `count` independent shards: while `sharded_build(spec)` is active,
+    `generate_splits` writes shard `index` (records index*n//count .. (index+1)*n//count - 1 of
+    every split of n records) and raises `ShardWritten`, or, with index None, combines the
+    shards' records into the dataset (equal, record for record, to a build in one piece).
+
+    folder: where the shards are (`<folder>/shard-<i>-of-<count>/`); "" = next to the dataset,
+      `<data_dir>/<name>/<config>/<version>.shards/`.
+    """
+
+    count: int
+    index: int | None = None
+    folder: str = ""
+
+    def __post_init__(self):
+        if not (isinstance(self.count, int) and self.count >= 1):
+            raise ValueError(f"num_shards={self.count!r} must be a positive integer.")
+        if self.index is not None and not 0 <= self.index < self.count:
+            raise ValueError(f"shard={self.index!r} must be in [0, num_shards={self.count}).")
+
+    def root(self, builder: tfds.core.DatasetBuilder) -> str:
+        """The folder holding every shard of `builder`'s dataset."""
+        if self.folder:
+            return os.path.expanduser(self.folder)
+        config = builder.builder_config.name if builder.builder_config else "default"
+        return os.path.join(
+            os.fspath(builder.data_dir_root), builder.name, config, f"{builder.version}.shards"
+        )
+
+    def shard_folder(self, builder: tfds.core.DatasetBuilder, index: int | None = None) -> str:
+        """The folder of shard `index` (default: this spec's)."""
+        index = self.index if index is None else index
+        return os.path.join(self.root(builder), f"shard-{index:05d}-of-{self.count:05d}")
+
+
+_SHARDED: ShardedBuild | None = None
+
+
+@contextlib.contextmanager
+def sharded_build(spec: ShardedBuild) -> Iterator[ShardedBuild]:
+    """Makes every `generate_splits` in this context write or combine shards (see ShardedBuild)."""
+    global _SHARDED
+    previous, _SHARDED = _SHARDED, spec
+    try:
+        yield spec
+    finally:
+        _SHARDED = previous
+
+
+class ShardWritten(Exception):
+    """A shard's records are written (`args[0]`: its folder); the build stops there on purpose,
+    before tfds finalises anything."""
+
+
+class MissingShard(errors.MissingData):
+    """Combining found a shard missing, unfinished or made from other inputs (a data error:
+    exit status 2, the message names the shard and the command that makes it)."""
+
+
+def shard_range(num_items: int, index: int, count: int) -> tuple[int, int]:
+    """[lo, hi): the records of a split of `num_items` that shard `index` of `count` makes."""
+    return num_items * index // count, num_items * (index + 1) // count
+
+
+_SHARD_INFO = "shard.json"  # written last: a shard folder without it is unfinished
+_COPY_CHUNK = 64  # records read at once when combining shards
+
+
+def _shard_identity(builder: tfds.core.DatasetBuilder, split_jobs: Mapping[str, Any]) -> dict:
+    """What a shard and the combining build must agree on: the dataset, its variant (the name
+    is the fingerprint of its settings and inputs) and every split's record count."""
+    return {
+        "dataset": builder.name,
+        "config": builder.builder_config.name if builder.builder_config else "",
+        "version": str(builder.version),
+        "splits": {split: len(items) for split, (_, items) in split_jobs.items()},
+    }
+
+
+def write_shard(
+    builder: tfds.core.DatasetBuilder,
+    split_jobs: Mapping[str, tuple[Callable[[_T], bytes], Sequence[_T]]],
+    spec: ShardedBuild,
+    *,
+    num_workers: int | None = None,
+) -> str:
+    """Writes shard `spec.index` of every split (`<split>.array_record`, records in order) and
+    then `shard.json`; returns the shard's folder. Worker processes make the records as in a
+    whole build (`num_workers`: None = every CPU of this machine)."""
+    folder = spec.shard_folder(builder)
+    if os.path.exists(folder):
+        shutil.rmtree(folder)  # a shard is rewritten whole
+    os.makedirs(folder)
+    start = time.perf_counter()
+    for split, (fn, items) in split_jobs.items():
+        lo, hi = shard_range(len(items), spec.index, spec.count)
+        workers = resolve_workers(num_workers, hi - lo)
+        path = os.path.join(folder, f"{split}.array_record")
+        writer = array_record_module.ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
+        try:
+            with map_in_order(fn, items[lo:hi], workers) as records:
+                for record in records:
+                    writer.write(record)
+        finally:
+            writer.close()
+    identity = _shard_identity(builder, split_jobs) | {"index": spec.index, "count": spec.count}
+    with open(os.path.join(folder, _SHARD_INFO + ".tmp"), "w") as f:
+        json.dump(identity, f, indent=1)
+    os.replace(os.path.join(folder, _SHARD_INFO + ".tmp"), os.path.join(folder, _SHARD_INFO))
+    logging.info(
+        "%s/%s: wrote shard %d of %d (%s) in %.1f s to %s.",
+        builder.name,
+        identity["config"],
+        spec.index,
+        spec.count,
+        ", ".join(
+            f"{split} {hi - lo}"
+            for split, (_, items) in split_jobs.items()
+            for lo, hi in [shard_range(len(items), spec.index, spec.count)]
+        ),
+        time.perf_counter() - start,
+        folder,
+    )
+    return folder
+
+
+def check_shards(
+    builder: tfds.core.DatasetBuilder, split_jobs: Mapping[str, Any], spec: ShardedBuild
+) -> None:
+    """Checks, before anything is written, that every shard of `spec` is finished and was made
+    from the same dataset variant and splits as this build.
+
+    Raises:
+      MissingShard: naming the first shard that is absent, unfinished or different, and the
+        command that makes it.
+    """
+    want = _shard_identity(builder, split_jobs)
+    for index in range(spec.count):
+        folder = spec.shard_folder(builder, index)
+        make = f"run the same command with --shard={index} --num_shards={spec.count}"
+        info_path = os.path.join(folder, _SHARD_INFO)
+        if not os.path.isfile(info_path):
+            state = "is unfinished" if os.path.isdir(folder) else "is missing"
+            raise MissingShard(
+                f"Shard {index} of {spec.count} of {builder.name}/{want['config']} {state} "
+                f"({folder}): {make}, or copy its folder there from the machine that made it."
+            )
+        with open(info_path) as f:
+            got = json.load(f)
+        got_identity = {k: got.get(k) for k in want}
+        if got_identity != want or got.get("count") != spec.count:
+            raise MissingShard(
+                f"Shard {index} of {spec.count} in {folder} was made from other inputs or "
+                f"settings ({got_identity} with {got.get('count')} shards; this build is "
+                f"{want} with {spec.count}): {make} with this build's settings and data."
+            )
+
+
+def _shard_records(
+    builder: tfds.core.DatasetBuilder, split: str, spec: ShardedBuild
+) -> Iterator[bytes]:
+    """Every record of `split`, shard after shard, in order (`check_shards` passed)."""
+    for index in range(spec.count):
+        path = os.path.join(spec.shard_folder(builder, index), f"{split}.array_record")
+        reader = array_record_module.ArrayRecordReader(path)
+        try:
+            n = reader.num_records()
+            for begin in range(0, n, _COPY_CHUNK):
+                yield from reader.read(begin, min(n, begin + _COPY_CHUNK))
+        finally:
+            reader.close()
 
 
 def remove_stale_builds(config_dir: str, name: str, min_age_s: float = 600.0) -> None:
