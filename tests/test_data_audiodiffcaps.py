@@ -6,6 +6,7 @@ CSV_DIR/adc_{rain,traffic}/{dev,eval}/adc_*_{dev,eval}.csv and 44.1 kHz WAVs nam
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import os
@@ -17,7 +18,7 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 
 from adc_jax.data import audiodiffcaps as adc
-from adc_jax.data import features, writer
+from adc_jax.data import clip_store, features, writer
 from adc_jax.data.audio_io import AudioError, load_audio
 
 HEADER = "key,s1_fn,s2_fn,caption_1,caption_2,caption_3,caption_4,caption_5"
@@ -75,7 +76,7 @@ def built(fixture_dirs):
         os.path.join(root, "data"), audio_dir=audio_dir, csv_dir=csv_dir, validation_fraction=0.25
     )
     examples = {
-        split: {features.as_text(e["key"]): e for e in builder.as_data_source(split)}
+        split: {features.as_text(e["key"]): e for e in clip_store.pair_source(builder, split)}
         for split in ("train", "validation", "eval")
     }
     return builder, examples
@@ -90,7 +91,7 @@ def test_splits_keys_and_sizes(built):
     assert len(ex["validation"]) == round(0.25 * len(dev_keys))
     assert set(ex["eval"]) == {"e01", "e02", "e03"}
     assert builder.name == "audio_diff_caps"
-    assert builder.info.features.keys() == features.features_dict().keys()
+    assert builder.info.features.keys() == clip_store.referenced_features_dict().keys()
 
 
 def test_validation_split_is_a_deterministic_function_of_the_keys(built):
@@ -150,11 +151,13 @@ def test_splits_are_written_by_the_shared_writer(built, fixture_dirs, tmp_path, 
     builder = adc.build_audio_diff_caps(
         str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=csv_dir, validation_fraction=0.25
     )
-    assert sorted(calls) == ["eval", "train", "validation"]
-    assert len(builder.info.splits["train"].shard_lengths) >= 3
+    assert sorted(calls) == [
+        "eval", "eval_clips", "train", "train_clips", "validation", "validation_clips"
+    ]  # fmt: skip
+    assert len(builder.info.splits["train_clips"].shard_lengths) >= 3
     rows = adc.split_rows(adc.read_rows(csv_dir), 0.25)
     for split, examples in expected.items():
-        source = builder.as_data_source(split)
+        source = clip_store.pair_source(builder, split)
         # Stored in CSV order (rain before traffic).
         assert [features.as_text(e["key"]) for e in source] == [r.key for r in rows[split]]
         for e in source:
@@ -256,7 +259,7 @@ def test_a_truncated_wav_is_built_and_counted_in_one_warning(fixture_dirs, tmp_p
     assert "of 24 audio files, 1 are truncated" in warnings[0]
     assert "24 are shorter than 5 s" in warnings[0]
     assert f"key 'e01' (row at {adc.csv_path(csv_dir, 'rain', 'eval')}:2): {cut}" in warnings[0]
-    e01 = {features.as_text(e["key"]): e for e in builder.as_data_source("eval")}["e01"]
+    e01 = {features.as_text(e["key"]): e for e in clip_store.pair_source(builder, "eval")}["e01"]
     expected = features.to_int16(load_audio(cut, 16000))  # the frames that are there
     assert 0 < expected.shape[0] < 8000
     np.testing.assert_array_equal(e01["audio1"], expected)
@@ -302,3 +305,40 @@ def test_a_replaced_wav_builds_anew_and_names_the_file(tmp_path, caplog):
     assert second.builder_config.name != first.builder_config.name
     assert f"audio_dir:rain/{name} (modified)" in caplog.text
     assert f"delete {os.path.dirname(first.data_dir)}" in caplog.text
+
+
+def test_each_distinct_wav_is_stored_once_per_split(built):
+    """Pairs naming the same WAV share one stored clip."""
+    builder, ex = built
+    rows = adc.split_rows(adc.read_rows(builder.builder_config.csv_dir), 0.25)
+    for split, examples in ex.items():
+        files = {(r.scene, fn) for r in rows[split] for fn in (r.s1_fn, r.s2_fn)}
+        stored = builder.info.splits[clip_store.clips_split(split)].num_examples
+        assert stored == len(files)
+        clips = {}
+        for r in rows[split]:
+            e = examples[r.key]
+            for fn, clip in ((r.s1_fn, e["clip1"]), (r.s2_fn, e["clip2"])):
+                assert clips.setdefault((r.scene, fn), int(clip)) == int(clip)
+
+
+def test_a_wav_named_by_two_pairs_is_stored_once(fixture_dirs, tmp_path):
+    _, csv_dir, audio_dir = fixture_dirs
+    copy = str(tmp_path / "csv")
+    shutil.copytree(csv_dir, copy)
+    path = os.path.join(copy, "adc_rain", "eval", "adc_rain_eval.csv")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[2][1] = rows[1][1]  # the second pair's clip 1 is the first pair's
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    builder = adc.build_audio_diff_caps(
+        str(tmp_path / "data"), audio_dir=audio_dir, csv_dir=copy, validation_fraction=0.25
+    )
+    pairs = clip_store.pair_source(builder, "eval")
+    first, second = (
+        next(e for e in pairs if features.as_text(e["key"]) == row[0]) for row in rows[1:3]
+    )
+    assert first["clip1"] == second["clip1"]
+    np.testing.assert_array_equal(first["audio1"], second["audio1"])
+    assert builder.info.splits["eval_clips"].num_examples == 2 * len(pairs) - 1

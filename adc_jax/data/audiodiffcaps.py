@@ -23,7 +23,9 @@ dropping pairs would change the benchmark. Before anything is decoded, every fil
 partial download) and clips shorter than 5 s (half the nominal 10 s) are counted and logged in
 one warning, and clips shorter than `min_clip_fraction` * 10 s fail the build naming the row and
 the file (`min_clip_fraction` = 0, the default, fails none). Clips are mixed to mono, resampled
-to 16 kHz and stored as int16 (`features.to_int16`). Splits are written by the shared builder base
+to 16 kHz and stored as int16 (`features.to_int16`), each distinct WAV once per split: split S's
+WAVs are the split `S_clips` and its pairs name them by position (`adc_jax.data.clip_store`; read
+a split with `clip_store.pair_source(builder, S)`). Splits are written by the shared builder base
 (`adc_jax.data.builder`, with `adc_jax.data.writer`: no TensorFlow, also for the 3 GB dev split),
 records in CSV order (rain before traffic).
 
@@ -58,8 +60,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from adc_jax.data import builder as builder_lib
+from adc_jax.data import clip_store, paths, source_files
 from adc_jax.data import features as features_lib
-from adc_jax.data import paths, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import AudioError, check_clip_lengths, load_audio
 from adc_jax.data.errors import BadData, MissingData
@@ -287,14 +289,15 @@ class AudioDiffCapsConfig(builder_lib.BuildConfig):
 
 
 class AudioDiffCaps(builder_lib.Builder):
-    """AudioDiffCaps pairs with the shared adc_jax example schema (`features.features_dict`)."""
+    """AudioDiffCaps pairs naming their clips (`clip_store.referenced_features_dict`)."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("3.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "2.0.0": "audio1/audio2 stored as raw int16 bytes (Encoding.BYTES) in uncompressed "
         "array_record shards written by adc_jax.data.writer (no TensorFlow for splits over "
         "1 GB); records in CSV order.",
+        "3.0.0": "Each distinct WAV stored once (split S_clips); pairs name their clips.",
     }
     HOMEPAGE = "https://github.com/nttcslab/audio-diff-caps"
 
@@ -351,42 +354,67 @@ class AudioDiffCaps(builder_lib.Builder):
         }
 
     def _generate_examples(self, rows: list[Row], resolved: dict[tuple[str, str], str]):
-        sr = self.builder_config.sample_rate
+        clips = _distinct_clips(rows, resolved)
         for r in rows:
-            yield r.key, _example(_job(r, resolved, sr))
+            yield r.key, _example(r, resolved, clips)
 
     def _split_jobs(self) -> builder_lib.SplitJobs:
-        """Every row of each non-empty split, decoded and serialised by the writer's workers
-        (the dev split is about 3 GB of 16 kHz int16) and stored in CSV order."""
+        """Per split S, in order: its clip store `S_clips`, every distinct WAV once (decoded by
+        the writer's workers, in order of first use), then its pairs in CSV order, which name
+        their clips by position (`clip_store`)."""
         sr = self.builder_config.sample_rate
-        return {
-            split: (_serialized_example, [_job(r, resolved, sr) for r in rows])
-            for split, (rows, resolved) in self._split_rows().items()
-        }
+        jobs = {}
+        for split, (rows, resolved) in self._split_rows().items():
+            clips = _distinct_clips(rows, resolved)
+            jobs[clip_store.clips_split(split)] = (
+                _clip_record,
+                [(path, where, sr) for path, where in clips.jobs],
+            )
+            jobs[split] = (_serialized_pair, [_example(r, resolved, clips) for r in rows])
+        return jobs
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        """The pair schema with clips named by position (`clip_store.referenced_features_dict`)."""
+        return clip_store.referenced_features_dict()
 
 
-# (row, path of s1_fn, path of s2_fn, sample rate): what a worker needs to make one example.
-_Job = tuple[Row, str, str, int]
+@dataclasses.dataclass(frozen=True)
+class _Clips:
+    """A split's distinct WAVs in order of first use (its clip store's order)."""
+
+    jobs: tuple[tuple[str, str], ...]  # (resolved path, the first row naming it)
+    index: dict[str, int]  # resolved path -> position in the clip store
 
 
-def _job(r: Row, resolved: dict[tuple[str, str], str], sample_rate: int) -> _Job:
-    return r, resolved[(r.key, r.s1_fn)], resolved[(r.key, r.s2_fn)], sample_rate
+def _distinct_clips(rows: list[Row], resolved: dict[tuple[str, str], str]) -> _Clips:
+    """Every distinct WAV of `rows` once, in order of first use."""
+    jobs, index = [], {}
+    for r in rows:
+        for fn in (r.s1_fn, r.s2_fn):
+            path = resolved[(r.key, fn)]
+            if path not in index:
+                index[path] = len(jobs)
+                jobs.append((path, f"{r.where()} ({fn!r})"))
+    return _Clips(tuple(jobs), index)
 
 
-def _example(job: _Job) -> dict:
-    """One stored example: both files decoded to 16 kHz mono int16, captions and scene."""
-    r, path1, path2, sr = job
-    audio = []
-    for path in (path1, path2):
-        try:
-            wav = load_audio(path, sr, key=r.key)
-        except AudioError as e:
-            raise AudioError(f"AudioDiffCaps {r.where()}: {e}") from e
-        audio.append(features_lib.to_int16(wav))
+def _clip_record(job: tuple[str, str, int]) -> bytes:
+    """(path, where, sample rate) -> the stored clip: the WAV decoded to mono int16 at the rate
+    (`clip_store.clip_record`). Top level: worker processes run it."""
+    path, where, sr = job
+    try:
+        wav = load_audio(path, sr)
+    except AudioError as e:
+        raise AudioError(f"AudioDiffCaps {where}: {e}") from e
+    return clip_store.clip_record(features_lib.to_int16(wav))
+
+
+def _example(r: Row, resolved: dict[tuple[str, str], str], clips: _Clips) -> dict:
+    """One stored pair: its clips' positions in the split's clip store, captions and scene."""
     return {
         "key": r.key,
-        "audio1": audio[0],
-        "audio2": audio[1],
+        "clip1": clips.index[resolved[(r.key, r.s1_fn)]],
+        "clip2": clips.index[resolved[(r.key, r.s2_fn)]],
         "captions": list(r.captions),
         "scene": r.scene,
         "caption_tiers": np.zeros((0,), np.int32),
@@ -397,9 +425,9 @@ def _example(job: _Job) -> dict:
     }
 
 
-def _serialized_example(job: _Job) -> bytes:
-    """The stored record of one row (top level: worker processes run it)."""
-    return writer_lib.serialize_example(_example(job))
+def _serialized_pair(example: dict) -> bytes:
+    """The stored record of one pair (top level: worker processes run it)."""
+    return writer_lib.serialize_example(example, clip_store.referenced_features_dict)
 
 
 def _resolve_all(audio_dir: str, rows: list[Row]) -> dict[tuple[str, str], str]:
@@ -447,7 +475,7 @@ def build_audio_diff_caps(
 ) -> tfds.core.DatasetBuilder:
     """Builds AudioDiffCaps into `data_dir` unless this exact version is there; returns the builder.
 
-    Read a split with `builder.as_data_source("train" | "validation" | "eval")`.
+    Read a split with `clip_store.pair_source(builder, "train" | "validation" | "eval")`.
 
     Args:
       data_dir: tfds data directory (the dataset goes to DATA_DIR/audio_diff_caps/<fingerprint>).
