@@ -12,13 +12,14 @@ import sys
 
 import pytest
 from adiff_fixture import make_adiff_fixture
-from clip_fixtures import ESC_CLASSES, write_roots
+from clip_fixtures import ESC_CLASSES, write_folders, write_roots
 from conftest import load_config
 
 from adc_jax import build_data
 from adc_jax.config_checks import ConfigError
 from adc_jax.data import clip_store, registry
 from adc_jax.data import writer as writer_lib
+from adc_jax.pretrain import clips
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,3 +171,20 @@ def test_the_command_line_writes_a_shard_and_a_missing_shard_exits_2(tmp_path):
     assert "Shard 1 of 2" in failed.stderr and "--shard=1 --num_shards=2" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert failed.stderr.count("Shard 1 of 2") == 1
+
+
+def test_pretraining_audio_folder_shards_combine_into_the_same_files(tmp_path):
+    """A pretraining corpus (audio_folder) builds in shards through the same writer."""
+    write_folders(str(tmp_path / "corpus"), ("dog", "rain", "hen"), per_class=5, seconds=1.5)
+
+    def config(name: str):
+        c = load_config("byola_pretrain", "smoke")
+        c.data.name, c.data.audio_dir = "audio_folder", str(tmp_path / "corpus")
+        c.data.data_dir = str(tmp_path / name)
+        return c
+
+    whole = build_data.build(config("whole"), None)
+    assert " is built in " in whole
+    _sharded(config("sharded"), 2)
+    a, b = (clips.load_clip_source(config(name)) for name in ("whole", "sharded"))
+    assert _files(a) == _files(b)

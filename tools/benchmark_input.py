@@ -1,9 +1,12 @@
 """Benchmarks the training input pipeline: `pipeline.train_dataset` over the built train split.
 
   python tools/benchmark_input.py --size=paper [--data_dir=DIR] [--batches=100] [--num_workers=0]
+  python tools/benchmark_input.py --config=configs/adiff.py:acd --config.data.csv_dir=... \
+      --config.data.audio_dir=...       # any config's dataset (here ADIFF: pairs naming clips)
 
-Builds (once) or loads the synthetic_adc variant of the size preset, reads the training captions
-and builds the vocabulary from them as training does, then iterates the real training stream
+Builds (once) or loads the synthetic_adc variant of the size preset (or, with --config, that
+config's dataset), reads the training captions and builds the vocabulary from them as training
+does (`rundir.prepare_data`, into a temporary folder, for --config), then iterates the real training stream
 (shuffle, caption choice, tokens, pad/crop, batching, prefetch threads, optional grain worker
 processes) and times `--batches` batches after `--warmup` untimed ones. Nothing goes to a device:
 this is the host-side ceiling of the pipeline. Prints a table and one JSON line with pairs/s and
@@ -26,10 +29,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import tempfile  # noqa: E402
+
 from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 from adc_jax import config as config_lib  # noqa: E402
-from adc_jax.data import pipeline  # noqa: E402
+from adc_jax import rundir  # noqa: E402
+from adc_jax.data import clip_store, pipeline, registry  # noqa: E402
 from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 from adc_jax.data.tokenizer import Vocabulary  # noqa: E402
 from adc_jax.data.vocab import read_captions  # noqa: E402
@@ -46,12 +53,15 @@ _NUM_WORKERS = flags.DEFINE_integer(
 _PREFETCH = flags.DEFINE_integer("prefetch", None, "data.prefetch (default: the config's).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "train.batch_size (default: config's).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Append the JSON result line to this file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Benchmark this config's dataset instead of --size's synthetic_adc."
+)
 
 
 def main(argv: list[str]) -> None:
     """Builds/loads the data, times the training stream, prints a table and a JSON line."""
     del argv
-    config = config_lib.base_config(_SIZE.value)
+    config = _CONFIG.value if _CONFIG.value is not None else config_lib.base_config(_SIZE.value)
     if _NUM_WORKERS.value is not None:
         config.data.num_workers = _NUM_WORKERS.value
     if _PREFETCH.value is not None:
@@ -62,17 +72,28 @@ def main(argv: list[str]) -> None:
     load_start = os.getloadavg()
 
     start = time.perf_counter()
-    builder = synthetic.build_synthetic(data_dir, synthetic.SyntheticSpec.from_config(config.data))
+    if _CONFIG.value is not None:
+        config.data.data_dir = data_dir
+        builder = registry.load_builder(config)
+    else:
+        builder = synthetic.build_synthetic(
+            data_dir, synthetic.SyntheticSpec.from_config(config.data)
+        )
     build_s = time.perf_counter() - start
-    source = builder.as_data_source("train")
+    source = clip_store.pair_source(builder, "train")
 
     start = time.perf_counter()
-    _, stats = read_captions(source)
-    vocab = Vocabulary.build(stats.captions, min_count=config.data.vocab_min_count)
+    if _CONFIG.value is not None:  # the run's own start-up: captions, tiers, vocabulary
+        with tempfile.TemporaryDirectory() as workdir:
+            data = rundir.prepare_data(config, workdir)
+        stats, vocab = data.train_stats, data.vocab
+    else:
+        _, stats = read_captions(source)
+        vocab = Vocabulary.build(stats.captions, min_count=config.data.vocab_min_count)
     captions_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    iterator = iter(pipeline.train_dataset(source, vocab, config))
+    iterator = iter(pipeline.train_dataset(source, vocab, config, stats=stats))
     batch = next(iterator)
     first_s = time.perf_counter() - start
     for _ in range(_WARMUP.value - 1):
@@ -93,6 +114,7 @@ def main(argv: list[str]) -> None:
     workers = config.data.num_workers
     batch_mb = sum(v.nbytes for v in batch.values()) / 2**20
     result = {
+        "dataset": f"{builder.name}/{builder.builder_config.name}",
         "size": config.size,
         "num_train": len(source),
         "clip_seconds": config.data.clip_seconds,
@@ -117,7 +139,7 @@ def main(argv: list[str]) -> None:
         "numpy": np.__version__,
     }
     rows = [
-        ("dataset", f"synthetic_adc/{builder.builder_config.name} ({len(source)} train pairs)"),
+        ("dataset", f"{builder.name}/{builder.builder_config.name} ({len(source)} train pairs)"),
         ("batch", f"{b} pairs of {config.data.clip_seconds:g} s ({batch_mb:.1f} MiB)"),
         ("workers / prefetch", f"{config.data.num_workers} / {config.data.prefetch}"),
         ("build or load", f"{build_s:.2f} s"),

@@ -401,21 +401,12 @@ def generate_splits(
     Returns:
       One SplitInfo per split, in the order of `split_jobs`.
     """
-    if _SHARDED is not None and _SHARDED.index is not None:
-        write_shard(builder, split_jobs, _SHARDED, num_workers=num_workers)
-        raise ShardWritten(_SHARDED.shard_folder(builder))
-    if _SHARDED is not None:
-        check_shards(builder, split_jobs, _SHARDED)
+    begin_splits(builder, split_jobs, num_workers=num_workers)
     infos = []
     for split, (fn, items) in split_jobs.items():
         workers = resolve_workers(num_workers, len(items))
         start = time.perf_counter()
-        if _SHARDED is not None:
-            workers = 0  # the shards' records are copied, nothing is made
-            made = contextlib.nullcontext(_shard_records(builder, split, _SHARDED))
-        else:
-            made = map_in_order(fn, items, workers)
-        with made as records:
+        with split_records(builder, split, fn, items, workers) as records:
             info = write_split(
                 builder._get_filename_template(split_name=split),
                 records,
@@ -524,16 +515,58 @@ def _shard_identity(builder: tfds.core.DatasetBuilder, split_jobs: Mapping[str, 
     }
 
 
+# Turns the results of a split's fn over its items into its records (default: one record each).
+Expand = Callable[[Iterator[Any]], Iterable[bytes]]
+
+
+def begin_splits(
+    builder: tfds.core.DatasetBuilder,
+    split_jobs: Mapping[str, tuple[Callable[[_T], Any], Sequence[_T]]],
+    *,
+    num_workers: int | None = None,
+    expand: Expand | None = None,
+) -> None:
+    """Call before writing a builder's splits (`generate_splits` does): in a sharded build
+    (`sharded_build`), writes this shard and raises `ShardWritten`, or checks every shard
+    before they are combined (`check_shards`); outside one, does nothing."""
+    if _SHARDED is None:
+        return
+    if _SHARDED.index is not None:
+        write_shard(builder, split_jobs, _SHARDED, num_workers=num_workers, expand=expand)
+        raise ShardWritten(_SHARDED.shard_folder(builder))
+    check_shards(builder, split_jobs, _SHARDED)
+
+
+@contextlib.contextmanager
+def split_records(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    fn: Callable[[_T], Any],
+    items: Sequence[_T],
+    workers: int,
+    expand: Expand | None = None,
+) -> Iterator[Iterable[bytes]]:
+    """The records of one split, in order: fn over items in `workers` processes
+    (`map_in_order`, then `expand`), or, when combining shards, the shards' records."""
+    if _SHARDED is not None:
+        yield _shard_records(builder, split, _SHARDED)
+        return
+    with map_in_order(fn, items, workers) as results:
+        yield results if expand is None else expand(results)
+
+
 def write_shard(
     builder: tfds.core.DatasetBuilder,
-    split_jobs: Mapping[str, tuple[Callable[[_T], bytes], Sequence[_T]]],
+    split_jobs: Mapping[str, tuple[Callable[[_T], Any], Sequence[_T]]],
     spec: ShardedBuild,
     *,
     num_workers: int | None = None,
+    expand: Expand | None = None,
 ) -> str:
     """Writes shard `spec.index` of every split (`<split>.array_record`, records in order) and
     then `shard.json`; returns the shard's folder. Worker processes make the records as in a
-    whole build (`num_workers`: None = every CPU of this machine)."""
+    whole build (`num_workers`: None = every CPU of this machine); `expand` as in
+    `split_records`."""
     folder = spec.shard_folder(builder)
     if os.path.exists(folder):
         shutil.rmtree(folder)  # a shard is rewritten whole
@@ -545,8 +578,8 @@ def write_shard(
         path = os.path.join(folder, f"{split}.array_record")
         writer = array_record_module.ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
         try:
-            with map_in_order(fn, items[lo:hi], workers) as records:
-                for record in records:
+            with map_in_order(fn, items[lo:hi], workers) as results:
+                for record in results if expand is None else expand(results):
                     writer.write(record)
         finally:
             writer.close()

@@ -72,6 +72,7 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -422,15 +423,20 @@ class _ClipBuilder(builder_lib.Builder, skip_registration=True):
     ) -> list[tfds.core.SplitInfo]:
         """Writes each split from fn(item) -> (records, dropped samples), records in item order
         (a file gives as many clips as it holds, so the base's one record per item does not do)."""
+        num_workers = self.builder_config.num_workers
+        writer_lib.begin_splits(
+            self, jobs, num_workers=num_workers, expand=lambda r: _flatten(r, [0])
+        )  # a sharded build (`adc_jax.build_data`) writes a shard here, or checks the shards
         infos = []
         for split, (fn, items) in jobs.items():
-            workers = writer_lib.resolve_workers(self.builder_config.num_workers, len(items))
+            workers = writer_lib.resolve_workers(num_workers, len(items))
             dropped = [0]
             start = time.perf_counter()
-            with writer_lib.map_in_order(fn, items, workers) as results:
+            expand = functools.partial(_flatten, dropped=dropped)
+            with writer_lib.split_records(self, split, fn, items, workers, expand) as records:
                 info = writer_lib.write_split(
                     self._get_filename_template(split_name=split),
-                    _flatten(results, dropped),
+                    records,
                     desc=f"Generating {self.name} {split}",
                 )
             logging.info(
