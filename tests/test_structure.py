@@ -165,8 +165,9 @@ def test_the_synthetic_sounds_scenes_and_grammar_load_no_dataset_stack():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-# The entry points, the only modules allowed to load the command-line layer.
-ENTRY_POINTS = ("adc_jax.main", "adc_jax.pretrain.__main__")
+# The entry points (training, pretraining, dataset builds), the only modules allowed to load the
+# command-line layer.
+ENTRY_POINTS = ("adc_jax.main", "adc_jax.pretrain.__main__", "adc_jax.build_data")
 # What trains: the two trainers' run set-ups and their command lines.
 TRAINERS = ("adc_jax.train", "adc_jax.pretrain", "adc_jax.main", "adc_jax.cli")
 
