@@ -394,14 +394,17 @@ def text_fields(record: bytes) -> dict[str, Any]:
     # tfds ships the tf.train.Example message class; no TensorFlow needed. Parsing copies the
     # waveforms once more, which costs far less than making them did.
     feature = tf_example_pb2.Example.FromString(record).features.feature
-    texts = {name: [v.decode("utf-8") for v in feature[name].bytes_list.value] for name in feature}
+
+    def texts(name: str) -> list[str]:
+        return [v.decode("utf-8") for v in feature[name].bytes_list.value]
+
     return {
-        "key": texts["key"][0],
-        "captions": texts["captions"],
+        "key": texts("key")[0],
+        "captions": texts("captions"),
         "caption_tiers": list(feature["caption_tiers"].int64_list.value),
-        "scene": texts["scene"][0],
-        "edit_ops": texts["edit_ops"],
-        "edit_classes": texts["edit_classes"],
+        "scene": texts("scene")[0],
+        "edit_ops": texts("edit_ops"),
+        "edit_classes": texts("edit_classes"),
     }
 
 
