@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from adc_jax.data import caption_file
+from adc_jax.data import caption_file, clip_store
 from adc_jax.data import vocab as vocab_lib
 from adc_jax.data.errors import BadData
 from adc_jax.data.eval_split import load_eval_split
@@ -47,8 +47,8 @@ def assert_same_stats(a: vocab_lib.CaptionStats, b: vocab_lib.CaptionStats) -> N
 def assert_file_equals_records(builder, tiers=(0,)) -> None:
     """Each split's caption file holds its records' text; captions and eval entries read from
     the file equal those read from the records."""
-    for split in builder.info.splits:
-        records = builder.as_data_source(split)
+    for split in clip_store.pair_splits(builder):
+        records = clip_store.pair_source(builder, split)
         text = vocab_lib.split_captions(builder, split)
         assert isinstance(text, list)  # from the file, not the records
         assert text == [text_of(r) for r in records]

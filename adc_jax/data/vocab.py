@@ -107,8 +107,9 @@ def _log_no_caption_file(data_dir: str) -> None:
     """Says once per dataset that its captions are read from the records."""
     logging.info(
         "%s was built before datasets had caption files, so its captions and keys are read "
-        "from its records, audio included; rebuilding it (delete the folder, or build it again "
-        "elsewhere and copy it) makes this part of start-up instant.",
+        "from its records (with their audio where the pairs hold it); rebuilding it (delete "
+        "the folder, or build it again elsewhere and copy it) makes this part of start-up "
+        "instant.",
         data_dir,
     )
 
@@ -118,8 +119,9 @@ def split_captions(builder: Any, split: str) -> Sequence[dict[str, Any]]:
 
     From the split's caption file (`caption_file`): one dict per record with key, captions,
     caption_tiers, scene, edit_ops and edit_classes. A build without that file (made before it
-    existed) gives the split's records instead (`builder.as_data_source(split)`, read with their
-    audio; logged once); nothing is written into an existing build.
+    existed) gives the split's records instead (`builder.as_data_source(split)`: with their
+    audio where the pairs hold it, without where they name clips; logged once); nothing is
+    written into an existing build.
 
     Args:
       builder: a prepared tfds builder of a pair schema (`registry.load_builder`).
