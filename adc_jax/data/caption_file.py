@@ -3,16 +3,16 @@
 A run's start-up needs the keys and captions of whole splits (the vocabulary, the training
 entries, the evaluation references) but none of their audio. Read from the records, they cost a
 pass over the split's audio bytes where the pairs hold their audio (synthetic_adc, clip_pairs),
-and tfds' decoding of every pair record where they name clips (`clip_store`), so the shared writer
-(`writer.generate_splits`) also writes, for every split of a pair schema, the file
-`captions-<split>.json.gz` into the dataset's folder (clip stores, `S_clips`, get none): a gzipped JSON list holding, for record i,
-the dict of its `FIELDS` (key, captions, caption_tiers, scene, edit_ops, edit_classes; what
-`vocab.read_captions` and `eval_split.load_eval_split` read). It is written inside tfds'
-temporary build folder, so it exists exactly when the build does. Builds made before this file
-existed have none; `vocab.split_captions` then reads the records.
+and tfds' decoding of every pair record where they name clips (`clip_store`). So the shared
+writer (`writer.generate_splits`) also writes, for every pair split (a clip store, `S_clips`,
+gets none), the file `captions-<split>.json.gz` into the dataset's folder: a gzipped JSON list
+holding, for record i, the dict of its `FIELDS` (what `vocab.read_captions` and
+`eval_split.load_eval_split` read). It is written inside tfds' temporary build folder, so it
+exists exactly when the build does. Builds made before this file existed have none;
+`vocab.split_captions` then reads the records.
 
-At ADIFF's size (48k pairs, three tiers, tier 3 answers up to about 200 words) the file is about
-25 MB and loads in about 0.5 s (docs/data.md#start-up).
+At ADIFF's size (48k pairs, three tiers, tier 3 answers of up to 200 words) the file is about
+17 MB and loads in 0.6 s (docs/data.md#start-up).
 
 Public API:
   FIELDS                     the text fields of a record that the file keeps.

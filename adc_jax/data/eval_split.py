@@ -1,8 +1,8 @@
 """A split loaded for evaluation: its keys, references and labels, entry by entry.
 
 `load_eval_split` reads only the text fields of (the first max_examples pairs of) a split, in
-stored order, from its caption file when given (`vocab.split_captions`), else from its records: one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has
-references of, keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in
+stored order, from its caption file when given (`vocab.split_captions`), else from its records:
+one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has references of, keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in
 batches (`pipeline.eval_batches`) and scores the predictions against the references; the
 metrics read the edit labels and scenes.
 

@@ -4,8 +4,8 @@ Reading captions (`read_captions`): every reference of the selected tiers, pair 
 training entries (one per pair, or one per pair and tier for ADIFF) and their token lengths,
 counted and logged (`CaptionStats`). A split's text fields come from its caption file
 (`split_captions`; `adc_jax.data.caption_file`), so start-up reads no audio; a build made
-before that file existed is read record by record. The vocabulary of a run is built from the training captions
-and saved in its workdir, or loaded from there and checked against the config
+before that file existed is read record by record. The vocabulary of a run is built from the
+training captions and saved in its workdir, or loaded from there and checked against the config
 (`build_or_load_vocab`, `check_vocab_file`), logging how many captions it truncates or maps to
 <unk> (`token_stats`). The word-level `Vocabulary` itself is `adc_jax.data.tokenizer` (pure
 Python, for the model code).
