@@ -2,12 +2,13 @@
 
 `load_eval_split` reads only the text fields of (the first max_examples pairs of) a split, in
 stored order, from its caption file when given (`vocab.split_captions`), else from its records:
-one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has references of, keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in
-batches (`pipeline.eval_batches`) and scores the predictions against the references; the
-metrics read the edit labels and scenes.
+one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has references of,
+keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in batches
+(`pipeline.eval_batches`) and scores the predictions against the references; the metrics read
+the edit labels and scenes.
 
 Public API:
-  EvalSplit                                     the entries; `subset`, `by_tier`.
+  EvalSplit                                           the entries; `subset`, `by_tier`.
   load_eval_split(source, max_examples, tiers, text)  -> EvalSplit
 """
 
