@@ -46,7 +46,7 @@ from adc_jax import step as step_lib
 from adc_jax.checkpointing import CheckpointError
 from adc_jax.config import ConfigError
 from adc_jax.data import clip_store, pipeline
-from adc_jax.data.eval_split import EvalSplit, load_eval_split
+from adc_jax.data.eval_split import EvalSplit
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.aac import extra_metric_names, extra_scores
 from adc_jax.metrics.baseline import baseline_result
@@ -337,10 +337,8 @@ def evaluate_workdir(
             f"The dataset of {run.workdir} has no {split!r} split; it has "
             f"{sorted(clip_store.pair_splits(data.builder))}."
         )
-    eval_split = load_eval_split(
-        clip_store.pair_source(data.builder, split),
-        max_examples if max_examples is not None else config.eval.max_examples,
-        data.tiers,
+    eval_split = data.eval_split(
+        split, max_examples if max_examples is not None else config.eval.max_examples
     )
     evaluator = Evaluator(
         run.train_state,

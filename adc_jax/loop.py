@@ -372,6 +372,8 @@ class StepLoop:
                 self.pending.append(metrics)
                 self.window_steps += 1
                 if step == self.start.step + 1:
+                    # Start-up ends here (docs/data.md#start-up measures it by this line).
+                    logging.info("First step dispatched (step %d).", step)
                     # The first step compiles; start timing throughput after it.
                     jax.block_until_ready(metrics)
                     self.window_start, self.window_steps = time.time(), 0

@@ -31,9 +31,10 @@ from adc_jax import checkpointing, lm_files, multihost
 from adc_jax import config as config_lib
 from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
-from adc_jax.data import lm_tokenizer, paths, registry
+from adc_jax.data import clip_store, lm_tokenizer, paths, registry
 from adc_jax.data import vocab as vocab_lib
 from adc_jax.data.errors import BadData
+from adc_jax.data.eval_split import EvalSplit, load_eval_split
 from adc_jax.data.synthetic.grammar import all_single_edit_captions
 from adc_jax.data.tokenizer import Vocabulary
 from adc_jax.metrics.baseline import most_frequent_caption
@@ -129,6 +130,17 @@ class RunData:
             for tier in self.tiers
         }
 
+    def eval_split(self, split: str, max_examples: int = 0) -> EvalSplit:
+        """The entries of (the first max_examples pairs of) `split` for evaluation: their text
+        from the split's caption file (`vocab_lib.split_captions`), their audio read from the
+        records when batches are made."""
+        return load_eval_split(
+            clip_store.pair_source(self.builder, split),
+            max_examples,
+            self.tiers,
+            vocab_lib.split_captions(self.builder, split),
+        )
+
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     """Builds (on first use) or loads the dataset, and builds or loads the run's vocabulary."""
@@ -141,7 +153,9 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     start = time.time()
     tiers = vocab_lib.split_tiers(config)
     punctuation = bool(config.data.punctuation_tokens)
-    _, stats = vocab_lib.read_captions(builder.as_data_source("train"), tiers, punctuation)
+    _, stats = vocab_lib.read_captions(
+        vocab_lib.split_captions(builder, "train"), tiers, punctuation
+    )
     logging.info(
         "Read %d training captions of %d pairs in %.1f s (%d pairs without captions).",
         stats.num_captions,

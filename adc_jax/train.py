@@ -37,7 +37,6 @@ from adc_jax import checkpointing, evaluate, loop, rundir
 from adc_jax import config as config_lib
 from adc_jax import step as step_lib
 from adc_jax.data import clip_store, pipeline
-from adc_jax.data.eval_split import load_eval_split
 from adc_jax.loop import MetricsWriter
 from adc_jax.train_state import TrainState
 
@@ -131,11 +130,7 @@ class PeriodicEval:
         self.every = int(config.train.eval_every)
         self.eval_dir = os.path.join(workdir, "eval")
         self.train_state, self.writer = train_state, writer
-        split = load_eval_split(
-            clip_store.pair_source(data.builder, config.eval.split),
-            config.eval.max_examples,
-            data.tiers,
-        )
+        split = data.eval_split(config.eval.split, config.eval.max_examples)
         self.evaluator = evaluate.Evaluator(
             train_state,
             config,

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from adiff_fixture import make_adiff_fixture
+from test_data_caption_file import assert_file_equals_records
 
 from adc_jax.data import adiff, clip_store, features, source_files, writer
 from adc_jax.data.audio_io import AudioError, load_audio
@@ -191,6 +192,13 @@ def test_examples_of_the_tfds_stream_equal_the_written_records(cld):
             assert (example["clip1"], example["clip2"]) == r["clips"]
             assert example["captions"] == r["captions"]
             assert example["caption_tiers"].tolist() == r["tiers"]
+
+
+def test_caption_files_equal_the_records_tier_by_tier(cld):
+    """Start-up reads captions, tiers and keys from the caption files, as from the records."""
+    _, builder, _, _ = cld
+    for tiers in ((1, 2, 3), (3,)):
+        assert_file_equals_records(builder, tiers)
 
 
 def test_worker_processes_write_the_same_records(tmp_path, monkeypatch, caplog):

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ import tensorflow_datasets as tfds
 import writer_workers  # tests/ is on sys.path; spawned workers import it the same way
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
+from adc_jax.data import caption_file, writer
 from adc_jax.data import features as features_lib
-from adc_jax.data import writer
+from adc_jax.pretrain import clips
 
 
 def _template(tmp_path, split: str = "train") -> tfds.core.ShardedFileTemplate:
@@ -87,6 +89,64 @@ def test_waveforms_read_back_identical_as_int16(tmp_path):
         assert [c.decode() for c in got["captions"]] == expected["captions"]
         assert got["key"].decode() == expected["key"]
         np.testing.assert_array_equal(got["edit_magnitudes"], expected["edit_magnitudes"])
+
+
+class _Builder:
+    """What `writer.generate_splits` uses of a tfds builder: name, config, schema, templates."""
+
+    def __init__(self, folder, features):
+        self.folder, self.name, self.builder_config = folder, "toy", None
+        self.info = types.SimpleNamespace(features=features)
+
+    def _get_filename_template(self, split_name: str) -> tfds.core.ShardedFileTemplate:
+        return _template(self.folder, split_name)
+
+
+def _pair(i: int) -> dict:
+    """Pair i of a toy split: pair 1 has no caption, pair 2 is tiered."""
+    return {
+        "key": f"pair_{i}",
+        "audio1": np.full((100 + i,), i, np.int16),
+        "audio2": np.zeros((50,), np.int16),
+        "captions": [[], ["a dog barks"], ["a dog", "ein hund bellt, laut."]][i % 3],
+        "scene": "rain",
+        "caption_tiers": np.asarray([[], [], [1, 3]][i % 3], np.int32),
+        "recipe": "{}",
+        "edit_ops": ["add"] * (i % 2),
+        "edit_classes": ["dog"] * (i % 2),
+        "edit_magnitudes": np.zeros((i % 2,), np.float32),
+    }
+
+
+def test_pair_splits_get_a_caption_file_of_their_text_fields(tmp_path):
+    """Record i of the caption file is the text of record i of the split; every split has one."""
+    builder = _Builder(tmp_path, features_lib.features_dict())
+    jobs = {
+        "train": (writer.serialize_example, [_pair(i) for i in range(5)]),
+        "eval": (writer.serialize_example, [_pair(i) for i in (2, 0)]),
+    }
+    writer.generate_splits(builder, jobs, num_workers=1)
+    for split, (_, examples) in jobs.items():
+        expected = [
+            {
+                "key": e["key"],
+                "captions": e["captions"],
+                "caption_tiers": e["caption_tiers"].tolist(),
+                "scene": e["scene"],
+                "edit_ops": e["edit_ops"],
+                "edit_classes": e["edit_classes"],
+            }
+            for e in examples
+        ]
+        assert caption_file.read(tmp_path, split) == expected
+
+
+def test_a_schema_without_captions_gets_no_caption_file(tmp_path):
+    builder = _Builder(tmp_path, clips.clip_features())
+    examples = [{"key": "c0", "audio": np.zeros((10,), np.int16), "label": "dog"}]
+    writer.generate_splits(builder, {"train": (clips.serialize_clip, examples)}, num_workers=1)
+    assert caption_file.read(tmp_path, "train") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["toy-train.array_record-00000-of-00001"]
 
 
 def test_map_in_order_keeps_the_order_in_worker_processes():

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+from tensorflow_datasets.core.data_sources import base as data_sources
+
 from adc_jax.config import base_config
-from adc_jax.rundir import fill_config_defaults
+from adc_jax.data import caption_file, registry
+from adc_jax.rundir import VOCAB_FILE, fill_config_defaults, prepare_data
 
 
 def test_old_config_json_gets_new_fields_with_defaults():
@@ -13,3 +19,28 @@ def test_old_config_json_gets_new_fields_with_defaults():
     assert sorted(fill_config_defaults(config)) == ["eval", "model.n_mels"]
     assert config.model.n_mels == 64 and config.eval.beam_size == 2
     assert fill_config_defaults(config) == []
+
+
+def test_start_up_reads_captions_and_keys_without_opening_the_records(tmp_path, monkeypatch):
+    """prepare_data and the eval split's entries come from the caption files; a build without
+    them (made before they existed) is read from its records instead."""
+    config = base_config("smoke")
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.num_train, config.data.num_validation, config.data.num_eval = 8, 2, 3
+    config.data.clip_seconds = 0.5
+    builder = registry.load_builder(config)  # built before records are forbidden
+
+    def opened(self, *args):
+        raise AssertionError("start-up opened a record")
+
+    monkeypatch.setattr(data_sources.BaseDataSource, "__getitem__", opened)
+    monkeypatch.setattr(data_sources.BaseDataSource, "__getitems__", opened)
+    data = prepare_data(config, str(tmp_path))
+    assert data.train_stats.num_pairs == 8 and os.path.exists(tmp_path / VOCAB_FILE)
+    split = data.eval_split("eval")
+    assert split.keys == [f"eval_{i:06d}" for i in range(3)]
+    assert split.source is not None and len(split.source) == 3  # its audio, read when batched
+
+    caption_file.file_path(builder.data_dir, "train").unlink()
+    with pytest.raises(AssertionError, match="opened a record"):
+        prepare_data(config, str(tmp_path))

@@ -39,7 +39,7 @@ from adc_jax import rundir  # noqa: E402
 from adc_jax.data import clip_store, pipeline, registry  # noqa: E402
 from adc_jax.data.synthetic import builder as synthetic  # noqa: E402
 from adc_jax.data.tokenizer import Vocabulary  # noqa: E402
-from adc_jax.data.vocab import read_captions  # noqa: E402
+from adc_jax.data.vocab import read_captions, split_captions  # noqa: E402
 
 _SIZE = flags.DEFINE_enum("size", "paper", ["paper", "quick", "smoke"], "Size preset.")
 _DATA_DIR = flags.DEFINE_string(
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
             data = rundir.prepare_data(config, workdir)
         stats, vocab = data.train_stats, data.vocab
     else:
-        _, stats = read_captions(source)
+        _, stats = read_captions(split_captions(builder, "train"))
         vocab = Vocabulary.build(stats.captions, min_count=config.data.vocab_min_count)
     captions_s = time.perf_counter() - start
 

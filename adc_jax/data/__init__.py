@@ -8,6 +8,7 @@ clip_sources.py   the recordings clip_pairs mixes: layouts, classes, splits
 registry.py       data.name -> the dataset's loader; the data directory
 features.py       the record schema every pair dataset writes
 writer.py         the array_record writer of every builder (no TensorFlow)
+caption_file.py   a built split's keys and captions beside its records: start-up reads no audio
 paths.py          remote paths (gs://): which settings take one, the refusal naming the others
 audio_io.py       reading audio files; waveform.py: the one pad/crop to the clip length
 tokenizer.py      the word-level Vocabulary (pure Python: the models import its ids)

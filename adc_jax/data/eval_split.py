@@ -1,14 +1,15 @@
 """A split loaded for evaluation: its keys, references and labels, entry by entry.
 
 `load_eval_split` reads only the text fields of (the first max_examples pairs of) a split, in
-stored order: one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has
-references of, keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in
-batches (`pipeline.eval_batches`) and scores the predictions against the references; the
-metrics read the edit labels and scenes.
+stored order, from its caption file when given (`vocab.split_captions`), else from its records:
+one entry per pair, or, for tiered data (ADIFF), one per pair and tier it has references of,
+keyed `vocab.tier_key(key, tier)`. Evaluation decodes the entries' audio in batches
+(`pipeline.eval_batches`) and scores the predictions against the references; the metrics read
+the edit labels and scenes.
 
 Public API:
-  EvalSplit                                     the entries; `subset`, `by_tier`.
-  load_eval_split(source, max_examples, tiers)  -> EvalSplit
+  EvalSplit                                           the entries; `subset`, `by_tier`.
+  load_eval_split(source, max_examples, tiers, text)  -> EvalSplit
 """
 
 from __future__ import annotations
@@ -66,9 +67,15 @@ class EvalSplit:
 
 
 def load_eval_split(
-    source: Sequence[dict[str, Any]], max_examples: int = 0, tiers: Sequence[int] = (0,)
+    source: Sequence[dict[str, Any]],
+    max_examples: int = 0,
+    tiers: Sequence[int] = (0,),
+    text: Sequence[dict[str, Any]] | None = None,
 ) -> EvalSplit:
     """Reads the metadata of (the first max_examples pairs of) a split.
+
+    The text fields come from `text` (the split's `vocab.split_captions`, record for record)
+    when given, else from `source`, whose audio evaluation reads either way.
 
     With tiers other than (0,) (ADIFF), every pair gives one entry per tier it has references
     of, tier by tier, keyed `tier_key(key, tier)`. A key that repeats gets "#2", "#3", ...
@@ -80,9 +87,10 @@ def load_eval_split(
     # Only the text fields are kept: a decoded record's waveforms are views of its bytes, and a
     # split's audio (gigabytes for ADIFF) must not stay in memory.
     text_fields = ("key", "captions", "caption_tiers", "edit_ops", "edit_classes", "scene")
+    text = source if text is None else text
     metadata = []
     for i in range(n):
-        record = source[i]
+        record = text[i]
         metadata.append({f: record[f] for f in text_fields if f in record})
     for tier in tiers:
         for i, r in enumerate(metadata):

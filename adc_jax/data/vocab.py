@@ -2,8 +2,10 @@
 
 Reading captions (`read_captions`): every reference of the selected tiers, pair by pair, with the
 training entries (one per pair, or one per pair and tier for ADIFF) and their token lengths,
-counted and logged (`CaptionStats`). The vocabulary of a run is built from the training captions
-and saved in its workdir, or loaded from there and checked against the config
+counted and logged (`CaptionStats`). A split's text fields come from its caption file
+(`split_captions`; `adc_jax.data.caption_file`), so start-up reads no audio; a build made
+before that file existed is read record by record. The vocabulary of a run is built from the
+training captions and saved in its workdir, or loaded from there and checked against the config
 (`build_or_load_vocab`, `check_vocab_file`), logging how many captions it truncates or maps to
 <unk> (`token_stats`). The word-level `Vocabulary` itself is `adc_jax.data.tokenizer` (pure
 Python, for the model code).
@@ -16,6 +18,7 @@ untiered: tier 0, started by <bos>.
 Public API:
   split_tiers(config), tier_tokens(config), tier_key(key, tier)
   tier_captions(record, tier)           the captions of one tier of a record.
+  split_captions(builder, split)        the text fields of a split's records, without audio.
   read_captions(source, tiers, punctuation) -> (per pair captions, CaptionStats)
   token_stats(vocab, captions, max_tokens) -> TokenStats
   check_vocab_file(path, ...), build_or_load_vocab(path, captions, ...) -> Vocabulary
@@ -24,6 +27,7 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +37,8 @@ import numpy as np
 from absl import logging
 
 from adc_jax.config import parse_tiers
+from adc_jax.data import caption_file
+from adc_jax.data.errors import BadData
 from adc_jax.data.features import as_text, caption_tiers
 from adc_jax.data.tokenizer import UNK, Vocabulary, tier_token, words
 
@@ -94,6 +100,48 @@ def tier_captions(record: dict[str, Any], tier: int) -> list[str]:
     """The captions of `record` whose tier is `tier` (all captions of an untiered record)."""
     tiers = caption_tiers(record)
     return [as_text(c) for c, t in zip(record["captions"], tiers, strict=True) if t == tier]
+
+
+@functools.cache
+def _log_no_caption_file(data_dir: str) -> None:
+    """Says once per dataset that its captions are read from the records."""
+    logging.info(
+        "%s was built before datasets had caption files, so its captions and keys are read "
+        "from its records (with their audio where the pairs hold it); rebuilding it (delete "
+        "the folder, or build it again elsewhere and copy it) makes this part of start-up "
+        "instant.",
+        data_dir,
+    )
+
+
+def split_captions(builder: Any, split: str) -> Sequence[dict[str, Any]]:
+    """The text fields of every record of `split`, in record order, without reading audio.
+
+    From the split's caption file (`caption_file`): one dict per record with key, captions,
+    caption_tiers, scene, edit_ops and edit_classes. A build without that file (made before it
+    existed) gives the split's records instead (`builder.as_data_source(split)`: with their
+    audio where the pairs hold it, without where they name clips; logged once); nothing is
+    written into an existing build.
+
+    Args:
+      builder: a prepared tfds builder of a pair schema (`registry.load_builder`).
+      split: the split's name.
+
+    Raises:
+      BadData: the caption file does not hold one entry per record of the split.
+    """
+    records = caption_file.read(builder.data_dir, split)
+    if records is None:
+        _log_no_caption_file(str(builder.data_dir))
+        return builder.as_data_source(split)
+    expected = builder.info.splits[split].num_examples
+    if len(records) != expected:
+        raise BadData(
+            f"{caption_file.file_path(builder.data_dir, split)} holds {len(records)} entries, but "
+            f"the {split} split has {expected} records: the dataset folder was changed after "
+            "its build. Delete the folder to rebuild it."
+        )
+    return records
 
 
 def read_captions(

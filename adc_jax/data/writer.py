@@ -14,7 +14,10 @@ base, `adc_jax.data.builder.Builder`, replaces tfds' `_generate_splits` by `gene
   * everything is written inside the temporary `incomplete.*` folder that tfds'
     `download_and_prepare` creates and renames when every split is written, and the returned
     `SplitInfo`s go into the `dataset_info.json` that tfds writes next, so an interrupted build is
-    never read back and `builder.as_data_source(split)` works as with tfds' writer.
+    never read back and `builder.as_data_source(split)` works as with tfds' writer;
+  * for a pair schema (one with `captions`), each split's text fields go into its caption file
+    (`caption_file`), parsed back from the records as they are written (`text_fields`), so
+    start-up reads captions and keys without reading audio.
 
 Public API:
   serialize_example(example, schema)       encode + serialise one example (shared schema default).
@@ -23,6 +26,7 @@ Public API:
   BuildWorkerDied                          RuntimeError naming the item a dead worker was making.
   resolve_workers(num_workers, num_items)  how many processes a split is worth.
   write_split(template, records, ...)      records -> shards of one split -> its SplitInfo.
+  text_fields(record)                      the caption file's fields of a serialised pair record.
   generate_splits(builder, split_jobs, ...)  every split of a builder (`builder.Builder`).
   prepare_once(cls, config, data_dir)      the builder, built (once, under a file lock) if missing.
 """
@@ -51,8 +55,9 @@ from absl import logging
 from array_record.python import array_record_module
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import utils as tfds_utils
+from tensorflow_datasets.proto import tf_example_pb2
 
-from adc_jax.data import errors, paths, source_files
+from adc_jax.data import caption_file, clip_store, errors, paths, source_files
 from adc_jax.data import features as features_lib
 
 # Target size of one array_record shard in bytes (a shard ends with the record that reaches it).
@@ -382,6 +387,34 @@ def write_split(
     )
 
 
+def text_fields(record: bytes) -> dict[str, Any]:
+    """The caption file's fields (`caption_file.FIELDS`) of one serialised pair record: key and
+    scene as str, captions, edit_ops and edit_classes as lists of str, caption_tiers as a list of
+    int (empty when untiered)."""
+    # tfds ships the tf.train.Example message class; no TensorFlow needed. Parsing copies the
+    # waveforms once more, which costs far less than making them did.
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+
+    def texts(name: str) -> list[str]:
+        return [v.decode("utf-8") for v in feature[name].bytes_list.value]
+
+    return {
+        "key": texts("key")[0],
+        "captions": texts("captions"),
+        "caption_tiers": list(feature["caption_tiers"].int64_list.value),
+        "scene": texts("scene")[0],
+        "edit_ops": texts("edit_ops"),
+        "edit_classes": texts("edit_classes"),
+    }
+
+
+def _keeping_text(records: Iterable[bytes], texts: list[dict[str, Any]]) -> Iterator[bytes]:
+    """Yields `records`, appending the `text_fields` of each to `texts` on the way."""
+    for record in records:
+        texts.append(text_fields(record))
+        yield record
+
+
 def generate_splits(
     builder: tfds.core.DatasetBuilder,
     split_jobs: Mapping[str, tuple[Callable[[_T], bytes], Sequence[_T]]],
@@ -389,7 +422,8 @@ def generate_splits(
     num_workers: int | None = None,
     shard_bytes: int | None = None,
 ) -> list[tfds.core.SplitInfo]:
-    """Writes every split of `builder`; use as the body of its `_generate_splits`.
+    """Writes every split of `builder`, and its caption file for a pair schema (one with
+    `captions`); use as the body of its `_generate_splits`.
 
     Args:
       builder: the builder being prepared (gives the file templates of its temporary folder).
@@ -402,18 +436,25 @@ def generate_splits(
       One SplitInfo per split, in the order of `split_jobs`.
     """
     begin_splits(builder, split_jobs, num_workers=num_workers)
+    has_captions = "captions" in builder.info.features
     infos = []
     for split, (fn, items) in split_jobs.items():
         workers = resolve_workers(num_workers, len(items))
+        template = builder._get_filename_template(split_name=split)
+        # A clip store's records are raw samples (`clip_store`), not pairs.
+        keep_text = has_captions and not split.endswith(clip_store.CLIPS_SUFFIX)
+        texts: list[dict[str, Any]] = []
         start = time.perf_counter()
         with split_records(builder, split, fn, items, workers) as records:
             info = write_split(
-                builder._get_filename_template(split_name=split),
-                records,
+                template,
+                _keeping_text(records, texts) if keep_text else records,
                 num_records=len(items),
                 shard_bytes=shard_bytes or SHARD_BYTES,
                 desc=f"Generating {builder.name} {split}",
             )
+        if keep_text:
+            caption_file.write(template.data_dir, split, texts)
         elapsed = time.perf_counter() - start
         logging.info(
             "%s/%s: wrote %d %s examples (%.1f MiB, %d shards) in %.1f s "
