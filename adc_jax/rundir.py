@@ -33,7 +33,7 @@ from adc_jax import sharding as sharding_lib
 from adc_jax import step as step_lib
 from adc_jax.data import clip_store, lm_tokenizer, paths, registry
 from adc_jax.data import vocab as vocab_lib
-from adc_jax.data.errors import BadData
+from adc_jax.data.errors import BadData, DataError
 from adc_jax.data.eval_split import EvalSplit, load_eval_split
 from adc_jax.data.synthetic.grammar import all_single_edit_captions
 from adc_jax.data.tokenizer import Vocabulary
@@ -145,9 +145,19 @@ class RunData:
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
     """Builds (on first use) or loads the dataset, and builds or loads the run's vocabulary."""
     # One process builds the dataset first, so a shared data_dir is never written twice at once.
+    # Its data error is said on every process (the others would wait at a barrier forever).
+    failure = None
     if jax.process_index() == 0:
-        builder = registry.load_builder(config)
-    multihost.sync("dataset_built")
+        try:
+            builder = registry.load_builder(config)
+        except DataError as e:
+            failure = e
+    if multihost.first_process_says(failure is not None):  # every process waits here
+        if failure is not None:
+            raise failure
+        raise BadData(
+            f"Process 0 could not build the dataset {config.data.name}; its log says why."
+        )
     if jax.process_index() != 0:
         builder = registry.load_builder(config)
     start = time.time()
@@ -174,9 +184,12 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> RunData:
             builder, _lm_tokenizer(config, vocab_path, stats), stats.captions, stats, tiers
         )
     if os.path.exists(vocab_path):  # checked on every process, before the barrier below
-        vocab_lib.check_vocab_file(
-            vocab_path, punctuation=punctuation, extra_tokens=vocab_lib.tier_tokens(config)
-        )
+        try:
+            vocab_lib.check_vocab_file(
+                vocab_path, punctuation=punctuation, extra_tokens=vocab_lib.tier_tokens(config)
+            )
+        except ValueError as e:  # the workdir was trained with other data settings
+            raise config_lib.ConfigError(str(e)) from None
 
     # Process 0 writes the vocabulary (the workdir is shared); the others read it afterwards.
     def vocab() -> Vocabulary:
