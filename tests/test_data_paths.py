@@ -14,9 +14,10 @@ import shutil
 import ml_collections
 import numpy as np
 import pytest
+from adiff_fixture import make_adiff_fixture
 
 from adc_jax import cli, rundir
-from adc_jax.data import paths
+from adc_jax.data import clip_store, paths, vocab
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.adiff import build_adiff
 from adc_jax.data.audiodiffcaps import build_audio_diff_caps
@@ -114,3 +115,26 @@ def _listing(root) -> list[str]:
 def test_a_gs_data_dir_without_gcsfs_names_the_package_to_install():
     with pytest.raises(paths.RemotePathError, match=r"data\.data_dir='gs://b/d'.*gcsfs"):
         synthetic.build_synthetic("gs://b/d", SPEC, num_workers=1)
+
+
+def test_a_built_adiff_with_its_clip_stores_is_read_from_a_remote_data_dir(tmp_path, monkeypatch):
+    """ADIFF (pairs naming their clips, caption files) read through the same remote path: tfds
+    finds the build, the pairs and clip stores are joined, nothing is written there."""
+    fx = make_adiff_fixture(str(tmp_path / "fx"), splits=("train", "eval"))
+    args = dict(csv_dir=fx.csv_dir, audio_dir=fx.audio_dir, subset="cld", clip_seconds=2.0)
+    local = build_adiff(str(tmp_path / "local"), num_workers=1, **args)
+    bucket = tmp_path / "bucket"
+    shutil.copytree(
+        tmp_path / "local" / "adiff", bucket / "adiff", ignore=shutil.ignore_patterns(".build.lock")
+    )
+    monkeypatch.setattr(paths, "is_remote", lambda path: str(path).startswith(str(bucket)))
+    before = _listing(bucket)
+    remote = build_adiff(str(bucket), **args)
+    for split in ("train", "eval"):
+        a, b = clip_store.pair_source(local, split), clip_store.pair_source(remote, split)
+        assert len(a) == len(b) > 0
+        for i in range(len(a)):
+            np.testing.assert_array_equal(a[i]["audio1"], b[i]["audio1"])
+            np.testing.assert_array_equal(a[i]["audio2"], b[i]["audio2"])
+        assert vocab.split_captions(remote, split)[0]["captions"]  # its caption file
+    assert _listing(bucket) == before

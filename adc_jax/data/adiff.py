@@ -729,10 +729,6 @@ def build_adiff(
         sample_rate=sample_rate,
         min_clip_fraction=float(min_clip_fraction),
         num_workers=num_workers,
+        sources=sources,
     )
-    builder = Adiff(data_dir=data_dir, config=config, file_format="array_record")
-    if not builder.is_prepared():
-        source_files.before_build(os.path.join(data_dir, Adiff.name), builder.data_dir, sources)
-    builder.download_and_prepare(file_format="array_record")
-    source_files.after_build(builder.data_dir, sources)
-    return builder
+    return Adiff.prepare(config, data_dir, "pairs")

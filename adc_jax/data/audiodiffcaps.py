@@ -286,6 +286,10 @@ class AudioDiffCapsConfig(builder_lib.BuildConfig):
     csv_dir: str = ""
     validation_fraction: float = 0.05
     sample_rate: int = features_lib.SAMPLE_RATE
+    # Clips shorter than this fraction of NOMINAL_SECONDS fail the build (0: none do). Not in
+    # the name, which fingerprints the data: it only decides whether a build fails, never what
+    # it writes.
+    min_clip_fraction: float = 0.0
 
 
 class AudioDiffCaps(builder_lib.Builder):
@@ -300,11 +304,6 @@ class AudioDiffCaps(builder_lib.Builder):
         "3.0.0": "Each distinct WAV stored once (split S_clips); pairs name their clips.",
     }
     HOMEPAGE = "https://github.com/nttcslab/audio-diff-caps"
-
-    # Clips shorter than this fraction of NOMINAL_SECONDS fail the build (0: none do). Set on the
-    # instance by `build_audio_diff_caps`; not in the builder config, whose name fingerprints the
-    # data, because it only decides whether a build fails, never what it writes.
-    min_clip_fraction: float = 0.0
 
     def _description(self) -> str:
         cfg = self.builder_config
@@ -334,7 +333,7 @@ class AudioDiffCaps(builder_lib.Builder):
             ],
             dataset="AudioDiffCaps",
             nominal_seconds=NOMINAL_SECONDS,
-            min_fraction=self.min_clip_fraction,
+            min_fraction=cfg.min_clip_fraction,
         )
         out = {}
         for split, rows in splits.items():
@@ -547,14 +546,8 @@ def build_audio_diff_caps(
         csv_dir=csv_dir,
         validation_fraction=float(validation_fraction),
         sample_rate=sample_rate,
+        min_clip_fraction=float(min_clip_fraction),
         num_workers=num_workers,
+        sources=sources,
     )
-    builder = AudioDiffCaps(data_dir=data_dir, config=config, file_format="array_record")
-    builder.min_clip_fraction = float(min_clip_fraction)
-    if not builder.is_prepared():
-        source_files.before_build(
-            os.path.join(data_dir, AudioDiffCaps.name), builder.data_dir, sources
-        )
-    builder.download_and_prepare(file_format="array_record")
-    source_files.after_build(builder.data_dir, sources)
-    return builder
+    return AudioDiffCaps.prepare(config, data_dir, "pairs")
