@@ -4,7 +4,9 @@ What is checked: synthetic_clips is deterministic, stored in index order and lab
 classes each clip holds; synthetic_events holds one event per clip, of the class its index names,
 mixed at the drawn signal-to-background ratio; audio_folder cuts every file of a folder tree (WAV/FLAC at 44.1 kHz,
 random lengths) into clips of the stated count and lengths, resampled to 16 kHz, labelled by
-folder, with a validation split disjoint by file, and a fingerprint that follows the files; an
+folder, with a validation split disjoint by file, and a fingerprint that follows the files;
+exclude_held_out leaves out clip_sources' eval recordings (folders and ESC-50) in a build of its
+own and refuses a folder without a layout; an
 unreadable file fails the build naming it, a truncated one is warned about; `clip_batches`
 resumes exactly, reshuffles every epoch, gives disjoint process shards, reads the same from its
 fast record path as from tfds' decoding, and from worker processes.
@@ -16,12 +18,14 @@ import hashlib
 import logging as std_logging
 import os
 
+import clip_fixtures
 import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
 from absl import flags
 
+from adc_jax.data import clip_sources
 from adc_jax.data.audio_io import AudioError, load_audio
 from adc_jax.data.synthetic import scenes
 from adc_jax.data.synthetic.grammar import BACKGROUNDS, EVENT_CLASSES
@@ -248,6 +252,48 @@ def test_audio_folder_cuts_resamples_labels_and_splits_by_file(tmp_path):
     path = root / "dog" / "dog_0.wav"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert clips.load_clip_source(config).data_dir != builder.data_dir
+
+
+def _built_files(builder) -> set[str]:
+    """The relative paths of the files whose clips a clip build holds (both splits)."""
+    return {
+        source[i]["key"].decode().rsplit("@", 1)[0]
+        for source in (builder.as_data_source(s) for s in clips.SPLITS)
+        for i in range(len(source))
+    }
+
+
+def test_exclude_held_out_leaves_out_the_eval_recordings_of_each_layout(tmp_path):
+    """Pretraining on a collection with exclude_held_out hears none of the recordings that
+    clip_pairs evaluates on and the linear probe tests on (clip_sources' eval split)."""
+    folders, esc50 = tmp_path / "folders", tmp_path / "esc50"
+    clip_fixtures.write_folders(str(folders), ["cow", "door", "siren"], per_class=8, seconds=0.6)
+    clip_fixtures.write_esc50(str(esc50), ["cow", "door"], per_fold=1, seconds=0.6)
+    for root in (folders, esc50):
+        index = clip_sources.index_sources(str(root))
+        held = {r.path.replace(os.sep, "/") for r in index.recordings if r.split == "eval"}
+        every = {f.path for f in clips.list_audio_files(str(root))}
+        assert clips.held_out_recordings(str(root)) == held
+        data = dict(name="audio_folder", audio_dir=str(root), clip_seconds=0.5)
+        data["data_dir"] = str(tmp_path / "tfds")
+        whole = clips.load_clip_source(_config(**data))
+        kept = clips.load_clip_source(_config(**data, exclude_held_out=True))
+        assert _built_files(whole) == every
+        assert _built_files(kept) == every - held
+        assert kept.data_dir != whole.data_dir  # its own build, never the whole folder's
+    # 2 of each class folder's 8 files; ESC-50's fold 5 (one clip per class here).
+    assert len(clips.held_out_recordings(str(folders))) == 3 * 2
+    assert clips.held_out_recordings(str(esc50)) == {
+        "audio/5-100050-A-0.wav",
+        "audio/5-101050-A-1.wav",
+    }
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for j in range(3):
+        sf.write(flat / f"{j}.wav", _tone(1.0, 440.0), SR_IN)
+    flat_config = _config(name="audio_folder", audio_dir=str(flat), exclude_held_out=True)
+    with pytest.raises(FileNotFoundError, match="exclude_held_out=False"):
+        clips.load_clip_source(flat_config)
 
 
 def test_validation_takes_a_file_when_the_fraction_picks_none(tmp_path):

@@ -35,6 +35,10 @@ Pretraining needs audio only, no captions. Three sources, chosen by `config.data
                    split does not depend on the listing order. Before decoding, every file is
                    probed (`audio_io.check_clip_lengths`): truncated files and files under half a
                    clip are counted in one warning; an unreadable file fails the build naming it.
+                   data.exclude_held_out=True first leaves out the recordings that
+                   `adc_jax.data.clip_sources` holds out for evaluation (ESC-50 fold 5, FSD50K
+                   eval, 20% of each class folder by path hash): pretrain on a collection, then
+                   probe or caption its held-out part.
 
 Record schema (all): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
 int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
@@ -45,8 +49,8 @@ uncompressed array_record shards, never read back when interrupted); they co-exi
 data_dir (`adc_jax.data.registry.data_dir`): synthetic_clips/<sizes>/ (synthetic_events:
 synthetic_clips/<sizes>_events/), audio_folder/<clip>_<rate>_fp<fingerprint>/, where the
 fingerprint covers the file list (relative paths, sizes, modification times), the clip length,
-the sample rate, the validation fraction and GENERATION_VERSION, so changed audio builds anew.
-Processes that build the same variant take turns under a file lock.
+the sample rate, the validation fraction, data.exclude_held_out and GENERATION_VERSION, so
+changed audio builds anew. Processes that build the same variant take turns under a file lock.
 
 Training batches (`clip_batches`): this process's shard of the split -> seeded shuffle (a new
 order every epoch, from config.seed) -> repeat -> batches of train.batch_size / process_count
@@ -62,6 +66,7 @@ Public API:
   SyntheticClipsSpec, build_synthetic_clips(data_dir, spec)
   AudioFolderSpec, build_audio_folder(data_dir, spec)
   list_audio_files(root) -> (AudioFile, ...)     the files an audio_folder build reads.
+  held_out_recordings(root) -> frozenset[str]    the files data.exclude_held_out leaves out.
   clip_bounds(num_samples, clip_samples)         where a file's clips start and end.
   folder_split(relative_path, fraction)          "train" or "validation" of a file.
   synthetic_clip(spec, split, index)             one synthetic record, made without a build.
@@ -88,8 +93,8 @@ from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
 from adc_jax.data import builder as builder_lib
+from adc_jax.data import clip_sources, paths, pipeline, registry, source_files
 from adc_jax.data import features as features_lib
-from adc_jax.data import paths, pipeline, registry, source_files
 from adc_jax.data import writer as writer_lib
 from adc_jax.data.audio_io import check_clip_lengths, load_audio
 from adc_jax.data.clip_sources import AUDIO_EXTENSIONS
@@ -278,6 +283,26 @@ def list_audio_files(root: str) -> tuple[AudioFile, ...]:
     return tuple(sorted(files, key=lambda f: f.path))
 
 
+def held_out_recordings(root: str) -> frozenset[str]:
+    """The relative paths ("/"-separated) of the recordings `clip_sources` puts in the eval split
+    of `root`: ESC-50's fold 5, FSD50K's eval set, or per class folder the files with the lowest
+    path hashes (`clip_sources.folder_held_out`). These are the clips `clip_pairs` evaluates on
+    and `tools/linear_probe.py --data_dir` tests on.
+
+    Raises:
+      MissingData: `root` is in none of those layouts (names the accepted ones).
+    """
+    try:
+        index = clip_sources.index_sources(root)
+    except MissingData as e:
+        raise MissingData(
+            f"data.exclude_held_out=True needs data.audio_dir in a layout whose held-out "
+            f"recordings are defined: {e} Set data.exclude_held_out=False to pretrain on every "
+            "file."
+        ) from None
+    return frozenset(r.path.replace(os.sep, "/") for r in index.recordings if r.split == "eval")
+
+
 def _hash_position(path: str) -> float:
     """The SHA-256 of a relative path as a number in [0, 1)."""
     return int(hashlib.sha256(path.encode("utf-8")).hexdigest()[:16], 16) / 2.0**64
@@ -315,12 +340,16 @@ class AudioFolderSpec:
       clip_seconds: length of each clip (> 0).
       sample_rate: Hz of the stored audio (files are resampled to it).
       validation_fraction: share of the files in validation, in (0, 1).
+      exclude_held_out: leave out the recordings that `clip_sources` holds out for evaluation
+        in audio_dir's layout (`held_out_recordings`), so the same collection can pretrain the
+        encoder and then test it (linear probe, clip_pairs eval) on recordings it never heard.
     """
 
     audio_dir: str
     clip_seconds: float
     sample_rate: int = features_lib.SAMPLE_RATE
     validation_fraction: float = VALIDATION_FRACTION
+    exclude_held_out: bool = False
 
     def __post_init__(self) -> None:
         if not self.audio_dir:
@@ -342,7 +371,8 @@ class AudioFolderSpec:
 
     @classmethod
     def from_config(cls, data_config: Any) -> AudioFolderSpec:
-        """The spec of a pretraining `config.data` section (validation_fraction if it has one)."""
+        """The spec of a pretraining `config.data` section (validation_fraction and
+        exclude_held_out if it has them)."""
         fraction = (
             data_config.validation_fraction
             if "validation_fraction" in data_config
@@ -353,6 +383,7 @@ class AudioFolderSpec:
             clip_seconds=data_config.clip_seconds,
             sample_rate=data_config.sample_rate,
             validation_fraction=float(fraction),
+            exclude_held_out=bool(data_config.get("exclude_held_out", False)),
         )
 
     @property
@@ -369,6 +400,8 @@ def _fingerprint(spec: AudioFolderSpec, files: Sequence[AudioFile]) -> str:
         "validation_fraction": repr(spec.validation_fraction),
         "min_last_piece": repr(MIN_LAST_PIECE),
     }
+    if spec.exclude_held_out:  # only when set, so the names of earlier builds stay valid
+        head["exclude_held_out"] = True
     h.update(json.dumps(head, sort_keys=True).encode())
     for f in files:
         h.update(f"\n{f.path}\t{f.size}\t{f.mtime_ns}".encode())
@@ -587,6 +620,23 @@ def build_audio_folder(
       AudioError: a file is empty or cannot be decoded (names it).
     """
     files = list_audio_files(spec.audio_dir)
+    held_out = 0
+    if spec.exclude_held_out:
+        excluded = held_out_recordings(spec.audio_dir)
+        kept = tuple(f for f in files if f.path not in excluded)
+        held_out = len(files) - len(kept)
+        logging.info(
+            "audio_folder: %d of %d files left out (the held-out recordings of %s).",
+            held_out,
+            len(files),
+            spec.audio_dir,
+        )
+        if not kept:
+            raise BadData(
+                f"data.audio_dir={spec.audio_dir!r}: every file is a held-out recording, so "
+                "data.exclude_held_out=True leaves nothing to pretrain on."
+            )
+        files = kept
     if len(files) < 2:
         raise BadData(
             f"data.audio_dir={spec.audio_dir!r} holds one audio file ({files[0].path}); the "
@@ -607,7 +657,7 @@ def build_audio_folder(
         sources=sources,
         description=f"Clips of {spec.clip_seconds:g} s at {spec.sample_rate} Hz from the "
         f"{len(files)} audio files under {spec.audio_dir} ({len(splits['validation'])} files "
-        "in validation).",
+        f"in validation; {held_out} held-out recordings left out).",
     )
     return AudioFolder.prepare(config, os.path.expanduser(data_dir), "clips")
 

@@ -68,6 +68,10 @@ def pretrain_config(size: str = "paper") -> ml_collections.ConfigDict:
     c.data.name = "synthetic_events"
     # audio_folder: the folder tree of audio files (any rate, any length).
     c.data.audio_dir = ""
+    # audio_folder: leave out the recordings adc_jax holds out for evaluation in audio_dir's
+    # layout (ESC-50 fold 5, FSD50K eval, 20% of each class folder by path hash): the clips
+    # `clip_pairs` evaluates on and `tools/linear_probe.py --data_dir` tests on.
+    c.data.exclude_held_out = False
     # Directory holding tfds datasets; "" means $ADC_JAX_DATA_DIR or ~/.cache/adc_jax/datasets.
     c.data.data_dir = ""
     # Audio sample rate in Hz; BYOL-A's front end expects 16 kHz.
