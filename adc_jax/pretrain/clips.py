@@ -38,7 +38,9 @@ Pretraining needs audio only, no captions. Three sources, chosen by `config.data
                    data.exclude_held_out=True first leaves out the recordings that
                    `adc_jax.data.clip_sources` holds out for evaluation (ESC-50 fold 5, FSD50K
                    eval, 20% of each class folder by path hash): pretrain on a collection, then
-                   probe or caption its held-out part.
+                   probe or caption its held-out part. In a class-folder layout both rules pick
+                   the lowest path hashes, so validation then usually holds the one file the
+                   fallback gives it (pretraining reads only the train split).
 
 Record schema (all): key (text: "train_000042", or "<relative path>@<clip index>"), audio ([N]
 int16 at data.sample_rate, stored as raw bytes, Encoding.BYTES), label (text).
