@@ -18,6 +18,7 @@ import byola_fixture
 import clip_fixtures
 import numpy as np
 import pytest
+import scipy.stats
 from tool_modules import load_tool
 
 from adc_jax.data.synthetic import scenes
@@ -166,3 +167,20 @@ def test_cli_prints_a_row_per_encoder_and_uses_the_directory_weights(tmp_path, c
     with pytest.raises(FileNotFoundError, match="meta.json"):
         lp.main([f"--encoder={tmp_path}", "--train_per_class=1", "--test_per_class=1"])
     assert os.path.isdir(encoder_dir)
+
+
+def test_rows_of_several_seeds_are_compared_with_random_init_by_welch():
+    shape, other = (64, 16, 256), (64, 64, 2048)
+    pretrained = lp.Row("pretrained: a, b, c", shape, [0.69, 0.58, 0.63], [0.1] * 3, 261, 84, 1.0)
+    single = lp.Row("official: w", shape, [0.70], [0.1], 261, 84, 1.0)
+    wide = lp.Row("pretrained: d, e", other, [0.8, 0.7], [0.1] * 2, 261, 84, 1.0)
+    random = lp.Row("random init, seed 0,1,2", shape, [0.55, 0.49, 0.52], [0.1] * 3, 261, 84, 1.0)
+    pairs = lp.against_random_init([pretrained, single, wide, random])
+    # Only the row of several values with a random-init row of its shape is compared.
+    assert [r for r, _ in pairs] == [pretrained]
+    d = pairs[0][1]
+    expected = scipy.stats.ttest_ind(pretrained.accuracies, random.accuracies, equal_var=False)
+    assert d.delta == pytest.approx(np.mean(pretrained.accuracies) - np.mean(random.accuracies))
+    assert d.p_value == pytest.approx(expected.pvalue) and d.low < d.delta < d.high
+    text = lp.format_differences(pairs)
+    assert f"pretrained: {100 * d.delta:+.1f} points [" in text and "(3 vs 3 values)" in text

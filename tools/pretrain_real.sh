@@ -11,18 +11,19 @@
 #      data.exclude_held_out=true, so the recordings clip_pairs evaluates on and the probe tests
 #      on are never heard; one run per seed of PRETRAIN_SEEDS.
 #   2. ROOT/probe.json: `tools/linear_probe.py` on AUDIO_DIR's held-out split, the pretrained
-#      encoders (one row, their mean) against random init over the same seeds.
+#      encoders (one row, their mean) against random init over PROBE_SEEDS (Welch's test).
 #   3. ROOT/random_init, ROOT/pretrained: `tools/ablation.py` grids of late SDD on clip_pairs of
 #      AUDIO_DIR (EVENTS over BACKGROUNDS), seeds FINETUNE_SEEDS, from random init and from
 #      ROOT/pretrain/seed<first of PRETRAIN_SEEDS>/encoder.
 #   4. ROOT/paired.md, ROOT/paired.json: `tools/compare_ablations.py`, seed s against seed s.
 # Settings (environment): SIZE (quick), PRETRAIN_SEEDS ("0 1 2"), FINETUNE_SEEDS (0,1,2,3),
+# PROBE_SEEDS (random-init seeds of the probe: 0,...,9; a random row costs seconds),
 # EVENTS and BACKGROUNDS (clip_pairs' classes; the defaults are results/byola_real_quick's),
 # STEPS (captioner steps; "" = the size's), PRETRAIN_STEPS ("" = the size's).
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 AUDIO_DIR=$1
@@ -30,6 +31,7 @@ ROOT=$2
 SIZE=${SIZE:-quick}
 PRETRAIN_SEEDS=${PRETRAIN_SEEDS:-"0 1 2"}
 FINETUNE_SEEDS=${FINETUNE_SEEDS:-0,1,2,3}
+PROBE_SEEDS=${PROBE_SEEDS:-0,1,2,3,4,5,6,7,8,9}
 EVENTS=${EVENTS:-rooster,cow,crying_baby,door_wood_knock,glass_breaking,clock_alarm}
 BACKGROUNDS=${BACKGROUNDS:-sea_waves,engine}
 STEPS=${STEPS:-}
@@ -55,9 +57,8 @@ for seed in $PRETRAIN_SEEDS; do
 done
 
 echo "== linear probe on the held-out recordings of $AUDIO_DIR"
-probe_seeds=$(echo $PRETRAIN_SEEDS | tr ' ' ',')
 "$PYTHON" tools/linear_probe.py --encoder="$(IFS=,; echo "${encoders[*]}")" \
-  --data_dir="$AUDIO_DIR" --seeds="$probe_seeds" --json_out="$ROOT/probe.json"
+  --data_dir="$AUDIO_DIR" --seeds="$PROBE_SEEDS" --json_out="$ROOT/probe.json"
 
 grid=(--size="$SIZE" --experiments=late_sdd --lambdas= --seeds="$FINETUNE_SEEDS"
       --override=config.data.name=clip_pairs
