@@ -8,28 +8,17 @@ the JSON and exits 2 with a message for grids it cannot pair.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import scipy.stats
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tool_modules import load_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        "compare_ablations", os.path.join(REPO_ROOT, "tools", "compare_ablations.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_tool("compare_ablations")
 
 
 def _grid(path, per_system: dict[str, dict[int, dict]]) -> str:
